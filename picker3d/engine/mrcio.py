@@ -1,0 +1,88 @@
+"""MRC volume reading/writing with validation and atomic writes.
+
+Volumes are numpy arrays indexed ``data[z, y, x]``; the voxel size is in Å.
+Writes go to a temporary file in the destination folder and are renamed
+into place, so a crash or a full disk never leaves a half-written volume.
+"""
+import os
+import tempfile
+
+import mrcfile
+import numpy as np
+
+from .errors import InputError
+
+
+def read_volume(path, dtype=np.float32, allow_non_finite=False):
+    """Return ``(data, voxel_size_A)`` for a 3D MRC file, validated.
+
+    Raises InputError naming the file for: missing/unreadable file, non-MRC
+    content, 2D images, NaN/Inf values.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        with mrcfile.open(path, permissive=True, mode="r") as mrc:
+            if mrc.data is None:
+                raise InputError(f"{path}: not a readable MRC file (no data block)")
+            data = np.asarray(mrc.data, dtype=dtype)
+            voxel = float(mrc.voxel_size.x)
+    except InputError:
+        raise
+    except Exception as exc:  # mrcfile raises ValueError/OSError on garbage
+        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise InputError(f"{path}: expected a 3D volume, found an array of shape {data.shape}")
+    if not allow_non_finite and not np.all(np.isfinite(data)):
+        n_bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise InputError(f"{path}: contains {n_bad} NaN/Inf voxels")
+    return data, voxel
+
+
+def read_voxel_size(path):
+    """Voxel size in Å from an MRC header, without reading the data."""
+    with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
+        return float(mrc.voxel_size.x)
+
+
+def read_shape(path):
+    """``(nz, ny, nx)`` from an MRC header, without reading the data."""
+    with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
+        h = mrc.header
+        return int(h.nz), int(h.ny), int(h.nx)
+
+
+def atomic_output(path, suffix=""):
+    """Temporary path beside ``path``; call ``os.replace(tmp, path)`` when complete."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", suffix=suffix, dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def write_volume(path, data, voxel_size):
+    """Write a 3D volume (or a 4D volume stack) atomically with the voxel size in Å."""
+    path = os.fspath(path)
+    data = np.asarray(data)
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    elif data.dtype in (np.int64, np.int32, np.uint16) and data.size and data.max() < 32768 and data.min() >= -32768:
+        data = data.astype(np.int16)
+    elif data.dtype == np.bool_:
+        data = data.astype(np.int8)
+    tmp = atomic_output(path, suffix=".mrc")
+    try:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            if data.ndim == 4:
+                mrc.header.ispg = 401  # volume stack
+            mrc.voxel_size = float(voxel_size)
+            mrc.update_header_stats()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

@@ -1,0 +1,1 @@
+"""Scipion protocols of picker3d (one per file, re-exported here)."""

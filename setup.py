@@ -1,0 +1,50 @@
+"""scipion-em-picker3d: deep-learning particle picking and classification for cryo-ET in Scipion."""
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.abspath(os.path.dirname(__file__))
+with open(os.path.join(here, "README.md"), encoding="utf-8") as fh:
+    long_description = fh.read()
+
+
+def version():
+    with open(os.path.join(here, "picker3d", "__init__.py")) as fh:
+        for line in fh:
+            if line.startswith("__version__"):
+                return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("no __version__")
+
+
+setup(
+    name="scipion-em-picker3d",
+    version=version(),
+    description="Deep-learning 3D particle picking and clustering-based classification for cryo-ET, as a Scipion plugin",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="GPLv3",
+    python_requires=">=3.8",
+    packages=find_packages(include=["picker3d", "picker3d.*"]),
+    package_data={"picker3d": ["protocols.conf", "templates/*.json"]},
+    include_package_data=True,
+    install_requires=[
+        "scipion-pyworkflow>=3.0",
+        "scipion-em>=3.0",
+        "scipion-em-tomo>=3.0",
+        "torch>=2.1",
+        "numpy",
+        "scipy",
+        "mrcfile",
+        "starfile",        # RELION star files (pandas-based, as RELION 5 writes them)
+        "scikit-learn",    # PCA / Gaussian mixtures for classification
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "pyworkflow.plugin": "picker3d = picker3d",
+        "console_scripts": ["picker3d = picker3d.engine.cli:main"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
+    ],
+)
