@@ -322,8 +322,13 @@ def read_table(path, fmt=None, **kw):
     if fmt == "tsv":
         # a headerless numeric file given as .tsv is a plain table
         with open(path) as fh:
-            first = fh.readline()
-        if first.strip() and "x" not in first.split("\t") and "x" not in first.split():
+            first = fh.readline().split()
+        try:
+            float(first[0]) if first else None
+            headerless = bool(first)
+        except ValueError:
+            headerless = False
+        if headerless:
             return read_txt(path, kw.get("column_order", "xyz"), kw.get("origin", 0), kw.get("class_name"))
         return read_tsv(path, allow_empty=kw.get("allow_empty", False))
     readers = {
@@ -361,9 +366,9 @@ def _atomic_text(path, text):
     return path
 
 
-def _fmt(v):
+def _fmt(v, spec=".3f"):
     if isinstance(v, (float, np.floating)):
-        return f"{float(v):.3f}"
+        return format(float(v), spec)
     return str(v)
 
 
@@ -376,13 +381,15 @@ def write_table(path, table):
         cols.append(table.classes)
     if table.scores is not None:
         header.append("score")
-        cols.append(np.round(table.scores, 5))
+        cols.append(table.scores)
     for k, v in table.extra.items():
         header.append(k)
         cols.append(v)
+    # positions to 1/1000 voxel, scores and extras to 6 significant digits
+    specs = [".3f"] * 3 + [".6g"] * (len(cols) - 3)
     lines = ["\t".join(header)]
     for i in range(len(table)):
-        lines.append("\t".join(_fmt(c[i]) for c in cols))
+        lines.append("\t".join(_fmt(c[i], f) for c, f in zip(cols, specs)))
     return _atomic_text(path, "\n".join(lines) + "\n")
 
 

@@ -32,7 +32,9 @@ def mask_offsets(diameter, mask_type="tball"):
     ri = int(math.floor(r)) if mask_type in T_G else int(math.ceil(r))
     g = np.mgrid[-ri:ri + 1, -ri:ri + 1, -ri:ri + 1].reshape(3, -1).T
     d2 = (g ** 2).sum(axis=1).astype(float)
-    if mask_type in T_G:
+    if mask_type == "cubic":
+        keep = np.ones(len(g), dtype=bool)   # t_g <= e^-1.5: the whole cube (corners included)
+    elif mask_type in T_G:
         keep = np.exp(-d2 / (2 * r * r)) > T_G[mask_type]
     elif mask_type == "sphere":
         keep = d2 <= r * r

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from picker3d.engine.coords import CoordTable
+from picker3d.engine.metrics import evaluate, shrec_hits
+
+
+@pytest.fixture
+def ref():
+    rng = np.random.default_rng(7)
+    xyz = np.stack([np.arange(20) * 12.0 + 5, rng.uniform(5, 90, 20), rng.uniform(5, 40, 20)], 1)
+    return CoordTable(xyz, classes=["a", "b"] * 10)
+
+
+D = {"a": 10, "b": 6}
+
+
+def test_reference_against_itself_is_perfect(ref):
+    r = evaluate(ref, ref, D)
+    assert r["f1"] == 1.0 and r["mean_class_f1"] == 1.0 and r["ap"] == pytest.approx(1.0)
+    assert r["czii_fbeta"] == 1.0 and r["mean_distance"] == 0.0
+
+
+def test_shift_beyond_radius_gives_zero(ref):
+    moved = CoordTable(ref.xyz + [0, 0, 6.0], ref.classes)   # radius: 5 for a, 3 for b
+    r = evaluate(moved, ref, D)
+    assert r["f1"] == 0.0 and r["tp"] == 0
+    inside = CoordTable(ref.xyz + [0, 0, 2.0], ref.classes)
+    assert evaluate(inside, ref, D)["f1"] == 1.0
+
+
+def test_duplicates_lower_precision(ref):
+    dup = CoordTable(np.concatenate([ref.xyz, ref.xyz + 0.5]), np.concatenate([ref.classes, ref.classes]))
+    r = evaluate(dup, ref, D)
+    assert r["recall"] == 1.0 and r["precision"] == pytest.approx(0.5) and r["fp"] == 20
+    assert r["czii_fbeta"] < 1.0
+
+
+def test_wrong_class_costs_class_f1_not_localisation(ref):
+    swapped = CoordTable(ref.xyz, np.where(ref.classes == "a", "b", "a"))
+    r = evaluate(swapped, ref, D)
+    assert r["f1"] == 1.0 and r["mean_class_f1"] == 0.0
+
+
+def test_ap_rewards_scores_that_rank_true_picks_first(ref):
+    junk = ref.xyz + [0, 0, 30.0]
+    xyz = np.concatenate([ref.xyz, junk])
+    good = CoordTable(xyz, scores=np.r_[np.ones(20), np.zeros(20)])
+    bad = CoordTable(xyz, scores=np.r_[np.zeros(20), np.ones(20)])
+    assert evaluate(good, ref, D)["ap"] == pytest.approx(1.0)
+    assert evaluate(bad, ref, D)["ap"] < 0.6
+
+
+def test_hungarian_beats_greedy_on_a_crossing():
+    ref = CoordTable([[0, 0, 0], [4, 0, 0]])
+    pred = CoordTable([[2.2, 0, 0], [-1.5, 0, 0]])
+    # greedy by distance would pair pred0-ref1 (1.8) and leave pred1 unmatched
+    assert evaluate(pred, ref, radius=2.5)["tp"] == 2
+
+
+def test_shrec_hits_with_occupancy():
+    occ = np.zeros((10, 10, 10), dtype=np.int32)
+    occ[2:5, 2:5, 2:5] = 1
+    occ[6:9, 6:9, 6:9] = 2
+    ref = CoordTable([[3, 3, 3], [7, 7, 7]], classes=["a", "b"])
+    pred = CoordTable([[3, 3, 3], [4, 4, 4], [0, 0, 9]], classes=["a", "b", "a"])
+    h = shrec_hits(pred, ref, occ)
+    assert h == {"hits": 1, "duplicates": 1, "outside": 1, "missed": 1, "class_correct": 1, "recall": 0.5}
