@@ -308,17 +308,26 @@ def render_scene(shape, species, counts, rng, crowders=0, vesicles=0, membranes=
         density += ndimage.gaussian_filter(
             _splat(shape, pts, np.concatenate(all_weights)), ATOM_SIGMA).astype(np.float32)
 
-    # occupancy: voxels within ~1.5 voxel of a particle's atoms (SHREC-style hit test)
+    # occupancy: voxels within ~1.5 voxel of a particle's atoms, cavities filled (a hollow
+    # shell's centre belongs to the shell), for the SHREC-style hit test
     occupancy = np.zeros(shape, dtype=np.int32)
-    ball = _ball_offsets(1.5)
+    ball = ndimage.generate_binary_structure(3, 1)
     for pts, owner in zip(all_points, owners):
         if owner == 0:
             continue
-        idx = np.unique(np.round(pts).astype(int), axis=0)
-        idx = (idx[:, None, :] + ball[None]).reshape(-1, 3)
-        ok = np.all((idx >= 0) & (idx < np.array(shape)), axis=1)
-        idx = idx[ok]
-        occupancy[idx[:, 0], idx[:, 1], idx[:, 2]] = owner
+        idx = np.round(pts).astype(int)
+        lo = np.maximum(idx.min(axis=0) - 2, 0)
+        hi = np.minimum(idx.max(axis=0) + 3, shape)
+        local = np.zeros(hi - lo, dtype=bool)
+        keep = np.all((idx >= lo) & (idx < hi), axis=1)
+        li = idx[keep] - lo
+        local[li[:, 0], li[:, 1], li[:, 2]] = True
+        local = ndimage.binary_dilation(local, ball, iterations=1)
+        # close open channels (barrel ends, gaps in a shell) before filling the cavity
+        closed = ndimage.binary_closing(np.pad(local, 3), ball, iterations=3)[3:-3, 3:-3, 3:-3]
+        local = ndimage.binary_fill_holes(closed | local)
+        region = occupancy[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        region[local] = owner
     return density, rows, occupancy
 
 

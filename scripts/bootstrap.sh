@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up (idempotently) everything picker3d needs, inside the checkout:
+#   .venv/     virtual environment (torch 2.13.0 CPU installed first, then the package + tests)
+#   .scipion/  SCIPION_HOME with config/scipion.conf and hosts.conf, user data in .scipion/data
+# Source it (". scripts/bootstrap.sh") to get the environment variables in your shell.
+set -eo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PICKER3D_VENV:-$ROOT/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[bootstrap] creating virtual environment $VENV"
+    "$PYTHON_BIN" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+stamp="$VENV/.picker3d-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
+    python -m pip install -q --upgrade pip
+    # torch first and pinned: an open range would pull a multi-GB CUDA build
+    python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+    python -m pip install -q -e "$ROOT[test]" scipion-app
+    touch "$stamp"
+fi
+
+export SCIPION_HOME="${SCIPION_HOME:-$ROOT/.scipion}"
+export SCIPION_USER_DATA="${SCIPION_USER_DATA:-$SCIPION_HOME/data}"
+export SCIPION_TESTS="${SCIPION_TESTS:-$SCIPION_HOME/tests}"
+export SCIPION_DOMAIN=pwem
+export SCIPION_PYTHON="$VENV/bin/python"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+if [ ! -f "$SCIPION_HOME/config/scipion.conf" ]; then
+    mkdir -p "$SCIPION_HOME"
+    python -c "import sys; from scipion.__main__ import main; sys.argv=['scipion','config','--unattended']; main()" >/dev/null
+    echo "[bootstrap] Scipion configuration written to $SCIPION_HOME/config"
+fi
