@@ -6,7 +6,20 @@
 set -eo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PICKER3D_VENV:-$ROOT/.venv}"
-PYTHON_BIN="${PYTHON:-python3}"
+# Scipion needs Tkinter: prefer an interpreter that has it, else install Debian's python3-tk
+pick_python() {
+    for c in "${PYTHON:-}" python3.11 python3; do
+        if [ -n "$c" ] && command -v "$c" >/dev/null 2>&1 && "$c" -c "import tkinter" 2>/dev/null; then
+            echo "$c"; return
+        fi
+    done
+    echo "${PYTHON:-python3}"
+}
+PYTHON_BIN="$(pick_python)"
+if ! "$PYTHON_BIN" -c "import tkinter" 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] installing python3-tk (Scipion needs Tkinter)"
+    (apt-get install -y -qq python3-tk >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-tk >/dev/null 2>&1; }) || true
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[bootstrap] creating virtual environment $VENV"

@@ -1,0 +1,128 @@
+"""3D residual U-Net with coord-conv and image-pyramid inputs (DeepETPicker, seed 000).
+
+- Residual blocks (two 3x3x3 conv + BN + ReLU with a 1x1x1 projection on the skip).
+- Coord-conv (seed 000 §A.4): three channels with the voxel's position. We use the
+  position *in the whole tomogram* normalised to [-1, 1] (passed as the tile's offset and
+  the volume's shape), not the position inside the patch: this keeps overlap-tile
+  inference identical to whole-volume inference, and z carries where the ice slab is.
+- Image pyramid (seed 000 §A.4): the input, average-pooled to each encoder level's
+  resolution, is concatenated to that level's features.
+- Channel widths per level, default [8, 16, 24, 36] (seed 000 §A.4 / Supplementary Table 13:
+  as good as [24, 48, 72, 108] at a fraction of the cost).
+- Output: logits for background + C classes (softmax), or one logit (sigmoid) when C = 1
+  and ``binary=True``. Patch sides must be multiples of 2**(levels-1) (8 for 4 levels).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.c1 = nn.Conv3d(cin, cout, 3, padding=1, bias=False)
+        self.b1 = nn.BatchNorm3d(cout)
+        self.c2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
+        self.b2 = nn.BatchNorm3d(cout)
+        self.skip = nn.Identity() if cin == cout else nn.Sequential(
+            nn.Conv3d(cin, cout, 1, bias=False), nn.BatchNorm3d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)), inplace=True)
+        y = self.b2(self.c2(y))
+        return F.relu(y + self.skip(x), inplace=True)
+
+
+def coord_channels(shape, offset, full_shape, device, dtype):
+    """(1, 3, z, y, x) global normalised coordinates of a tile at ``offset`` in ``full_shape``."""
+    axes = []
+    for n, o, full in zip(shape, offset, full_shape):
+        idx = torch.arange(n, device=device, dtype=dtype) + float(o)
+        axes.append(2.0 * idx / max(float(full) - 1.0, 1.0) - 1.0)
+    zz, yy, xx = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack((zz, yy, xx))[None]
+
+
+class ResUNet3D(nn.Module):
+    def __init__(self, n_classes, channels=(8, 16, 24, 36), coord_conv=True, pyramid=True, binary=False):
+        super().__init__()
+        self.config = {"n_classes": n_classes, "channels": list(channels), "coord_conv": coord_conv,
+                       "pyramid": pyramid, "binary": binary}
+        self.n_classes = n_classes
+        self.coord_conv = coord_conv
+        self.pyramid = pyramid
+        self.binary = binary and n_classes == 1
+        self.levels = len(channels)
+        extra = 1 if pyramid else 0
+        cin = 1 + (3 if coord_conv else 0)
+        self.enc = nn.ModuleList()
+        self.down = nn.ModuleList()
+        for i, c in enumerate(channels):
+            self.enc.append(ResBlock(cin + (extra if i > 0 else 0), c))
+            if i < self.levels - 1:
+                self.down.append(nn.Conv3d(c, c, 2, stride=2, bias=False))
+            cin = c
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in range(self.levels - 1, 0, -1):
+            self.up.append(nn.ConvTranspose3d(channels[i], channels[i - 1], 2, stride=2, bias=False))
+            self.dec.append(ResBlock(2 * channels[i - 1], channels[i - 1]))
+        self.head = nn.Conv3d(channels[0], 1 if self.binary else n_classes + 1, 1)
+
+    @property
+    def multiple(self):
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x, offset=(0, 0, 0), full_shape=None):
+        """``x``: (B, 1, Z, Y, X) normalised density; returns logits (B, K, Z, Y, X)."""
+        inp = x
+        if self.coord_conv:
+            full_shape = full_shape or x.shape[2:]
+            cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype)
+            x = torch.cat([x, cc.expand(x.shape[0], -1, -1, -1, -1)], dim=1)
+        skips = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                x = self.down[i - 1](x)
+                if self.pyramid:
+                    x = torch.cat([x, F.avg_pool3d(inp, 2 ** i)], dim=1)
+            x = block(x)
+            skips.append(x)
+        for j, (up, dec) in enumerate(zip(self.up, self.dec)):
+            x = up(x)
+            x = dec(torch.cat([x, skips[-2 - j]], dim=1))
+        return self.head(x)
+
+    def probabilities(self, logits):
+        """(B, K, ...) class probabilities, background first (K = C + 1)."""
+        if self.binary:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p, p], dim=1)
+        return torch.softmax(logits, dim=1)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_voxel(model, size=32):
+    """Multiply-accumulates x2 per output voxel, counted with forward hooks on conv layers."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        k = mod.weight.shape
+        per_out = k[1] * k[2] * k[3] * k[4] * (1 if isinstance(mod, nn.Conv3d) else 1)
+        if isinstance(mod, nn.ConvTranspose3d):
+            total[0] += 2 * inp[0].numel() * k[1] * k[2] * k[3] * k[4]
+        else:
+            total[0] += 2 * out.numel() * per_out
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    was = model.training
+    model.eval()
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, size, size, size))
+    model.train(was)
+    for h in hs:
+        h.remove()
+    return total[0] / size ** 3

@@ -1,0 +1,190 @@
+"""Overlap-tile inference and peak post-processing (DeepETPicker seed 000; DeepFinder seed 001).
+
+Inference: tiles of side ``tile`` (a multiple of 8; seed 000 §A.3 default N = 72) overlap
+by ``pad`` voxels on each side (seed 000 default pad_size = 12); only the central
+``tile - 2*pad`` of every tile is kept, so borders of tiles never reach the output.
+The volume is mirror-padded by ``pad`` so that its own border is treated the same way.
+
+Post-processing (vectorised; seed 000 §A.3 and §A.9):
+- score map = 1 - P(background); voxels below ``t_seg`` are background;
+- local maxima of the score map by 3D max-pooling (window from the smallest diameter),
+  above ``t_lm`` (seed 000: 0.1);
+- class = argmax of the class probabilities averaged around the peak;
+- sub-voxel centre = score-weighted centroid of the 3x3x3 neighbourhood;
+- de-duplication: a peak within t_dist = ceil(d/2) of a higher-scoring one is dropped;
+- per-particle score = mean foreground probability in a small ball (usable for PR curves).
+A DeepFinder-style alternative (``mode="cc"``) takes connected components of the argmax
+map with a minimum size and their centroids.
+"""
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from .coords import CoordTable
+
+
+def normalize(volume):
+    """Zero mean, unit standard deviation per tomogram (seed 000 §A.1, Eq. 1)."""
+    v = np.asarray(volume, dtype=np.float32)
+    return (v - v.mean()) / (v.std() + 1e-6)
+
+
+def _starts(n, inner, tile):
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile + 1, inner))
+    if s[-1] + tile < n:
+        s.append(n - tile)
+    return s
+
+
+def predict_volume(model, volume, tile=72, pad=12, device="cpu", batch=1, progress=False, log=None):
+    """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference."""
+    m = model.multiple
+    if tile % m:
+        raise ValueError(f"tile {tile} must be a multiple of {m}")
+    inner = tile - 2 * pad
+    if inner <= 0:
+        raise ValueError(f"tile {tile} must exceed twice the padding {pad}")
+    vol = normalize(volume)
+    Z, Y, X = vol.shape
+    # pad by `pad` with mirroring, and up to at least one tile per axis
+    need = [max(tile - (n + 2 * pad), 0) for n in vol.shape]
+    padded = np.pad(vol, [(pad, pad + e) for e in need], mode="reflect" if min(vol.shape) > pad else "edge")
+    full = padded.shape
+    starts = [_starts(n, inner, tile) for n in full]
+    corners = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
+    K = model.n_classes + 1
+    out = np.zeros((K, Z, Y, X), dtype=np.float32)
+    model.eval()
+    dev = torch.device(device)
+    use_amp = dev.type == "cuda"
+    t0 = time.time()
+    with torch.inference_mode():
+        for i in range(0, len(corners), batch):
+            chunk = corners[i:i + batch]
+            x = np.stack([padded[a:a + tile, b:b + tile, c:c + tile] for a, b, c in chunk])[:, None]
+            xt = torch.from_numpy(x).to(dev)
+            probs = []
+            for j, (a, b, c) in enumerate(chunk):
+                # offsets in the un-padded tomogram's frame, for global coord-conv
+                with torch.autocast(dev.type, enabled=use_amp):
+                    logits = model(xt[j:j + 1], offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
+                probs.append(model.probabilities(logits.float())[0])
+            for (a, b, c), p in zip(chunk, probs):
+                # keep the tile centre: the output window [a, a+tile-2pad) in tomogram frame
+                za, ya, xa = a, b, c
+                ze, ye, xe = min(za + inner, Z), min(ya + inner, Y), min(xa + inner, X)
+                if ze <= za or ye <= ya or xe <= xa:
+                    continue
+                out[:, za:ze, ya:ye, xa:xe] = p[:, pad:pad + ze - za, pad:pad + ye - ya,
+                                                pad:pad + xe - xa].cpu().numpy()
+            done = min(i + batch, len(corners))
+            if progress or log:
+                el = time.time() - t0
+                eta = el / done * (len(corners) - done)
+                msg = f"tiles {done}/{len(corners)}  elapsed {el:.0f}s  ETA {eta:.0f}s"
+                if progress and sys.stderr.isatty():
+                    print("\r" + msg, end="", file=sys.stderr, flush=True)
+                elif log and (done == len(corners) or done % max(1, len(corners) // 10) == 0):
+                    log(msg)
+    if progress and sys.stderr.isatty():
+        print(file=sys.stderr)
+    return out
+
+
+def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=1, mode="peaks",
+                   border=0, class_thresholds=None):
+    """Particles from class probabilities ``(K, Z, Y, X)``; returns a CoordTable with scores.
+
+    ``diameters`` maps class name → diameter in voxels (for NMS windows and t_dist).
+    ``class_thresholds`` (optional) maps class name → minimum score, e.g. calibrated on
+    validation data; it overrides ``t_lm`` for that class.
+    """
+    K = probs.shape[0]
+    fg = 1.0 - probs[0]
+    dmin = min(diameters[c] for c in class_names)
+    shape = fg.shape
+    if mode == "cc":
+        lab_cls = np.argmax(probs, axis=0)
+        lab_cls[fg < t_seg] = 0
+        comps, n = ndimage.label(lab_cls > 0)
+        if n == 0:
+            return CoordTable(np.zeros((0, 3)), [], [])
+        idx = np.arange(1, n + 1)
+        sizes = ndimage.sum_labels(np.ones_like(fg), comps, idx)
+        cent = np.array(ndimage.center_of_mass(fg, comps, idx)).reshape(-1, 3)
+        score = ndimage.mean(fg, comps, idx)
+        keep = sizes >= min_size
+        cls_idx = np.array([np.bincount(lab_cls[comps == i].ravel(), minlength=K)[1:].argmax() + 1
+                            for i in idx[keep]], dtype=int)
+        xyz = cent[keep][:, ::-1]
+        scores = np.asarray(score)[keep]
+    else:
+        win = max(3, int(math.ceil(dmin / 2)) | 1)
+        t = torch.from_numpy(np.ascontiguousarray(fg))[None, None]
+        pooled = F.max_pool3d(t, win, stride=1, padding=win // 2)[0, 0].numpy()
+        peaks = (fg >= pooled) & (fg > t_lm)
+        zyx = np.argwhere(peaks)
+        if len(zyx) == 0:
+            return CoordTable(np.zeros((0, 3)), [], [])
+        # class: argmax of class probabilities summed over the 3x3x3 neighbourhood
+        cls_prob = probs[1:]
+        summed = ndimage.uniform_filter(cls_prob, size=(1, 3, 3, 3), mode="nearest")
+        cls_idx = summed[:, zyx[:, 0], zyx[:, 1], zyx[:, 2]].argmax(axis=0) + 1
+        # sub-voxel centre: score-weighted centroid of the 3x3x3 neighbourhood
+        w = ndimage.uniform_filter(fg, 3, mode="nearest")
+        offs = []
+        for ax in range(3):
+            coord = np.arange(shape[ax], dtype=np.float32).reshape([-1 if a == ax else 1 for a in range(3)])
+            m1 = ndimage.uniform_filter(fg * coord, 3, mode="nearest")
+            offs.append(m1[zyx[:, 0], zyx[:, 1], zyx[:, 2]] / np.maximum(w[zyx[:, 0], zyx[:, 1], zyx[:, 2]], 1e-6))
+        refined = np.stack(offs, axis=1)
+        refined = np.where(np.abs(refined - zyx) <= 1.0, refined, zyx)
+        # score: mean foreground probability in a small cube (robust to single hot voxels)
+        score = ndimage.uniform_filter(fg, max(3, int(dmin // 3) | 1), mode="nearest")
+        scores = score[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
+        # segmentation gate: the peak must sit in a segmented particle
+        keep = fg[zyx[:, 0], zyx[:, 1], zyx[:, 2]] >= t_seg
+        xyz = refined[keep][:, ::-1]
+        scores = scores[keep]
+        cls_idx = cls_idx[keep]
+    names = np.array(class_names, dtype=object)[cls_idx - 1] if len(cls_idx) else np.array([], dtype=object)
+    # per-class calibrated thresholds
+    if class_thresholds:
+        thr = np.array([class_thresholds.get(n, t_lm) for n in names])
+        ok = scores >= thr
+        xyz, scores, names = xyz[ok], scores[ok], names[ok]
+    # border margin
+    if border > 0 and len(xyz):
+        lim = np.array(shape[::-1]) - 1 - border
+        ok = np.all((xyz >= border) & (xyz <= lim), axis=1)
+        xyz, scores, names = xyz[ok], scores[ok], names[ok]
+    keep = deduplicate(xyz, scores, names, diameters)
+    return CoordTable(xyz[keep], names[keep], scores[keep])
+
+
+def deduplicate(xyz, scores, names, diameters):
+    """Greedy NMS: drop a particle within ceil(d/2) of a higher-scoring one (any class)."""
+    if len(xyz) == 0:
+        return np.zeros(0, dtype=int)
+    order = np.argsort(-scores, kind="stable")
+    tdist = np.array([math.ceil(diameters[n] / 2) for n in names], dtype=float)
+    tree = cKDTree(xyz)
+    removed = np.zeros(len(xyz), dtype=bool)
+    keep = []
+    rmax = float(tdist.max())
+    for i in order:
+        if removed[i]:
+            continue
+        keep.append(i)
+        for j in tree.query_ball_point(xyz[i], rmax):
+            if j != i and np.linalg.norm(xyz[i] - xyz[j]) < max(tdist[i], tdist[j]):
+                removed[j] = True
+    return np.array(sorted(keep), dtype=int)
