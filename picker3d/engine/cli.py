@@ -1,7 +1,6 @@
 """The ``picker3d`` command line: a public contract (add flags, never rename them).
 
-Sub-commands: simulate, masks, evaluate (train, pick and classify arrive with their
-engines). Bad input ends in one line ``picker3d: error: ...`` naming the culprit and
+Sub-commands: simulate, masks, evaluate, train, pick (classify arrives with its engine). Bad input ends in one line ``picker3d: error: ...`` naming the culprit and
 exit status 2; no traceback is shown (set PICKER3D_DEBUG=1 to see it).
 """
 import argparse
@@ -54,6 +53,55 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a 3D-ResUNet picker from coordinates (weak labels)")
+    p.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
+    p.add_argument("--coords", nargs="+", required=True, help="one coordinate table per training tomogram")
+    p.add_argument("--diameters", required=True, help="name=VOX,... : the classes and their diameters in voxels")
+    p.add_argument("--out", required=True, help="model file to write (the last state goes to OUT.ckpt)")
+    p.add_argument("--val-tomograms", nargs="*", default=[], help="validation tomograms (thresholds are calibrated on them)")
+    p.add_argument("--val-coords", nargs="*", default=[], help="one coordinate table per validation tomogram")
+    p.add_argument("--mask", default="tball", choices=("tball", "ball", "cubic", "sphere"), help="weak-label shape")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
+    g.add_argument("--minutes", type=float, default=None, help="time budget in minutes instead of epochs")
+    p.add_argument("--iters-per-epoch", type=int, default=40)
+    p.add_argument("--patch", type=int, default=48, help="training patch side (multiple of 8)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
+    p.add_argument("--loss", default="dice+ce", choices=("dice", "ce", "focal", "dice+ce"))
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--tile", type=int, default=72, help="inference tile side for validation/picking (multiple of 8)")
+    p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+
+
+def _add_pick(sub):
+    p = sub.add_parser("pick", help="pick particles with a trained model")
+    p.add_argument("--model", required=True, help="model file from 'picker3d train'")
+    p.add_argument("--tomograms", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for all classes (default: the model's calibrated thresholds)")
+    p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
+    p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
+    p.add_argument("--pad", type=int, default=None, help="tile overlap padding (default: the model's)")
+    p.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
+
+
+def resolve_device(name):
+    import torch
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device: {name} requested but no CUDA device is available")
+    return name
+
+
 def build_parser():
     from picker3d import __version__
     parser = argparse.ArgumentParser(prog="picker3d", description="Deep-learning particle picking in cryo-ET.")
@@ -62,6 +110,8 @@ def build_parser():
     _add_simulate(sub)
     _add_masks(sub)
     _add_evaluate(sub)
+    _add_train(sub)
+    _add_pick(sub)
     return parser
 
 
@@ -130,7 +180,79 @@ def cmd_evaluate(a):
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate}
+def _read_pairs(tomos, coords, fmt, what):
+    from .coords import read_table
+    from .mrcio import read_volume
+    if len(tomos) != len(coords):
+        raise InputError(f"--{what}coords: {len(coords)} coordinate files for {len(tomos)} tomograms")
+    vols, tables, vs = [], [], []
+    for t, c in zip(tomos, coords):
+        v, s = read_volume(t)
+        tab = read_table(c, fmt)
+        tab.check_inside(v.shape, c)
+        vols.append(v)
+        tables.append(tab)
+        vs.append(s)
+    return vols, tables, vs
+
+
+def cmd_train(a):
+    from .coords import parse_diameters
+    from .train import train
+    diam = parse_diameters(a.diameters)
+    classes = [k for k in diam if k != "*"]
+    vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
+    if not classes:
+        names = sorted({c for t in tables for c in (t.class_names() or ["particle"])})
+        classes = names
+    for t in tables:
+        if t.classes is None:
+            if len(classes) != 1:
+                raise InputError("--coords: a table without class column needs exactly one class in --diameters")
+            import numpy as np
+            t.classes = np.asarray([classes[0]] * len(t), dtype=object)
+    vvols, vtables, _ = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
+    for t in vtables:
+        if t.classes is None and len(classes) == 1:
+            import numpy as np
+            t.classes = np.asarray([classes[0]] * len(t), dtype=object)
+    if len({round(v, 3) for v in vs}) > 1:
+        raise InputError(f"--tomograms: voxel sizes differ ({', '.join(f'{v:g}' for v in vs)} Å)")
+    channels = tuple(int(c) for c in a.channels.split(","))
+    epochs = a.epochs or (1000 if a.minutes else 20)
+    train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
+          iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
+          loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
+          resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True))
+    print(f"model written to {a.out}")
+    return 0
+
+
+def cmd_pick(a):
+    from .coords import write_table
+    from .mrcio import read_volume, write_volume
+    from .train import load_model, pick_tomogram
+    device = resolve_device(a.device)
+    os.makedirs(a.out_dir, exist_ok=True)
+    model, meta = None, None
+    for path in a.tomograms:
+        vol, vs = read_volume(path)
+        if model is None:
+            model, meta = load_model(a.model, device, voxel_size=vs, warn=lambda m: print(m, file=sys.stderr))
+        t0 = time.time()
+        table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
+                                     pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True))
+        stem = os.path.splitext(os.path.basename(path))[0]
+        write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
+        if a.score_map:
+            write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), 1.0 - probs[0], vs)
+        counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in meta["classes"])
+        print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s")
+    return 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
+            "train": cmd_train, "pick": cmd_pick}
 
 
 def main(argv=None):

@@ -7,12 +7,13 @@ The volume is mirror-padded by ``pad`` so that its own border is treated the sam
 
 Post-processing (vectorised; seed 000 §A.3 and §A.9):
 - score map = 1 - P(background); voxels below ``t_seg`` are background;
-- local maxima of the score map by 3D max-pooling (window from the smallest diameter),
+- the score map is smoothed over half the smallest diameter (a weak-label plateau then
+  has one maximum, at its centre); local maxima by 3D max-pooling (window ceil(d/2)),
   above ``t_lm`` (seed 000: 0.1);
 - class = argmax of the class probabilities averaged around the peak;
 - sub-voxel centre = score-weighted centroid of the 3x3x3 neighbourhood;
 - de-duplication: a peak within t_dist = ceil(d/2) of a higher-scoring one is dropped;
-- per-particle score = mean foreground probability in a small ball (usable for PR curves).
+- per-particle score = the smoothed foreground probability at the peak (for PR curves).
 A DeepFinder-style alternative (``mode="cc"``) takes connected components of the argmax
 map with a minimum size and their centroids.
 """
@@ -127,10 +128,14 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz = cent[keep][:, ::-1]
         scores = np.asarray(score)[keep]
     else:
+        # the network's foreground is a plateau over each particle (weak labels are
+        # filled shapes): smooth it over half the smallest diameter so each plateau has
+        # one maximum, at its centre, then find maxima by max-pooling
         win = max(3, int(math.ceil(dmin / 2)) | 1)
-        t = torch.from_numpy(np.ascontiguousarray(fg))[None, None]
+        smooth = ndimage.uniform_filter(fg, max(3, int(dmin // 2) | 1), mode="nearest")
+        t = torch.from_numpy(np.ascontiguousarray(smooth))[None, None]
         pooled = F.max_pool3d(t, win, stride=1, padding=win // 2)[0, 0].numpy()
-        peaks = (fg >= pooled) & (fg > t_lm)
+        peaks = (smooth >= pooled) & (smooth > t_lm)
         zyx = np.argwhere(peaks)
         if len(zyx) == 0:
             return CoordTable(np.zeros((0, 3)), [], [])
@@ -138,18 +143,17 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         cls_prob = probs[1:]
         summed = ndimage.uniform_filter(cls_prob, size=(1, 3, 3, 3), mode="nearest")
         cls_idx = summed[:, zyx[:, 0], zyx[:, 1], zyx[:, 2]].argmax(axis=0) + 1
-        # sub-voxel centre: score-weighted centroid of the 3x3x3 neighbourhood
-        w = ndimage.uniform_filter(fg, 3, mode="nearest")
+        # sub-voxel centre: centroid of the smoothed score over the 3x3x3 neighbourhood
+        w = ndimage.uniform_filter(smooth, 3, mode="nearest")
         offs = []
         for ax in range(3):
             coord = np.arange(shape[ax], dtype=np.float32).reshape([-1 if a == ax else 1 for a in range(3)])
-            m1 = ndimage.uniform_filter(fg * coord, 3, mode="nearest")
+            m1 = ndimage.uniform_filter(smooth * coord, 3, mode="nearest")
             offs.append(m1[zyx[:, 0], zyx[:, 1], zyx[:, 2]] / np.maximum(w[zyx[:, 0], zyx[:, 1], zyx[:, 2]], 1e-6))
         refined = np.stack(offs, axis=1)
         refined = np.where(np.abs(refined - zyx) <= 1.0, refined, zyx)
-        # score: mean foreground probability in a small cube (robust to single hot voxels)
-        score = ndimage.uniform_filter(fg, max(3, int(dmin // 3) | 1), mode="nearest")
-        scores = score[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
+        # score: the smoothed foreground probability (mean over the particle's core)
+        scores = smooth[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
         # segmentation gate: the peak must sit in a segmented particle
         keep = fg[zyx[:, 0], zyx[:, 1], zyx[:, 2]] >= t_seg
         xyz = refined[keep][:, ::-1]

@@ -1,0 +1,326 @@
+"""Training of the 3D-ResUNet from weak labels, with validation by picking F1 and resume.
+
+Recipe (DeepETPicker seed 000 and DeepFinder seed 001):
+- per-tomogram zero-mean / unit-std normalisation (seed 000 §A.1);
+- weak labels: TBall masks by default (seed 000 §A.3);
+- patches centred on annotated particles with random jitter, the class drawn uniformly
+  first (DeepFinder's class-balanced bootstrap), plus a share of random patches that
+  teach the background (crowders, membranes, gold, empty ice);
+- augmentation: mirror along each axis (this includes the 180° rotation about the tilt
+  axis of seed 001, and keeps the missing wedge where it is);
+- loss: soft Dice (seed 000 §A.5), cross-entropy, focal, or Dice + cross-entropy;
+- AdamW with a one-cycle learning-rate schedule;
+- each epoch: validation by picking on the validation tomogram, the thresholds that
+  maximise its F1 are stored with the best model;
+- a checkpoint after every epoch (model, optimiser, scheduler, random states), so
+  ``resume`` continues to the same result as an uninterrupted run.
+"""
+import copy
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .coords import diameter_of
+from .errors import InputError
+from .masks import label_mask
+from .metrics import evaluate
+from .network import ResUNet3D, count_parameters
+from .pick import find_particles, normalize, predict_volume
+
+MODEL_FORMAT = "picker3d-model"
+MODEL_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------
+# losses
+# ----------------------------------------------------------------------------------------
+
+def soft_dice_loss(probs, target_onehot, eps=1.0):
+    """Mean over foreground classes of 1 - soft Dice (seed 000 §A.5)."""
+    dims = (0, 2, 3, 4)
+    inter = (probs * target_onehot).sum(dims)
+    denom = probs.sum(dims) + target_onehot.sum(dims)
+    dice = (2 * inter + eps) / (denom + eps)
+    return 1 - dice[1:].mean()
+
+
+def focal_loss(logits, target, gamma=2.0, weight=None):
+    logp = F.log_softmax(logits, dim=1)
+    ce = F.nll_loss(logp, target, weight=weight, reduction="none")
+    pt = torch.exp(-F.nll_loss(logp, target, reduction="none"))
+    return ((1 - pt) ** gamma * ce).mean()
+
+
+def compute_loss(name, logits, target, n_classes, class_weight=None):
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, n_classes + 1).permute(0, 4, 1, 2, 3).float()
+    if name == "dice":
+        return soft_dice_loss(probs, onehot)
+    if name == "ce":
+        return F.cross_entropy(logits, target, weight=class_weight)
+    if name == "focal":
+        return focal_loss(logits, target, weight=class_weight)
+    if name == "dice+ce":
+        return soft_dice_loss(probs, onehot) + F.cross_entropy(logits, target, weight=class_weight)
+    raise InputError(f"--loss: unknown loss '{name}' (known: dice, ce, focal, dice+ce)")
+
+
+# ----------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------
+
+class TomogramData:
+    """One training tomogram: normalised volume, label mask and particle table."""
+
+    def __init__(self, volume, table, class_names, diameters, mask_type="tball", name=""):
+        self.name = name
+        self.volume = normalize(volume)
+        self.table = table
+        cls = [class_names.index(c) + 1 if c in class_names else 0 for c in
+               (table.classes if table.classes is not None else [class_names[0]] * len(table))]
+        self.cls = np.array(cls, dtype=int)
+        self.labels = label_mask(self.volume.shape, table, diameters, mask_type, class_names).astype(np.int64)
+
+
+def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None):
+    """Class-balanced patches around particles plus random background patches, mirrored."""
+    jitter = patch // 4 if jitter is None else jitter
+    xs, ys, offs, shapes = [], [], [], []
+    present = sorted({c for d in datasets for c in d.cls.tolist() if c > 0})
+    for _ in range(batch):
+        d = datasets[rng.integers(len(datasets))]
+        Z, Y, X = d.volume.shape
+        if rng.random() >= background_frac and present:
+            c = present[rng.integers(len(present))]
+            cands = [(di, i) for di, dd in enumerate(datasets) for i in np.where(dd.cls == c)[0]]
+            di, i = cands[rng.integers(len(cands))]
+            d = datasets[di]
+            Z, Y, X = d.volume.shape
+            centre = d.table.xyz[i][::-1] + rng.integers(-jitter, jitter + 1, size=3)
+        else:
+            centre = rng.uniform([0, 0, 0], [Z, Y, X])
+        lo = np.clip(np.round(centre).astype(int) - patch // 2, 0, np.maximum(np.array([Z, Y, X]) - patch, 0))
+        sl = tuple(slice(a, a + patch) for a in lo)
+        v = d.volume[sl]
+        lab = d.labels[sl]
+        if v.shape != (patch,) * 3:   # volume smaller than the patch: pad
+            padw = [(0, patch - s) for s in v.shape]
+            v = np.pad(v, padw, mode="reflect" if min(v.shape) > 1 else "edge")
+            lab = np.pad(lab, padw, mode="constant")
+        for ax in range(3):
+            if rng.random() < 0.5:
+                v = np.flip(v, ax)
+                lab = np.flip(lab, ax)
+        xs.append(np.ascontiguousarray(v))
+        ys.append(np.ascontiguousarray(lab))
+        offs.append(tuple(lo))
+        shapes.append(d.volume.shape)
+    return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)), offs, shapes)
+
+
+# ----------------------------------------------------------------------------------------
+# validation and threshold calibration
+# ----------------------------------------------------------------------------------------
+
+def calibrate(probs_list, tables, class_names, diameters, t_seg=0.5, grid=None):
+    """Thresholds (t_seg, per-class score) maximising validation F1; returns (thr, f1, mean class F1)."""
+    grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    best = (None, -1.0, 0.0)
+    for ts in (0.3, 0.5):
+        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05) for p in probs_list]
+        # per-class score threshold chosen independently (classes hardly interact after NMS)
+        thr = {}
+        for c in class_names:
+            best_c, best_f = grid[0], -1.0
+            for g in grid:
+                tp = fp = fn = 0
+                for pred, ref in zip(preds, tables):
+                    pi = (pred.classes == c) & (pred.scores >= g) if len(pred) else np.zeros(0, bool)
+                    ri = ref.classes == c if ref.classes is not None else np.ones(len(ref), bool)
+                    r = evaluate(pred.subset(np.where(pi)[0]), ref.subset(np.where(ri)[0]), diameters)
+                    tp += r["tp"]
+                    fp += r["fp"]
+                    fn += r["fn"]
+                f = 2 * tp / max(2 * tp + fp + fn, 1)
+                if f > best_f:
+                    best_c, best_f = g, f
+            thr[c] = best_c
+        f1s, cf1s = [], []
+        for pred, ref in zip(preds, tables):
+            keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
+            r = evaluate(pred.subset(np.where(keep)[0]), ref, diameters)
+            f1s.append(r["f1"])
+            cf1s.append(r.get("mean_class_f1") or 0.0)
+        f = float(np.mean(f1s))
+        if f > best[1]:
+            best = ({"t_seg": ts, "class": thr}, f, float(np.mean(cf1s)))
+    return best
+
+
+# ----------------------------------------------------------------------------------------
+# model file
+# ----------------------------------------------------------------------------------------
+
+def save_model(path, model, meta):
+    from .mrcio import atomic_output
+    tmp = atomic_output(path, ".pt")
+    try:
+        torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "arch": model.config,
+                    "state_dict": model.state_dict(), **meta}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_model(path, device="cpu", voxel_size=None, warn=print):
+    """Load a model file; returns ``(model, meta)``. Warns on a voxel-size mismatch."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: model file not found")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable picker3d model ({exc.__class__.__name__})") from exc
+    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a picker3d model file")
+    if ck.get("version", 0) > MODEL_VERSION:
+        raise InputError(f"{path}: model format version {ck['version']} is newer than this picker3d "
+                         f"({MODEL_VERSION}); update picker3d")
+    model = ResUNet3D(**ck["arch"])
+    model.load_state_dict(ck["state_dict"])
+    model.to(device).eval()
+    meta = {k: v for k, v in ck.items() if k not in ("state_dict",)}
+    if voxel_size and meta.get("voxel_size") and abs(voxel_size - meta["voxel_size"]) / meta["voxel_size"] > 0.05:
+        warn(f"warning: {path} was trained at {meta['voxel_size']:.2f} Å/voxel, the tomogram has "
+             f"{voxel_size:.2f} Å/voxel: bin or rescale the tomogram for best results")
+    return model, meta
+
+
+# ----------------------------------------------------------------------------------------
+# training loop
+# ----------------------------------------------------------------------------------------
+
+def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
+          voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
+          channels=(8, 16, 24, 36), loss="dice+ce", mask_type="tball", lr=3e-3, seed=0,
+          device="cpu", resume=False, tile=72, pad=12, log=print, stop_after_epoch=None):
+    """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state)."""
+    for c in class_names:
+        diameter_of(diameters, c)
+    if patch % 8:
+        raise InputError(f"--patch: {patch} is not a multiple of 8")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = torch.device(device)
+    n_classes = len(class_names)
+    diam = {c: float(diameter_of(diameters, c)) for c in class_names}
+    data = [TomogramData(v, t, class_names, diam, mask_type, name=f"train{i}")
+            for i, (v, t) in enumerate(zip(train_vols, train_tables))]
+    for d, t in zip(data, train_tables):
+        missing = [c for c in class_names if c not in set((t.classes if t.classes is not None else []).tolist())]
+        if len(data) == 1 and missing and len(class_names) > 1:
+            raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
+    model = ResUNet3D(n_classes, channels=channels).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    total_steps = epochs * iters_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.2)
+    # background voxels dominate: weight CE classes by inverse frequency (capped)
+    counts = np.bincount(np.concatenate([d.labels.ravel()[::7] for d in data]), minlength=n_classes + 1)
+    w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
+    class_weight = torch.tensor(np.minimum(w / w[0], 20.0), dtype=torch.float32, device=dev)
+    history, best_f1, best_state, best_thr, start_epoch = [], -1.0, None, None, 0
+    ckpt_path = out_path + ".ckpt"
+    if resume and os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        history, best_f1, best_state, best_thr = ck["history"], ck["best_f1"], ck["best_state"], ck["best_thr"]
+        start_epoch = ck["epoch"] + 1
+        log(f"resuming from epoch {start_epoch} ({ckpt_path})")
+    val_probs_needed = bool(val_vols)
+    t_start = time.time()
+    meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
+                 "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
+                 "patch": patch, "tile": tile, "pad": pad,
+                 "versions": {"torch": torch.__version__, "numpy": np.__version__,
+                              "python": platform.python_version(), "picker3d": _version()}}
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        losses = []
+        for _ in range(iters_per_epoch):
+            x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes)
+            x, y = x.to(dev), y.to(dev)
+            # coord-conv needs each patch's own offset: run the batch patch by patch in one graph
+            logits = torch.cat([model(x[i:i + 1], offset=offs[i], full_shape=shapes[i]) for i in range(len(offs))])
+            lval = compute_loss(loss, logits, y, n_classes, class_weight)
+            opt.zero_grad(set_to_none=True)
+            lval.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(lval.detach()))
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if val_probs_needed:
+            probs = [predict_volume(model, v, tile=tile, pad=pad, device=device) for v in val_vols]
+            thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam)
+            entry.update(val_f1=f1, val_class_f1=cf1)
+            if f1 > best_f1:
+                best_f1, best_thr = f1, thr
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            best_state, best_thr = copy.deepcopy(model.state_dict()), None
+        elapsed = time.time() - t_start
+        history.append(entry)
+        done = epoch + 1 - start_epoch
+        eta = elapsed / done * (epochs - epoch - 1)
+        vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
+        log(f"epoch {epoch + 1}/{epochs}  loss {entry['loss']:.4f}{vtxt}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
+                    "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch},
+                   ckpt_path + ".tmp")
+        os.replace(ckpt_path + ".tmp", ckpt_path)
+        final = copy.deepcopy(model)
+        final.load_state_dict(best_state)
+        save_model(out_path, final, dict(meta_base, thresholds=best_thr, history=history,
+                                         best_val_f1=best_f1 if val_probs_needed else None,
+                                         parameters=count_parameters(model)))
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+        if minutes is not None and elapsed / 60.0 * (done + 1) / done > minutes:
+            log(f"time budget of {minutes} min reached after epoch {epoch + 1}")
+            break
+    return out_path
+
+
+def _version():
+    try:
+        from picker3d import __version__
+        return __version__
+    except Exception:
+        return "unknown"
+
+
+def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
+                  log=None, progress=False):
+    """Pick one tomogram with a loaded model: returns ``(CoordTable, probs)``."""
+    tile = tile or meta.get("tile", 72)
+    pad = meta.get("pad", 12) if pad is None else pad
+    probs = predict_volume(model, volume, tile=tile, pad=pad, device=device, log=log, progress=progress)
+    thr = meta.get("thresholds") or {}
+    t_seg = thr.get("t_seg", 0.5)
+    class_thr = None if threshold is not None else thr.get("class")
+    t_lm = 0.1 if threshold is None else threshold
+    table = find_particles(probs, meta["classes"], meta["diameters"], t_seg=t_seg, t_lm=t_lm,
+                           mode=mode, class_thresholds=class_thr)
+    return table, probs
+
+
+__all__ = ["train", "load_model", "save_model", "pick_tomogram", "calibrate", "compute_loss"]
