@@ -189,6 +189,6 @@ def deduplicate(xyz, scores, names, diameters):
             continue
         keep.append(i)
         for j in tree.query_ball_point(xyz[i], rmax):
-            if j != i and np.linalg.norm(xyz[i] - xyz[j]) < max(tdist[i], tdist[j]):
+            if j != i and np.linalg.norm(xyz[i] - xyz[j]) <= max(tdist[i], tdist[j]):
                 removed[j] = True
     return np.array(sorted(keep), dtype=int)
