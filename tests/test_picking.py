@@ -139,3 +139,12 @@ def test_model_file_errors(tmp_path):
     torch.save({"format": "picker3d-model", "version": 99}, tmp_path / "new.pt")
     with pytest.raises(InputError, match="newer than this picker3d"):
         load_model(str(tmp_path / "new.pt"))
+
+
+def test_class_without_annotation_is_refused(tmp_path):
+    from picker3d.engine.errors import InputError
+    from picker3d.engine.train import train
+    vol, tab = _small_dataset(40)
+    with pytest.raises(InputError, match="class\\(es\\) rod have no annotation"):
+        train([vol], [tab], ["barrel", "rod"], {"barrel": 17, "rod": 20}, str(tmp_path / "m.pt"), epochs=1)
+    assert not os.path.exists(tmp_path / "m.pt")

@@ -197,24 +197,17 @@ def _read_pairs(tomos, coords, fmt, what):
 
 
 def cmd_train(a):
+    import numpy as np
     from .coords import parse_diameters
     from .train import train
     diam = parse_diameters(a.diameters)
-    classes = [k for k in diam if k != "*"]
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
-    if not classes:
-        names = sorted({c for t in tables for c in (t.class_names() or ["particle"])})
-        classes = names
-    for t in tables:
-        if t.classes is None:
+    vvols, vtables, _ = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
+    classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})
+    for t in tables + vtables:
+        if t.classes is None:   # a table without class column is one class
             if len(classes) != 1:
                 raise InputError("--coords: a table without class column needs exactly one class in --diameters")
-            import numpy as np
-            t.classes = np.asarray([classes[0]] * len(t), dtype=object)
-    vvols, vtables, _ = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
-    for t in vtables:
-        if t.classes is None and len(classes) == 1:
-            import numpy as np
             t.classes = np.asarray([classes[0]] * len(t), dtype=object)
     if len({round(v, 3) for v in vs}) > 1:
         raise InputError(f"--tomograms: voxel sizes differ ({', '.join(f'{v:g}' for v in vs)} Å)")

@@ -123,8 +123,9 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         cent = np.array(ndimage.center_of_mass(fg, comps, idx)).reshape(-1, 3)
         score = ndimage.mean(fg, comps, idx)
         keep = sizes >= min_size
-        cls_idx = np.array([np.bincount(lab_cls[comps == i].ravel(), minlength=K)[1:].argmax() + 1
-                            for i in idx[keep]], dtype=int)
+        # majority class per component, one labelled sum per class (no per-component loop)
+        votes = np.stack([ndimage.sum_labels(lab_cls == k, comps, idx) for k in range(1, K)], axis=1)
+        cls_idx = votes[keep].argmax(axis=1).astype(int) + 1
         xyz = cent[keep][:, ::-1]
         scores = np.asarray(score)[keep]
     else:

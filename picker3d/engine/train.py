@@ -221,10 +221,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     diam = {c: float(diameter_of(diameters, c)) for c in class_names}
     data = [TomogramData(v, t, class_names, diam, mask_type, name=f"train{i}")
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
-    for d, t in zip(data, train_tables):
-        missing = [c for c in class_names if c not in set((t.classes if t.classes is not None else []).tolist())]
-        if len(data) == 1 and missing and len(class_names) > 1:
-            raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
+    annotated = {c for t in train_tables if t.classes is not None for c in t.classes.tolist()}
+    missing = [c for c in class_names if c not in annotated]
+    if missing and len(class_names) > 1:
+        raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
     model = ResUNet3D(n_classes, channels=channels).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
