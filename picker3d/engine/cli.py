@@ -147,14 +147,15 @@ def cmd_simulate(a):
 def cmd_masks(a):
     from .coords import read_table, parse_diameters
     from .masks import label_mask
-    from .mrcio import read_shape, read_voxel_size, write_volume, read_volume
-    read_volume(a.tomogram)  # validates the file (exists, 3D, finite)
-    shape = read_shape(a.tomogram)
+    from .mrcio import write_volume, read_volume
+    data, voxel_size = read_volume(a.tomogram)  # validates the file (exists, 3D, finite)
+    shape = data.shape
+    del data
     table = read_table(a.coords, a.format)
     table.check_inside(shape, a.coords)
     diam = parse_diameters(a.diameters)
     mask = label_mask(shape, table, diam, a.type)
-    write_volume(a.out, mask, read_voxel_size(a.tomogram))
+    write_volume(a.out, mask, voxel_size)
     n = int((mask > 0).sum())
     print(f"{a.out}: {a.type} mask for {len(table)} particles, {n} labelled voxels "
           f"({100.0 * n / mask.size:.2f}% of the volume)")
