@@ -45,7 +45,7 @@ def _starts(n, inner, tile):
     return s
 
 
-def predict_volume(model, volume, tile=72, pad=12, device="cpu", batch=1, progress=False, log=None):
+def predict_volume(model, volume, tile=72, pad=12, device="cpu", progress=False, log=None):
     """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference."""
     m = model.multiple
     if tile % m:
@@ -68,25 +68,17 @@ def predict_volume(model, volume, tile=72, pad=12, device="cpu", batch=1, progre
     use_amp = dev.type == "cuda"
     t0 = time.time()
     with torch.inference_mode():
-        for i in range(0, len(corners), batch):
-            chunk = corners[i:i + batch]
-            x = np.stack([padded[a:a + tile, b:b + tile, c:c + tile] for a, b, c in chunk])[:, None]
-            xt = torch.from_numpy(x).to(dev)
-            probs = []
-            for j, (a, b, c) in enumerate(chunk):
+        # one tile per forward pass: coord-conv needs each tile's own offset
+        for done, (a, b, c) in enumerate(corners, start=1):
+            xt = torch.from_numpy(np.ascontiguousarray(padded[a:a + tile, b:b + tile, c:c + tile]))[None, None]
+            with torch.autocast(dev.type, enabled=use_amp):
                 # offsets in the un-padded tomogram's frame, for global coord-conv
-                with torch.autocast(dev.type, enabled=use_amp):
-                    logits = model(xt[j:j + 1], offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
-                probs.append(model.probabilities(logits.float())[0])
-            for (a, b, c), p in zip(chunk, probs):
-                # keep the tile centre: the output window [a, a+tile-2pad) in tomogram frame
-                za, ya, xa = a, b, c
-                ze, ye, xe = min(za + inner, Z), min(ya + inner, Y), min(xa + inner, X)
-                if ze <= za or ye <= ya or xe <= xa:
-                    continue
-                out[:, za:ze, ya:ye, xa:xe] = p[:, pad:pad + ze - za, pad:pad + ye - ya,
-                                                pad:pad + xe - xa].cpu().numpy()
-            done = min(i + batch, len(corners))
+                logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
+            p = model.probabilities(logits.float())[0]
+            # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner)
+            ze, ye, xe = min(a + inner, Z), min(b + inner, Y), min(c + inner, X)
+            if ze > a and ye > b and xe > c:
+                out[:, a:ze, b:ye, c:xe] = p[:, pad:pad + ze - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
             if progress or log:
                 el = time.time() - t0
                 eta = el / done * (len(corners) - done)
