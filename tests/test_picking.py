@@ -80,7 +80,8 @@ def _small_dataset(seed):
 
 
 def test_short_training_picks_large_particles(tmp_path):
-    from picker3d.engine.train import load_model, pick_tomogram, train
+    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.train import load_model, train
     torch.set_num_threads(2)
     vol, tab = _small_dataset(10)
     test_vol, test_tab = _small_dataset(12)
@@ -148,3 +149,67 @@ def test_class_without_annotation_is_refused(tmp_path):
     with pytest.raises(InputError, match="class\\(es\\) rod have no annotation"):
         train([vol], [tab], ["barrel", "rod"], {"barrel": 17, "rod": 20}, str(tmp_path / "m.pt"), epochs=1)
     assert not os.path.exists(tmp_path / "m.pt")
+
+
+def test_binning_coordinates_round_trip_and_block_mean():
+    from picker3d.engine.pick import bin_volume, from_binned, to_binned, upsample
+    xyz = np.array([[0.0, 0.0, 0.0], [10.5, 3.25, 7.0], [63.0, 1.0, 2.0]])
+    np.testing.assert_allclose(from_binned(to_binned(xyz, 2), 2), xyz, atol=1e-12)
+    # voxels 0 and 1 are binned into voxel 0, whose centre is at 0.5 in the original frame
+    np.testing.assert_allclose(from_binned(np.zeros((1, 3)), 2), [[0.5, 0.5, 0.5]])
+    vol = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    b = bin_volume(vol, 2)
+    assert b.shape == (2, 3, 3)
+    assert b[0, 0, 0] == pytest.approx(vol[:2, :2, :2].mean())
+    assert upsample(b, 2, vol.shape).shape == vol.shape
+
+
+def test_flip_averaging_equals_manual_average():
+    torch.manual_seed(3)
+    net = ResUNet3D(2, coord_conv=False).eval()
+    vol = np.random.default_rng(1).normal(size=(24, 32, 40)).astype(np.float32)
+    avg = predict_volume(net, vol, tile=48, pad=8, flips=2)
+    a = predict_volume(net, vol, tile=48, pad=8)
+    b = predict_volume(net, vol[:, :, ::-1].copy(), tile=48, pad=8)[:, :, :, ::-1]
+    np.testing.assert_allclose(avg, (a + b) / 2, atol=1e-5)
+    assert not np.allclose(a, b, atol=1e-3)   # the mirror really changes the prediction
+
+
+def test_batched_coord_conv_equals_one_patch_at_a_time():
+    torch.manual_seed(0)
+    net = ResUNet3D(2).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    offs, shapes = [(0, 8, 16), (4, 0, 0)], [(40, 40, 40), (32, 64, 64)]
+    with torch.inference_mode():
+        batched = net(x, offset=offs, full_shape=shapes)
+        single = torch.cat([net(x[i:i + 1], offset=offs[i], full_shape=shapes[i]) for i in range(2)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_hard_negatives_avoid_annotated_particles():
+    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.train import TomogramData
+    s = simulate_tomogram(shape=(48, 96, 96), seed=5, snr=1.0, species=["barrel"], counts={"barrel": 6},
+                          crowders=8, vesicles=0, membranes=0, gold=0)
+    tab = CoordTable.from_rows(s["rows"])
+    d = TomogramData(s["tomogram"], tab, ["barrel"], {"barrel": 17.0})
+    assert len(d.negatives) > 0
+    dist = np.linalg.norm(d.negatives[:, None, ::-1] - tab.xyz[None], axis=2).min(axis=1)
+    assert dist.min() > 0.75 * 17
+
+
+def test_binned_training_picks_in_original_voxels(tmp_path):
+    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.train import load_model, train
+    torch.set_num_threads(2)
+    vol, tab = _small_dataset(50)
+    test_vol, test_tab = _small_dataset(52)
+    out = str(tmp_path / "m.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, [vol], [tab], epochs=6, iters_per_epoch=10,
+          patch=24, batch=4, tile=32, pad=4, seed=0, lr=5e-3, bin=2, flips=2, log=lambda m: None)
+    model, meta = load_model(out)
+    assert meta["bin"] == 2 and meta["flips"] == 2 and meta["diameters"]["barrel"] == 17
+    picked, probs = pick_tomogram(model, meta, test_vol)
+    assert probs.shape[1:] == (32, 32, 32)
+    r = evaluate(picked, test_tab, {"barrel": 17})
+    assert r["f1"] > 0.8, r

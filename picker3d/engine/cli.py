@@ -71,7 +71,12 @@ def _add_train(sub):
     p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
     p.add_argument("--loss", default="dice+ce", choices=("dice", "ce", "focal", "dice+ce"))
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--tile", type=int, default=72, help="inference tile side for validation/picking (multiple of 8)")
+    p.add_argument("--tile", type=int, default=96, help="inference tile side for validation/picking (multiple of 8)")
+    p.add_argument("--bin", type=int, default=1,
+                   help="train and pick on tomograms binned by this factor (2 suits particles >= 12 voxels; "
+                        "the model stores it, coordinates stay in the original voxels)")
+    p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="test-time mirrored copies averaged in validation and, by default, picking")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
@@ -91,6 +96,8 @@ def _add_pick(sub):
     p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
     p.add_argument("--pad", type=int, default=None, help="tile overlap padding (default: the model's)")
     p.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
+    p.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
+                   help="test-time mirrored copies to average (default: the model's)")
 
 
 def resolve_device(name):
@@ -217,7 +224,7 @@ def cmd_train(a):
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
-          resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True))
+          resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips)
     print(f"model written to {a.out}")
     return 0
 
@@ -225,7 +232,8 @@ def cmd_train(a):
 def cmd_pick(a):
     from .coords import write_table
     from .mrcio import read_volume, write_volume
-    from .train import load_model, pick_tomogram
+    from .pick import pick_tomogram, upsample
+    from .train import load_model
     device = resolve_device(a.device)
     os.makedirs(a.out_dir, exist_ok=True)
     model, meta = None, None
@@ -235,11 +243,13 @@ def cmd_pick(a):
             model, meta = load_model(a.model, device, voxel_size=vs, warn=lambda m: print(m, file=sys.stderr))
         t0 = time.time()
         table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
-                                     pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True))
+                                     pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True),
+                                     flips=a.flips)
         stem = os.path.splitext(os.path.basename(path))[0]
         write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
         if a.score_map:
-            write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), 1.0 - probs[0], vs)
+            score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), vol.shape)
+            write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
         counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in meta["classes"])
         print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s")
     return 0

@@ -74,12 +74,24 @@ class ResUNet3D(nn.Module):
         return 2 ** (self.levels - 1)
 
     def forward(self, x, offset=(0, 0, 0), full_shape=None):
-        """``x``: (B, 1, Z, Y, X) normalised density; returns logits (B, K, Z, Y, X)."""
+        """``x``: (B, 1, Z, Y, X) normalised density; returns logits (B, K, Z, Y, X).
+
+        ``offset`` is the patch's corner in the whole volume of shape ``full_shape`` (for
+        coord-conv); give a list of corners (and of shapes) to batch patches from
+        different places.
+        """
         inp = x
         if self.coord_conv:
             full_shape = full_shape or x.shape[2:]
-            cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype)
-            x = torch.cat([x, cc.expand(x.shape[0], -1, -1, -1, -1)], dim=1)
+            if isinstance(offset[0], (tuple, list)):
+                # one offset (and volume shape) per batch item: patches from different places
+                shapes = full_shape if isinstance(full_shape[0], (tuple, list)) else [full_shape] * len(offset)
+                cc = torch.cat([coord_channels(x.shape[2:], o, s, x.device, x.dtype)
+                                for o, s in zip(offset, shapes)])
+            else:
+                cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype).expand(
+                    x.shape[0], -1, -1, -1, -1)
+            x = torch.cat([x, cc], dim=1)
         skips = []
         for i, block in enumerate(self.enc):
             if i > 0:

@@ -45,50 +45,114 @@ def _starts(n, inner, tile):
     return s
 
 
-def predict_volume(model, volume, tile=72, pad=12, device="cpu", progress=False, log=None):
-    """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference."""
+def bin_volume(volume, factor):
+    """Mean over ``factor``³ blocks (the volume is cropped to a multiple of ``factor``)."""
+    if factor == 1:
+        return np.asarray(volume, dtype=np.float32)
+    Z, Y, X = (n // factor for n in volume.shape)
+    v = np.asarray(volume[:Z * factor, :Y * factor, :X * factor], dtype=np.float32)
+    return v.reshape(Z, factor, Y, factor, X, factor).mean(axis=(1, 3, 5))
+
+
+def to_binned(xyz, factor):
+    """Voxel coordinates (centre of voxel i is i) in a ``factor``-binned volume."""
+    return (np.asarray(xyz, dtype=float) + 0.5) / factor - 0.5
+
+
+def from_binned(xyz, factor):
+    return (np.asarray(xyz, dtype=float) + 0.5) * factor - 0.5
+
+
+def upsample(volume, factor, shape):
+    """Trilinear upsampling of a binned map back to ``shape`` (edge-padded where cropped)."""
+    if factor == 1 and volume.shape == tuple(shape):
+        return volume
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
+    up = F.interpolate(t, scale_factor=factor, mode="trilinear", align_corners=False)[0, 0].numpy()
+    pad = [(0, max(n - u, 0)) for n, u in zip(shape, up.shape)]
+    return np.pad(up, pad, mode="edge")[:shape[0], :shape[1], :shape[2]]
+
+
+def _is_oom(exc):
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False, log=None, flips=1):
+    """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference.
+
+    ``flips`` > 1 averages the predictions of mirrored copies (test-time augmentation:
+    2 = also mirrored in x, 4 = x, y and xy). When a tile does not fit in memory (CUDA
+    out-of-memory or MemoryError) the tile side is reduced and inference restarts.
+    """
+    while True:
+        try:
+            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips)
+        except (RuntimeError, MemoryError) as exc:
+            smaller = (tile - 24) // model.multiple * model.multiple
+            if not _is_oom(exc) or smaller <= 2 * pad:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if log:
+                log(f"tile {tile} does not fit in memory, retrying with tile {smaller}")
+            tile = smaller
+
+
+FLIP_SETS = {1: [()], 2: [(), (2,)], 4: [(), (2,), (1,), (1, 2)], 8: [(), (2,), (1,), (1, 2), (0,), (0, 2), (0, 1), (0, 1, 2)]}
+
+
+def _predict_tiles(model, volume, tile, pad, device, progress, log, flips):
     m = model.multiple
     if tile % m:
         raise ValueError(f"tile {tile} must be a multiple of {m}")
     inner = tile - 2 * pad
     if inner <= 0:
         raise ValueError(f"tile {tile} must exceed twice the padding {pad}")
+    if flips not in FLIP_SETS:
+        raise ValueError(f"flips must be one of {sorted(FLIP_SETS)}, not {flips}")
     vol = normalize(volume)
     Z, Y, X = vol.shape
     # pad by `pad` with mirroring, and up to at least one tile per axis
     need = [max(tile - (n + 2 * pad), 0) for n in vol.shape]
-    padded = np.pad(vol, [(pad, pad + e) for e in need], mode="reflect" if min(vol.shape) > pad else "edge")
-    full = padded.shape
-    starts = [_starts(n, inner, tile) for n in full]
-    corners = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
     K = model.n_classes + 1
     out = np.zeros((K, Z, Y, X), dtype=np.float32)
     model.eval()
     dev = torch.device(device)
     use_amp = dev.type == "cuda"
     t0 = time.time()
-    with torch.inference_mode():
-        # one tile per forward pass: coord-conv needs each tile's own offset
-        for done, (a, b, c) in enumerate(corners, start=1):
-            xt = torch.from_numpy(np.ascontiguousarray(padded[a:a + tile, b:b + tile, c:c + tile]))[None, None]
-            with torch.autocast(dev.type, enabled=use_amp):
-                # offsets in the un-padded tomogram's frame, for global coord-conv
-                logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
-            p = model.probabilities(logits.float())[0]
-            # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner)
-            ze, ye, xe = min(a + inner, Z), min(b + inner, Y), min(c + inner, X)
-            if ze > a and ye > b and xe > c:
-                out[:, a:ze, b:ye, c:xe] = p[:, pad:pad + ze - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
-            if progress or log:
-                el = time.time() - t0
-                eta = el / done * (len(corners) - done)
-                msg = f"tiles {done}/{len(corners)}  elapsed {el:.0f}s  ETA {eta:.0f}s"
-                if progress and sys.stderr.isatty():
-                    print("\r" + msg, end="", file=sys.stderr, flush=True)
-                elif log and (done == len(corners) or done % max(1, len(corners) // 10) == 0):
-                    log(msg)
+    flip_axes = FLIP_SETS[flips]
+    for f_i, axes in enumerate(flip_axes):
+        v = np.flip(vol, axes) if axes else vol
+        padded = np.pad(v, [(pad, pad + e) for e in need], mode="reflect" if min(vol.shape) > pad else "edge")
+        starts = [_starts(n, inner, tile) for n in padded.shape]
+        corners = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
+        acc = np.zeros((K, Z, Y, X), dtype=np.float32)
+        with torch.inference_mode():
+            # one tile per forward pass: on a CPU larger batches are not faster (measured)
+            for done, (a, b, c) in enumerate(corners, start=1):
+                xt = torch.from_numpy(np.ascontiguousarray(padded[a:a + tile, b:b + tile, c:c + tile]))[None, None]
+                with torch.autocast(dev.type, enabled=use_amp):
+                    # offsets in the un-padded tomogram's frame, for global coord-conv
+                    logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
+                p = model.probabilities(logits.float())[0]
+                # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner)
+                ze, ye, xe = min(a + inner, Z), min(b + inner, Y), min(c + inner, X)
+                if ze > a and ye > b and xe > c:
+                    acc[:, a:ze, b:ye, c:xe] = p[:, pad:pad + ze - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
+                if progress or log:
+                    n_all = len(corners) * len(flip_axes)
+                    n_done = f_i * len(corners) + done
+                    el = time.time() - t0
+                    msg = f"tiles {n_done}/{n_all}  elapsed {el:.0f}s  ETA {el / n_done * (n_all - n_done):.0f}s"
+                    if progress and sys.stderr.isatty():
+                        print("\r" + msg, end="", file=sys.stderr, flush=True)
+                    elif log and (n_done == n_all or n_done % max(1, n_all // 10) == 0):
+                        log(msg)
+        out += np.flip(acc, tuple(a + 1 for a in axes)) if axes else acc
     if progress and sys.stderr.isatty():
         print(file=sys.stderr)
+    if len(flip_axes) > 1:
+        out /= len(flip_axes)
     return out
 
 
@@ -185,3 +249,36 @@ def deduplicate(xyz, scores, names, diameters):
             if j != i and np.linalg.norm(xyz[i] - xyz[j]) <= max(tdist[i], tdist[j]):
                 removed[j] = True
     return np.array(sorted(keep), dtype=int)
+
+
+def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
+                  log=None, progress=False, flips=None):
+    """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
+
+    The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
+    coordinates are returned in the original voxel frame, ``probs`` stay binned (use
+    :func:`upsample` for a full-size score map). Thresholds default to the calibrated ones
+    stored in the model; ``threshold`` overrides every class's score threshold.
+    """
+    factor = int(meta.get("bin", 1))
+    tile = tile or meta.get("tile", 96)
+    pad = meta.get("pad", 12) if pad is None else pad
+    flips = flips or meta.get("flips", 1)
+    probs = predict_volume(model, bin_volume(volume, factor), tile=tile, pad=pad, device=device, log=log,
+                           progress=progress, flips=flips)
+    table = particles_from_probs(probs, meta, threshold=threshold, mode=mode)
+    return table, probs
+
+
+def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None):
+    """Post-processing with a model's settings: binned probabilities → table in original voxels."""
+    factor = int(meta.get("bin", 1))
+    thr = thresholds if thresholds is not None else (meta.get("thresholds") or {})
+    t_seg = thr.get("t_seg", 0.5)
+    class_thr = None if threshold is not None else thr.get("class")
+    t_lm = 0.1 if threshold is None else threshold
+    diam = {c: meta["diameters"][c] / factor for c in meta["classes"]}
+    table = find_particles(probs, meta["classes"], diam, t_seg=t_seg, t_lm=t_lm, mode=mode,
+                           class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))))
+    table.xyz = from_binned(table.xyz, factor)
+    return table
