@@ -213,3 +213,13 @@ def test_binned_training_picks_in_original_voxels(tmp_path):
     assert probs.shape[1:] == (32, 32, 32)
     r = evaluate(picked, test_tab, {"barrel": 17})
     assert r["f1"] > 0.8, r
+
+
+def test_one_cycle_schedule_shape():
+    from picker3d.engine.train import one_cycle_lr
+    assert one_cycle_lr(0.0, 1.0) == pytest.approx(1 / 25)
+    assert one_cycle_lr(0.2, 1.0) == pytest.approx(1.0)
+    assert one_cycle_lr(1.0, 1.0) == pytest.approx(1e-4)
+    assert one_cycle_lr(2.0, 1.0) == pytest.approx(1e-4)   # past a time budget: stays at the floor
+    lrs = [one_cycle_lr(f, 1.0) for f in np.linspace(0.2, 1, 20)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))

@@ -12,10 +12,11 @@ Recipe (DeepETPicker seed 000 and DeepFinder seed 001):
 - AdamW with a one-cycle learning-rate schedule;
 - each epoch: validation by picking on the validation tomogram, the thresholds that
   maximise its F1 are stored with the best model;
-- a checkpoint after every epoch (model, optimiser, scheduler, random states), so
+- a checkpoint after every epoch (model, optimiser, step, random states), so
   ``resume`` continues to the same result as an uninterrupted run.
 """
 import copy
+import math
 import os
 import platform
 import time
@@ -270,7 +271,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     model = ResUNet3D(n_classes, channels=channels).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.2)
+    step, train_seconds = 0, 0.0
     # background voxels dominate: weight CE classes by inverse frequency (capped)
     counts = np.bincount(np.concatenate([d.labels.ravel()[::7] for d in data]), minlength=n_classes + 1)
     w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
@@ -281,14 +282,14 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
+        step, train_seconds = ck["step"], ck["train_seconds"]
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         history, best_f1, best_state, best_thr = ck["history"], ck["best_f1"], ck["best_state"], ck["best_thr"]
         start_epoch = ck["epoch"] + 1
         log(f"resuming from epoch {start_epoch} ({ckpt_path})")
     val_probs_needed = bool(val_vols)
-    t_start = time.time()
+    t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips,
@@ -304,8 +305,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             lval = compute_loss(loss, logits, y, n_classes, class_weight)
             opt.zero_grad(set_to_none=True)
             lval.backward()
+            # one-cycle position: by steps, or by elapsed time when a time budget is given
+            # (the number of steps that fit in the budget is not known in advance)
+            frac = step / total_steps if minutes is None else (time.time() - t_start) / (60.0 * minutes)
+            for group in opt.param_groups:
+                group["lr"] = one_cycle_lr(frac, lr)
             opt.step()
-            sched.step()
+            step += 1
             losses.append(float(lval.detach()))
         entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
         if val_probs_needed:
@@ -319,11 +325,14 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             best_state, best_thr = copy.deepcopy(model.state_dict()), None
         elapsed = time.time() - t_start
         history.append(entry)
-        done = epoch + 1 - start_epoch
-        eta = elapsed / done * (epochs - epoch - 1)
+        epoch_s = (elapsed - train_seconds) / (epoch + 1 - start_epoch)   # this session's mean epoch time
+        if minutes is None:
+            eta, of = epoch_s * (epochs - epoch - 1), f"/{epochs}"
+        else:
+            eta, of = max(60.0 * minutes - elapsed, 0.0), f" (budget {minutes:g} min)"
         vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
-        log(f"epoch {epoch + 1}/{epochs}  loss {entry['loss']:.4f}{vtxt}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+        log(f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch},
                    ckpt_path + ".tmp")
@@ -335,10 +344,23 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                                          parameters=count_parameters(model)))
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
-        if minutes is not None and elapsed / 60.0 * (done + 1) / done > minutes:
+        if minutes is not None and elapsed + epoch_s > 60.0 * minutes:
             log(f"time budget of {minutes} min reached after epoch {epoch + 1}")
             break
     return out_path
+
+
+def one_cycle_lr(frac, max_lr, warmup=0.2, div=25.0, final_div=1e4):
+    """One-cycle learning rate at training fraction ``frac``: cosine warm-up from
+    max_lr/div to max_lr over the first ``warmup`` share, then cosine decay to
+    max_lr/final_div (the shape of torch's OneCycleLR, defined by fraction so that a time
+    budget can drive it)."""
+    frac = min(max(frac, 0.0), 1.0)
+    if frac < warmup:
+        lo, hi, t = max_lr / div, max_lr, frac / warmup
+    else:
+        lo, hi, t = max_lr, max_lr / final_div, (frac - warmup) / (1.0 - warmup)
+    return hi + (lo - hi) * (1 + math.cos(math.pi * t)) / 2
 
 
 def _version():
