@@ -1,1 +1,9 @@
-"""Scipion protocols of picker3d (one per file, re-exported here)."""
+"""picker3d protocols, one per file."""
+from .protocol_import_annotations import ProtPicker3DImportAnnotations
+from .protocol_import_model import ProtPicker3DImportModel
+from .protocol_masks import ProtPicker3DMasks
+from .protocol_pick import ProtPicker3DPick
+from .protocol_train import ProtPicker3DTrain
+
+__all__ = ["ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
+           "ProtPicker3DImportModel"]

@@ -1,0 +1,82 @@
+"""Shared plumbing of the picker3d protocols: engine jobs, device and threads, diameters."""
+import os
+
+import pyworkflow.protocol.params as params
+from pwem.protocols import EMProtocol
+from pyworkflow.protocol.constants import GPU_LIST, USE_GPU
+from tomo.protocols import ProtTomoBase
+
+from ..engine.coords import parse_diameters
+from ..engine.errors import InputError
+
+
+class ProtPicker3DBase(EMProtocol, ProtTomoBase):
+    """Base of the picker3d protocols (not shown in the menu)."""
+    _label = None
+
+    # ---- form helpers --------------------------------------------------------------
+    @staticmethod
+    def _addComputeParams(form, gpu=True, threads=2):
+        if gpu:
+            form.addHidden(USE_GPU, params.BooleanParam, default=True,
+                           label="Use GPU", help="Run the network on a CUDA GPU when one is available; "
+                                                 "without one, the CPU is used.")
+            form.addHidden(GPU_LIST, params.StringParam, default="0", label="GPU IDs",
+                           help="GPU to use (one id; picker3d runs one network per job).")
+        form.addParallelSection(threads=threads, mpi=0)
+
+    # ---- engine jobs -----------------------------------------------------------------
+    def _getEnviron(self):
+        from .. import Plugin
+        env = Plugin.getEnviron()
+        threads = str(max(1, int(self.numberOfThreads.get() or 1))) if hasattr(self, "numberOfThreads") else "1"
+        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        if getattr(self, USE_GPU, None) is not None and self.useGpu.get():
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.getGpuList()) or "0"
+        return env
+
+    def _deviceArg(self):
+        """``--device``: the plugin's default when GPUs are allowed (auto falls back to CPU)."""
+        from .. import Plugin
+        use_gpu = getattr(self, USE_GPU, None)
+        if use_gpu is not None and not use_gpu.get():
+            return "--device cpu"
+        return f"--device {Plugin.getDevice()}"
+
+    def runEngine(self, subcommand, args):
+        from .. import Plugin
+        program, arguments = Plugin.getEngineCommand(subcommand, args)
+        self.runJob(program, arguments, env=self._getEnviron(), numberOfMpi=1, numberOfThreads=1)
+
+    # ---- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _quote(path):
+        import shlex
+        return shlex.quote(os.path.abspath(path))
+
+    @staticmethod
+    def _coordinateClasses(coords):
+        """Class names of a coordinate set: picker3d's stored order, else the group ids found."""
+        from ..convert import get_class_names, tables_from_coordinates
+        names = get_class_names(coords)
+        if not names:
+            names = sorted({c for t in tables_from_coordinates(coords).values() for c in t.class_names()})
+        return names
+
+    def _diameterDict(self, text, class_names, box_size, param="diameters"):
+        """{class: diameter px}: from ``text`` (name=VOX,... or one number), else the box size."""
+        try:
+            given = parse_diameters(text) if text and text.strip() else {}
+        except InputError as exc:
+            raise ValueError(str(exc).replace("--diameters", f"'{param}'")) from None
+        out = {}
+        for c in class_names:
+            if c in given:
+                out[c] = given[c]
+            elif "*" in given:
+                out[c] = given["*"]
+            elif box_size:
+                out[c] = float(box_size)
+            else:
+                raise ValueError(f"'{param}': no diameter for class '{c}' and the coordinates have no box size")
+        return out

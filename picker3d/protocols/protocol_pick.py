@@ -1,0 +1,168 @@
+"""Pick particles in tomograms with a trained picker3d model."""
+import os
+from enum import Enum
+
+import pyworkflow.protocol.params as params
+from pyworkflow.protocol.constants import STEPS_PARALLEL
+from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
+
+from ..convert import append_table, box_from_diameter, link_tomogram, set_class_names, tomograms_by_ts_id
+from ..engine.coords import read_table
+from .protocol_base import ProtPicker3DBase
+
+FLIP_CHOICES = ["model's", "1", "2", "4", "8"]
+
+
+class PickOutputs(Enum):
+    coordinates = SetOfCoordinates3D
+    scoreMaps = SetOfTomoMasks
+
+
+class ProtPicker3DPick(ProtPicker3DBase):
+    """Pick particles with a trained picker3d model: overlap-tile inference (seed 000 §A.3,
+    tiles with a 12-voxel overlap), smoothed foreground score, local maxima by max-pooling,
+    class from the neighbourhood's class probabilities, de-duplication within half a
+    diameter (seed 000 §A.9). Each particle gets its class (groupId, 1-based in the model's
+    class order) and a score in [0, 1] usable for precision-recall curves.
+
+    The output set holds every class; optionally one set per class and the score map of
+    each tomogram (as tomo masks) are added. Coordinates are in the tomograms' pixels
+    (bottom-left-corner origin), ready for Relion-tomo and Dynamo extraction.
+    """
+    _label = "pick"
+    _possibleOutputs = PickOutputs
+    stepsExecutionMode = STEPS_PARALLEL
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputModel", params.PointerParam, pointerClass="Picker3DModel", important=True,
+                      label="Model", help="A model from picker3d's train or import model protocols.")
+        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms", important=True,
+                      label="Tomograms", help="Tomograms to pick, at the sampling rate the model was trained at.")
+        form.addParam("threshold", params.FloatParam, default=-1.0, label="Score threshold",
+                      help="Minimum particle score for every class; -1 uses the thresholds the model "
+                           "calibrated on its validation data.")
+        form.addParam("mode", params.EnumParam, choices=["local maxima", "connected components"], default=0,
+                      label="Particle detection", expertLevel=params.LEVEL_ADVANCED,
+                      help="Local maxima of the smoothed score (default) or centroids of connected "
+                           "components of the class map (DeepFinder style).")
+        form.addParam("flips", params.EnumParam, choices=FLIP_CHOICES, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Test-time flips", help="Mirrored copies to average (more = slower, smoother).")
+        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
+                      help="Box size of the output set; 0 = the largest class diameter rounded up to even.")
+        form.addParam("splitClasses", params.BooleanParam, default=False, label="Also one set per class?")
+        form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
+                      help="The per-voxel particle probability of each tomogram, as tomo masks.")
+        self._addComputeParams(form, gpu=True, threads=2)
+
+    # ---- steps ---------------------------------------------------------------------
+    def _insertAllSteps(self):
+        ts_ids = sorted(tomograms_by_ts_id(self.inputTomograms.get()))
+        deps = [self._insertFunctionStep(self.pickStep, ts_id, needsGPU=True, prerequisites=[]) for ts_id in ts_ids]
+        self._insertFunctionStep(self.createOutputStep, ts_ids, needsGPU=False, prerequisites=deps)
+
+    def _folder(self, ts_id):
+        return self._getExtraPath(ts_id)
+
+    def pickStep(self, ts_id):
+        tomo = tomograms_by_ts_id(self.inputTomograms.get())[ts_id]
+        link = link_tomogram(tomo, self._folder(ts_id))
+        args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
+                f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(),
+                f"--mode {'cc' if self.mode.get() == 1 else 'peaks'}"]
+        if self.threshold.get() is not None and self.threshold.get() >= 0:
+            args.append(f"--threshold {self.threshold.get()}")
+        if self.flips.get():
+            args.append(f"--flips {FLIP_CHOICES[self.flips.get()]}")
+        if self.saveScoreMaps.get():
+            args.append("--score-map")
+        self.runEngine("pick", " ".join(args))
+
+    def getTable(self, ts_id):
+        return read_table(os.path.join(self._folder(ts_id), ts_id + ".tsv"), allow_empty=True)
+
+    def _boxSize(self):
+        if self.boxSize.get():
+            return self.boxSize.get()
+        model = self.inputModel.get()
+        return box_from_diameter(max(model.getDiameters().values()))
+
+    def createOutputStep(self, ts_ids):
+        model = self.inputModel.get()
+        tomo_set = self.inputTomograms.get()
+        tomos = tomograms_by_ts_id(tomo_set)
+        names = model.getClassNames()
+        tables = {ts_id: self.getTable(ts_id) for ts_id in ts_ids}
+
+        def new_set(suffix, keep):
+            coord_set = self._createSetOfCoordinates3D(self.inputTomograms, suffix)
+            coord_set.setSamplingRate(tomo_set.getSamplingRate())
+            coord_set.setBoxSize(self._boxSize())
+            set_class_names(coord_set, names)
+            for ts_id in ts_ids:
+                t = tables[ts_id]
+                if len(t):
+                    idx = [i for i, c in enumerate(t.classes) if c in keep]
+                    append_table(coord_set, t.subset(idx), tomos[ts_id], names)
+            return coord_set
+
+        outputs = {self._possibleOutputs.coordinates.name: new_set("", set(names))}
+        if self.splitClasses.get():
+            for c in names:
+                outputs[f"coordinates_{_safe(c)}"] = new_set(f"_{_safe(c)}", {c})
+        if self.saveScoreMaps.get():
+            maps = SetOfTomoMasks.create(self._getPath(), template="tomomasks%s.sqlite")
+            maps.copyInfo(tomo_set)
+            for ts_id in ts_ids:
+                m = TomoMask()
+                m.copyInfo(tomos[ts_id])
+                m.setLocation(os.path.join(self._folder(ts_id), ts_id + "_score.mrc"))
+                m.setVolName(tomos[ts_id].getFileName())
+                m.setTsId(ts_id)
+                maps.append(m)
+            outputs[self._possibleOutputs.scoreMaps.name] = maps
+        self._defineOutputs(**outputs)
+        for out in outputs.values():
+            self._defineSourceRelation(self.inputTomograms, out)
+            self._defineSourceRelation(self.inputModel, out)
+
+    # ---- info ----------------------------------------------------------------------
+    def _validate(self):
+        errors = []
+        model, tomos = self.inputModel.get(), self.inputTomograms.get()
+        if model is None or tomos is None:
+            return ["Model and tomograms are required."]
+        if not model.getFileName() or not os.path.exists(model.getFileName()):
+            errors.append(f"Model file {model.getFileName()} does not exist.")
+        msr, tsr = model.getSamplingRate(), tomos.getSamplingRate()
+        if msr and tsr and abs(msr - tsr) / msr > 0.05:
+            errors.append(f"The tomograms are at {tsr:g} Å/px but the model was trained at {msr:g} Å/px: "
+                          f"rescale the tomograms (or train at this sampling).")
+        if tomos.getSize() == 0:
+            errors.append(f"The tomogram set {tomos.getObjLabel() or tomos.getObjName()} is empty.")
+        try:
+            tomograms_by_ts_id(tomos)
+        except ValueError as exc:
+            errors.append(str(exc))
+        return errors
+
+    def _summary(self):
+        out = getattr(self, self._possibleOutputs.coordinates.name, None)
+        if out is None:
+            return ["Picking not finished yet."]
+        names = self.inputModel.get().getClassNames()
+        counts = {c: 0 for c in names}
+        for coord in out.iterItems():
+            counts[names[coord.getGroupId() - 1]] += 1
+        return [f"{out.getSize()} particles picked in {self.inputTomograms.get().getSize()} tomograms: "
+                + ", ".join(f"{c} {n}" for c, n in counts.items()) + f"; box {out.getBoxSize()} px."]
+
+    def _methods(self):
+        return ["Particles were picked with picker3d [Liu2024DeepETPicker]."]
+
+    def _citations(self):
+        return ["Liu2024DeepETPicker"]
+
+
+def _safe(name):
+    return "".join(ch if ch.isalnum() else "_" for ch in str(name))

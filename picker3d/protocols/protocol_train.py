@@ -1,0 +1,199 @@
+"""Train a 3D-ResUNet picker from coordinates (weak labels) on tomograms."""
+import os
+from enum import Enum
+
+import pyworkflow.protocol.params as params
+
+from ..convert import get_class_names, link_tomogram, tables_from_coordinates, tomograms_by_ts_id
+from ..engine.coords import write_table
+from ..objects import Picker3DModel
+from .protocol_base import ProtPicker3DBase
+
+MASKS = ["tball", "ball", "cubic", "sphere"]
+LOSSES = ["dice+ce", "dice", "ce", "focal"]
+FLIPS = [1, 2, 4, 8]
+
+
+class TrainOutputs(Enum):
+    model = Picker3DModel
+
+
+class ProtPicker3DTrain(ProtPicker3DBase):
+    """Train picker3d's 3D-ResUNet (residual U-Net with coord-conv and image-pyramid inputs,
+    DeepETPicker seed 000 §A.4) from particle centres turned into weak labels (§A.3).
+
+    Patches are drawn class-balanced around annotated particles plus background patches,
+    half of them at dense unannotated places (crowders, membranes, gold). After each
+    epoch the network picks the validation tomograms; the best epoch and the thresholds
+    that maximise the validation F1 are stored in the model, so picking needs no tuning.
+    Training checkpoints every epoch: 'Continue' on an interrupted run resumes from the
+    last checkpoint. The training coordinates must be complete (every particle of the
+    classes annotated): unannotated particles are learned as background.
+    """
+    _label = "train"
+    _possibleOutputs = TrainOutputs
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D", important=True,
+                      label="Training coordinates",
+                      help="Annotated particles; their tomograms (those with at least one particle) are "
+                           "the training tomograms.")
+        form.addParam("validationCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
+                      allowsNull=True, label="Validation coordinates (optional)",
+                      help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
+                           "the thresholds. Empty: the training tomograms are used (thresholds fit the "
+                           "training data then).")
+        form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
+                      help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
+                           "or group ids '1', '2', ...), or one number for all. Empty: the box size.")
+        form.addParam("trainBy", params.EnumParam, choices=["time budget", "epochs"], default=0,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Train for")
+        form.addParam("minutes", params.FloatParam, default=10.0, condition="trainBy == 0",
+                      label="Minutes", help="Wall-clock budget (the one-cycle schedule follows the time).")
+        form.addParam("epochs", params.IntParam, default=20, condition="trainBy == 1", label="Epochs")
+        form.addParam("binning", params.IntParam, default=1, validators=[params.Positive], label="Binning",
+                      help="Train and pick on tomograms binned by this factor: 2 is much faster and suits "
+                           "particles of 12 px or more; coordinates stay in the original pixels.")
+        form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
+                      help="tball (DeepETPicker's default), ball, cubic or sphere.")
+        line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
+        line.addParam("channels", params.StringParam, default="16,32,48,64", label="Channels per level")
+        line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips")
+        form.addParam("iterationsPerEpoch", params.IntParam, default=30, expertLevel=params.LEVEL_ADVANCED,
+                      label="Iterations per epoch")
+        form.addParam("patchSize", params.IntParam, default=48, expertLevel=params.LEVEL_ADVANCED,
+                      label="Patch size (px, multiple of 8)")
+        form.addParam("batchSize", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED, label="Batch size")
+        form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Loss", help="dice+ce (class-weighted), soft Dice (seed 000 §A.5), cross-entropy, focal.")
+        form.addParam("learningRate", params.FloatParam, default=3e-3, expertLevel=params.LEVEL_ADVANCED,
+                      label="Peak learning rate")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        self._addComputeParams(form, gpu=True, threads=2)
+
+    # ---- steps ---------------------------------------------------------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.convertInputStep, needsGPU=False)
+        self._insertFunctionStep(self.trainStep, needsGPU=True)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _classes(self):
+        return self._coordinateClasses(self.inputCoordinates.get())
+
+    def _classDiameters(self):
+        return self._diameterDict(self.diameters.get(), self._classes(), self.inputCoordinates.get().getBoxSize())
+
+    def _writePairs(self, coords, folder):
+        """Links to the tomograms and one TSV per tomogram with particles; returns both lists."""
+        tomos = tomograms_by_ts_id(coords.getPrecedents())
+        tables = tables_from_coordinates(coords)
+        vols, tsvs = [], []
+        for ts_id in sorted(tables):
+            vols.append(link_tomogram(tomos[ts_id], folder))
+            tsvs.append(os.path.join(folder, ts_id + ".tsv"))
+            write_table(tsvs[-1], tables[ts_id])
+        return vols, tsvs
+
+    def convertInputStep(self):
+        self._writePairs(self.inputCoordinates.get(), self._getExtraPath("train"))
+        val = self.validationCoordinates.get()
+        if val is not None:
+            self._writePairs(val, self._getExtraPath("validation"))
+
+    def _pairs(self, folder):
+        folder = self._getExtraPath(folder)
+        if not os.path.isdir(folder):
+            return [], []
+        vols = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".mrc"))
+        return vols, [v[:-4] + ".tsv" for v in vols]
+
+    def getModelFile(self):
+        return self._getExtraPath("model.pt")
+
+    def trainStep(self):
+        vols, tsvs = self._pairs("train")
+        vvols, vtsvs = self._pairs("validation")
+        if not vvols:
+            vvols, vtsvs = vols, tsvs
+        diam = ",".join(f"{c}={d:g}" for c, d in self._classDiameters().items())
+        q = self._quote
+        args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
+                f"--val-tomograms {' '.join(q(v) for v in vvols)}", f"--val-coords {' '.join(q(t) for t in vtsvs)}",
+                f"--diameters {diam}", f"--out {q(self.getModelFile())}",
+                f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get()}",
+                f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
+                f"--iters-per-epoch {self.iterationsPerEpoch.get()}", f"--patch {self.patchSize.get()}",
+                f"--batch {self.batchSize.get()}", f"--loss {LOSSES[self.loss.get()]}",
+                f"--lr {self.learningRate.get()}", f"--seed {self.seed.get()}", self._deviceArg()]
+        args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
+        if os.path.exists(self.getModelFile() + ".ckpt"):
+            args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
+        self.runEngine("train", " ".join(args))
+
+    def createOutputStep(self):
+        from ..engine.train import load_model
+        _, meta = load_model(self.getModelFile())
+        model = Picker3DModel(filename=self.getModelFile())
+        model.setFromMeta(meta)
+        model.setSamplingRate(self.inputCoordinates.get().getPrecedents().getSamplingRate())
+        self._defineOutputs(**{self._possibleOutputs.model.name: model})
+        self._defineSourceRelation(self.inputCoordinates, model)
+
+    # ---- info ----------------------------------------------------------------------
+    def getHistory(self):
+        """Per-epoch training history from the model file (for the viewer)."""
+        from ..engine.train import load_model
+        if not os.path.exists(self.getModelFile()):
+            return []
+        return load_model(self.getModelFile())[1].get("history", [])
+
+    def _validate(self):
+        errors = []
+        coords = self.inputCoordinates.get()
+        if coords is None:
+            return ["Training coordinates are missing."]
+        if coords.getSize() == 0:
+            return [f"The training coordinate set {coords.getObjLabel() or coords.getObjName()} is empty."]
+        try:
+            classes = self._classes()
+            self._classDiameters()
+        except ValueError as exc:
+            return [str(exc)]
+        val = self.validationCoordinates.get()
+        if val is not None:
+            if val.getSize() == 0:
+                errors.append("The validation coordinate set is empty.")
+            else:
+                vclasses = set(get_class_names(val) or
+                               {c for t in tables_from_coordinates(val).values() for c in t.class_names()})
+                missing = sorted(set(classes) - vclasses)
+                if missing:
+                    errors.append(f"Validation coordinates lack class(es) {', '.join(missing)}.")
+            sr, vsr = coords.getSamplingRate(), val.getSamplingRate()
+            if sr and vsr and abs(sr - vsr) / sr > 0.01:
+                errors.append(f"Validation coordinates are at {vsr:g} Å/px, training ones at {sr:g} Å/px.")
+        if self.patchSize.get() % 8:
+            errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8.")
+        try:
+            [int(c) for c in self.channels.get().split(",")]
+        except ValueError:
+            errors.append(f"Channels '{self.channels.get()}' must be comma-separated integers.")
+        return errors
+
+    def _summary(self):
+        out = getattr(self, self._possibleOutputs.model.name, None)
+        if out is None:
+            return ["Training not finished yet."]
+        hist = self.getHistory()
+        lines = [f"Model: {out}", f"{len(hist)} epochs."]
+        if out.getBestValF1() is not None:
+            lines.append(f"Best validation F1 {out.getBestValF1():.3f}.")
+        return lines
+
+    def _methods(self):
+        return ["Particles were picked with picker3d's 3D-ResUNet trained on weak labels, following "
+                "DeepETPicker [Liu2024DeepETPicker] and DeepFinder [Moebel2021DeepFinder]."]
+
+    def _citations(self):
+        return ["Liu2024DeepETPicker", "Moebel2021DeepFinder"]
