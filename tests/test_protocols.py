@@ -1,0 +1,192 @@
+"""Scipion protocols in real projects: import annotations, masks, train, pick, import model.
+
+Each class is one Scipion test project (``setupTestProject``) on tiny simulated data;
+protocols run as Scipion runs them (a separate process per protocol).
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+import tomo.tests.test_base_centralized_layer as tomo_checks
+
+pytestmark = pytest.mark.scipion
+
+SHAPE = (48, 80, 80)     # z y x
+DIAM = 17                 # barrel
+SAMPLING = 10.0
+
+
+def _simulate(folder):
+    from picker3d.engine.simulate import write_simulation
+    return write_simulation(folder, n_tomograms=2, seed=60, shape=SHAPE, snr=2.0, species=["barrel"],
+                            counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
+
+
+class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
+    """import tomograms → import annotations → masks → train → pick → import model."""
+
+    @classmethod
+    def setUpClass(cls):
+        from pyworkflow.tests import setupTestProject
+        from tomo.protocols import ProtImportTomograms
+        cls.cwd = os.getcwd()
+        cls.data = tempfile.mkdtemp(prefix="picker3d_prot_")
+        _simulate(cls.data)
+        # annotations of the training tomogram only (as a user's hand-picks would be)
+        os.makedirs(os.path.join(cls.data, "annotations"))
+        shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "annotations", "tomo_00.tsv"))
+        setupTestProject(cls)
+        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_0?.mrc",
+                               samplingRate=SAMPLING)
+        cls.launchProtocol(prot)
+        cls.tomos = prot.Tomograms
+
+    @classmethod
+    def tearDownClass(cls):
+        os.chdir(cls.cwd)
+        shutil.rmtree(cls.data, ignore_errors=True)
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _importAnnotations(self, **kw):
+        from picker3d.protocols import ProtPicker3DImportAnnotations
+        args = dict(inputTomograms=self.tomos, filesPath=os.path.join(self.data, "annotations"),
+                    filesPattern="*.tsv", boxSize=DIAM + 1)
+        args.update(kw)
+        prot = self.newProtocol(ProtPicker3DImportAnnotations, **args)
+        self.launchProtocol(prot)
+        return prot
+
+    def _gt(self, i):
+        from picker3d.engine.coords import read_table
+        return read_table(os.path.join(self.data, f"tomo_0{i}.tsv"))
+
+    def _positions(self, coord_set):
+        from tomo.constants import BOTTOM_LEFT_CORNER
+        return np.array([c.getPosition(BOTTOM_LEFT_CORNER) for c in coord_set.iterCoordinates()])
+
+    # ---- tests -------------------------------------------------------------------------
+    def test_import_annotations_round_trip(self):
+        prot = self._importAnnotations()
+        out = prot.coordinates
+        gt = self._gt(0)
+        self.checkCoordinates(out, expectedSetSize=len(gt), expectedBoxSize=DIAM + 1, expectedSRate=SAMPLING)
+        pos = self._positions(out)
+        # the same particles, to 0.01 voxel, in Scipion's bottom-left-corner convention
+        a = pos[np.lexsort(pos.T[::-1])]
+        b = gt.xyz[np.lexsort(gt.xyz.T[::-1])]
+        np.testing.assert_allclose(a, b, atol=0.01)
+        self.assertEqual({c.getTomoId() for c in out.iterItems()}, {"tomo_00"})
+        self.assertEqual({c.getGroupId() for c in out.iterItems()}, {1})
+        from picker3d.convert import get_class_names
+        self.assertEqual(get_class_names(out), ["barrel"])
+
+    def test_import_text_zyx_one_based_other_sampling(self):
+        # zyx columns, 1-based indices, picked at half the pixel size (coordinates x2)
+        folder = os.path.join(self.data, "txt")
+        os.makedirs(folder, exist_ok=True)
+        gt = self._gt(0)
+        rows = [f"{2 * (z + 1) - 1:.3f} {2 * (y + 1) - 1:.3f} {2 * (x + 1) - 1:.3f}" for x, y, z in gt.xyz]
+        # origin 1 is applied in the coordinates' own pixels: (2(c+1)-1) - 1 = 2c, then / 2 = c
+        with open(os.path.join(folder, "tomo_00.txt"), "w") as fh:
+            fh.write("\n".join(rows) + "\n")
+        prot = self._importAnnotations(filesPath=folder, filesPattern="*.txt", columnOrder="zyx", origin=1,
+                                       coordsSamplingRate=SAMPLING / 2, className="barrel")
+        pos = self._positions(prot.coordinates)
+        a = pos[np.lexsort(pos.T[::-1])]
+        b = gt.xyz[np.lexsort(gt.xyz.T[::-1])]
+        np.testing.assert_allclose(a, b, atol=0.01)
+
+    def test_import_annotations_validation_messages(self):
+        from picker3d.protocols import ProtPicker3DImportAnnotations
+        prot = self.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=self.tomos,
+                                filesPath=os.path.join(self.data, "nowhere"), filesPattern="*.tsv")
+        self.assertIn("does not exist", " ".join(prot.validate()))
+        folder = os.path.join(self.data, "wrongnames")
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(os.path.join(self.data, "tomo_00.tsv"), os.path.join(folder, "other_tomo.tsv"))
+        prot = self.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=self.tomos, filesPath=folder,
+                                filesPattern="*.tsv")
+        msg = " ".join(prot.validate())
+        self.assertIn("other_tomo.tsv", msg)
+        self.assertIn("tomo_00", msg)
+
+    def test_masks(self):
+        import mrcfile
+        from picker3d.protocols import ProtPicker3DMasks
+        coords = self._importAnnotations().coordinates
+        prot = self.newProtocol(ProtPicker3DMasks, inputCoordinates=coords, maskType=0)
+        self.launchProtocol(prot)
+        masks = prot.tomoMasks
+        self.assertEqual(masks.getSize(), 1)
+        m = masks.getFirstItem()
+        self.assertEqual(m.getTsId(), "tomo_00")
+        self.assertEqual(m.getDimensions(), (SHAPE[2], SHAPE[1], SHAPE[0]))
+        with mrcfile.open(m.getFileName()) as f:
+            data = f.data
+        gt = self._gt(0)
+        for x, y, z in np.round(gt.xyz).astype(int):
+            self.assertEqual(data[z, y, x], 1)
+        self.assertGreater((data == 0).mean(), 0.5)
+        empty = self.newProtocol(ProtPicker3DMasks, inputCoordinates=coords, diameters="barrel=-3")
+        self.assertIn("positive", " ".join(empty.validate()))
+
+    def test_train_pick_and_import_model(self):
+        from picker3d.engine.metrics import evaluate
+        from picker3d.protocols import ProtPicker3DImportModel, ProtPicker3DPick, ProtPicker3DTrain
+        coords = self._importAnnotations().coordinates
+        train = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
+                                 trainBy=1, epochs=4, iterationsPerEpoch=10, patchSize=32, batchSize=2,
+                                 channels="8,16,24,36", learningRate=5e-3, useGpu=False)
+        self.launchProtocol(train)
+        model = train.model
+        self.assertEqual(model.getClassNames(), ["barrel"])
+        self.assertEqual(model.getDiameters(), {"barrel": DIAM})
+        self.assertAlmostEqual(model.getSamplingRate(), SAMPLING)
+        self.assertEqual(len(train.getHistory()), 4)
+
+        pick = self.newProtocol(ProtPicker3DPick, inputModel=model, inputTomograms=self.tomos,
+                                splitClasses=True, saveScoreMaps=True, useGpu=False)
+        self.launchProtocol(pick)
+        out = pick.coordinates
+        self.checkCoordinates(out, expectedBoxSize=18, expectedSRate=SAMPLING, setSizeTolPercent=1.0,
+                              expectedSetSize=max(out.getSize(), 1))
+        self.assertEqual(pick.coordinates_barrel.getSize(), out.getSize())
+        self.assertEqual(pick.scoreMaps.getSize(), 2)
+        # the output set equals the engine's table, to 0.01 voxel, in bottom-left-corner convention
+        from tomo.constants import BOTTOM_LEFT_CORNER
+        for ts_id in ("tomo_00", "tomo_01"):
+            table = pick.getTable(ts_id)
+            tomo = {t.getTsId(): t.clone() for t in self.tomos}[ts_id]   # set iteration reuses one object
+            pos = np.array([c.getPosition(BOTTOM_LEFT_CORNER) for c in out.iterCoordinates(volume=tomo)])
+            self.assertEqual(len(pos), len(table))
+            np.testing.assert_allclose(pos[np.lexsort(pos.T[::-1])],
+                                       table.xyz[np.lexsort(table.xyz.T[::-1])], atol=0.01)
+            self.assertTrue(all(c.getScore() > 0 for c in out.iterCoordinates(volume=tomo)))
+        # held-out tomogram (never annotated): picks match its ground truth
+        r = evaluate(pick.getTable("tomo_01"), self._gt(1), {"barrel": DIAM})
+        self.assertGreater(r["f1"], 0.7, r)
+
+        imp = self.newProtocol(ProtPicker3DImportModel, modelFile=model.getFileName())
+        self.launchProtocol(imp)
+        self.assertEqual(imp.model.getClassNames(), ["barrel"])
+        self.assertNotEqual(os.path.abspath(imp.model.getFileName()), os.path.abspath(model.getFileName()))
+
+    def test_pick_refuses_other_sampling(self):
+        from picker3d.objects import Picker3DModel
+        from picker3d.protocols import ProtPicker3DPick
+        from tomo.protocols import ProtImportTomograms
+        imp = self.newProtocol(ProtImportTomograms, filesPath=self.data, filesPattern="tomo_00.mrc",
+                               samplingRate=2 * SAMPLING)
+        self.launchProtocol(imp)
+        model = Picker3DModel(filename=os.path.join(self.data, "none.pt"))
+        model.setClassNames(["barrel"])
+        model.setDiameters({"barrel": DIAM})
+        model.setSamplingRate(SAMPLING)
+        pick = self.newProtocol(ProtPicker3DPick, inputTomograms=imp.Tomograms)
+        pick.inputModel.set(model)
+        msg = " ".join(pick.validate())
+        self.assertIn("20 Å/px", msg)
+        self.assertIn("trained at 10 Å/px", msg)
