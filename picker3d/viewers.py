@@ -1,0 +1,100 @@
+"""Viewers: training curves, and picks over tomogram slices with the score histogram.
+
+The ``plot_*`` functions fill an ``EmPlotter`` (a matplotlib figure), so the same pictures
+show in the project GUI and render to PNG in scripts and tests (``plotter.savefig``).
+"""
+import numpy as np
+from pwem.viewers import EmPlotter
+from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
+
+from .protocols import ProtPicker3DPick, ProtPicker3DTrain
+
+CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
+                 "tab:pink", "tab:brown", "tab:gray"]
+
+
+def plot_training(history, title="picker3d training"):
+    """Loss and validation F1 (localisation and mean class) per epoch."""
+    plotter = EmPlotter(x=1, y=2, mainTitle=title, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    ax = plotter.createSubPlot("Training loss", "epoch", "loss")
+    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue")
+    ax = plotter.createSubPlot("Validation", "epoch", "F1")
+    if any("val_f1" in h for h in history):
+        ax.plot(epochs, [h.get("val_f1", np.nan) for h in history], "o-", label="localisation F1")
+        ax.plot(epochs, [h.get("val_class_f1", np.nan) for h in history], "s--", label="mean class F1")
+        best = int(np.nanargmax([h.get("val_f1", np.nan) for h in history]))
+        ax.axvline(epochs[best], color="gray", ls=":", label=f"kept: epoch {epochs[best]}")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no validation data", ha="center", va="center", transform=ax.transAxes)
+    return plotter
+
+
+def plot_picks(volume, table, class_names, diameters, title="", n_slices=4, threshold=None):
+    """Slab-averaged slices of a tomogram with the picks near each slab circled by class,
+    and the score histogram (with the score threshold when given)."""
+    from matplotlib.patches import Circle
+    plotter = EmPlotter(x=1, y=n_slices + 1, mainTitle=title, figsize=(3.2 * (n_slices + 1), 3.6))
+    nz = volume.shape[0]
+    zs = np.linspace(0, nz, n_slices + 2)[1:-1].astype(int)
+    dmax = max(diameters.values()) if diameters else 10
+    half = max(1, int(dmax // 4))
+    colour = {c: CLASS_COLOURS[i % len(CLASS_COLOURS)] for i, c in enumerate(class_names)}
+    for z in zs:
+        ax = plotter.createSubPlot(f"z = {z}", None, None)
+        slab = volume[max(0, z - half):z + half + 1].mean(axis=0)
+        lo, hi = np.percentile(slab, [1, 99])
+        ax.imshow(slab, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+        if len(table):
+            near = np.abs(table.xyz[:, 2] - z) <= dmax / 2
+            for (x, y, _), c in zip(table.xyz[near], np.asarray(table.classes)[near]):
+                r = diameters.get(c, dmax) / 2
+                ax.add_patch(Circle((x, y), r, fill=False, color=colour.get(c, "yellow"), lw=1.2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = plotter.createSubPlot("Scores", "score", "particles")
+    if len(table) and table.scores is not None:
+        for c in class_names:
+            s = table.scores[np.asarray(table.classes) == c]
+            if len(s):
+                ax.hist(s, bins=20, range=(0, 1), alpha=0.6, color=colour[c], label=f"{c} ({len(s)})")
+        ax.legend(fontsize=7)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--")
+    return plotter
+
+
+class Picker3DTrainViewer(Viewer):
+    """Loss and validation F1 per epoch of a picker3d training."""
+    _label = "training curves"
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    _targets = [ProtPicker3DTrain]
+
+    def _visualize(self, obj, **kwargs):
+        history = self.protocol.getHistory()
+        if not history:
+            self.errorMessage("No epoch finished yet.", title="picker3d")
+            return []
+        return [plot_training(history, title=f"picker3d training ({self.protocol.getRunName()})")]
+
+
+class Picker3DPickViewer(Viewer):
+    """Tomogram slices with the picks of each class, and the score histogram."""
+    _label = "picks over slices"
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    _targets = [ProtPicker3DPick]
+
+    def _visualize(self, obj, **kwargs):
+        from .convert import tomograms_by_ts_id
+        from .engine.mrcio import read_volume
+        prot = self.protocol
+        model = prot.inputModel.get()
+        views = []
+        for ts_id, tomo in sorted(tomograms_by_ts_id(prot.inputTomograms.get()).items()):
+            vol, _ = read_volume(tomo.getFileName().split(":")[0])
+            thr = prot.threshold.get() if prot.threshold.get() is not None and prot.threshold.get() >= 0 else None
+            views.append(plot_picks(vol, prot.getTable(ts_id), model.getClassNames(), model.getDiameters(),
+                                    title=f"picker3d picks: {ts_id}", threshold=thr))
+        return views
