@@ -49,6 +49,14 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         self.runJob(program, arguments, env=self._getEnviron(), numberOfMpi=1, numberOfThreads=1)
 
     # ---- helpers ---------------------------------------------------------------------
+    def _absPath(self, path):
+        """``path`` (relative to the project, as run paths are) made absolute, so that scripts
+        and viewers can read run files from any working directory."""
+        if os.path.isabs(path):
+            return path
+        project = self.getProject() if hasattr(self, "getProject") else None
+        return os.path.join(project.getPath(), path) if project is not None else os.path.abspath(path)
+
     @staticmethod
     def _quote(path):
         import shlex

@@ -64,6 +64,16 @@ class ProtPicker3DImportAnnotations(ProtImport, ProtPicker3DBase):
                       label="Box size (px)", help="Box size of the output set, in pixels of the tomograms; "
                                                  "picker3d reads it as the particle diameter by default.")
 
+    def processImportDict(self, importDict, importDir):
+        """Workflow JSON import: a relative 'filesPath' (./annotations) is taken relative to the
+        JSON file, as pwem's image imports do."""
+        path = importDict.get("filesPath")
+        if path and not os.path.isabs(path) and importDir:
+            candidate = os.path.normpath(os.path.join(importDir, path))
+            if os.path.exists(candidate):
+                importDict["filesPath"] = candidate
+        return importDict
+
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep, needsGPU=False)

@@ -79,7 +79,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         self.runEngine("pick", " ".join(args))
 
     def getTable(self, ts_id):
-        return read_table(os.path.join(self._folder(ts_id), ts_id + ".tsv"), allow_empty=True)
+        return read_table(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv")), allow_empty=True)
 
     def _boxSize(self):
         if self.boxSize.get():

@@ -144,9 +144,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     def getHistory(self):
         """Per-epoch training history from the model file (for the viewer)."""
         from ..engine.train import load_model
-        if not os.path.exists(self.getModelFile()):
+        path = self._absPath(self.getModelFile())
+        if not os.path.exists(path):
             return []
-        return load_model(self.getModelFile())[1].get("history", [])
+        return load_model(path)[1].get("history", [])
 
     def _validate(self):
         errors = []
