@@ -21,6 +21,12 @@ if ! "$PYTHON_BIN" -c "import tkinter" 2>/dev/null && command -v apt-get >/dev/n
     (apt-get install -y -qq python3-tk >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-tk >/dev/null 2>&1; }) || true
 fi
 
+# The GUI test runs Scipion's project window on a virtual display
+if ! command -v Xvfb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] installing xvfb (virtual display for the GUI test)"
+    (apt-get install -y -qq xvfb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq xvfb >/dev/null 2>&1; }) || true
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[bootstrap] creating virtual environment $VENV"
     "$PYTHON_BIN" -m venv "$VENV"

@@ -169,10 +169,40 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         r = evaluate(pick.getTable("tomo_01"), self._gt(1), {"barrel": DIAM})
         self.assertGreater(r["f1"], 0.7, r)
 
+        # the viewers of both protocols render (training curves; picks over slices)
+        from picker3d.viewers import Picker3DPickViewer, Picker3DTrainViewer
+        from PIL import Image
+        for viewer_cls, prot in ((Picker3DTrainViewer, train), (Picker3DPickViewer, pick)):
+            views = viewer_cls(project=self.proj, protocol=prot)._visualize(prot)
+            self.assertGreaterEqual(len(views), 1)
+            png = os.path.join(self.data, f"{viewer_cls.__name__}.png")
+            views[0].savefig(png)
+            self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
+
         imp = self.newProtocol(ProtPicker3DImportModel, modelFile=model.getFileName())
         self.launchProtocol(imp)
         self.assertEqual(imp.model.getClassNames(), ["barrel"])
         self.assertNotEqual(os.path.abspath(imp.model.getFileName()), os.path.abspath(model.getFileName()))
+
+    def test_train_validation_messages(self):
+        from picker3d.protocols import ProtPicker3DMasks, ProtPicker3DTrain
+        from tomo.objects import SetOfCoordinates3D
+        coords = self._importAnnotations().coordinates
+        # validation coordinates whose only class is another one
+        other = self._importAnnotations(className="ribosome").coordinates
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, validationCoordinates=other)
+        self.assertIn("Validation coordinates lack class(es) barrel", " ".join(prot.validate()))
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, patchSize=30, channels="8,x")
+        msg = " ".join(prot.validate())
+        self.assertIn("Patch size 30 is not a multiple of 8", msg)
+        self.assertIn("Channels '8,x'", msg)
+        # an empty coordinate set is named in the message
+        empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptycoords%s.sqlite")
+        empty.setObjLabel("no picks")
+        for cls in (ProtPicker3DTrain, ProtPicker3DMasks):
+            prot = self.newProtocol(cls)
+            prot.inputCoordinates.set(empty)
+            self.assertIn("no picks is empty", " ".join(prot.validate()))
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

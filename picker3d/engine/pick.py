@@ -6,11 +6,11 @@ by ``pad`` voxels on each side (seed 000 default pad_size = 12); only the centra
 The volume is mirror-padded by ``pad`` so that its own border is treated the same way.
 
 Post-processing (vectorised; seed 000 §A.3 and §A.9):
-- score map = 1 - P(background); voxels below ``t_seg`` are background;
-- the score map is smoothed over half the smallest diameter (a weak-label plateau then
-  has one maximum, at its centre); local maxima by 3D max-pooling (window ceil(d/2)),
-  above ``t_lm`` (seed 000: 0.1);
-- class = argmax of the class probabilities averaged around the peak;
+- score map = 1 - P(background); peaks must sit where it is >= ``t_seg``;
+- for each class, the score map is smoothed with a Gaussian of sigma d/4 (a weak-label
+  plateau of that class's size then has one maximum, at its centre) and local maxima are
+  taken by 3D max-pooling (window ceil(d/2)) above ``t_lm`` (seed 000: 0.1); a peak is kept
+  for the class that the class probabilities around it (3x3x3) vote for;
 - sub-voxel centre = score-weighted centroid of the 3x3x3 neighbourhood;
 - de-duplication: a peak within t_dist = ceil(d/2) of a higher-scoring one is dropped;
 - per-particle score = the smoothed foreground probability at the peak (for PR curves).
@@ -166,7 +166,6 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
     """
     K = probs.shape[0]
     fg = 1.0 - probs[0]
-    dmin = min(diameters[c] for c in class_names)
     shape = fg.shape
     if mode == "cc":
         lab_cls = np.argmax(probs, axis=0)
@@ -185,37 +184,7 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz = cent[keep][:, ::-1]
         scores = np.asarray(score)[keep]
     else:
-        # the network's foreground is a plateau over each particle (weak labels are
-        # filled shapes): smooth it over half the smallest diameter so each plateau has
-        # one maximum, at its centre, then find maxima by max-pooling
-        win = max(3, int(math.ceil(dmin / 2)) | 1)
-        smooth = ndimage.uniform_filter(fg, max(3, int(dmin // 2) | 1), mode="nearest")
-        t = torch.from_numpy(np.ascontiguousarray(smooth))[None, None]
-        pooled = F.max_pool3d(t, win, stride=1, padding=win // 2)[0, 0].numpy()
-        peaks = (smooth >= pooled) & (smooth > t_lm)
-        zyx = np.argwhere(peaks)
-        if len(zyx) == 0:
-            return CoordTable(np.zeros((0, 3)), [], [])
-        # class: argmax of class probabilities summed over the 3x3x3 neighbourhood
-        cls_prob = probs[1:]
-        summed = ndimage.uniform_filter(cls_prob, size=(1, 3, 3, 3), mode="nearest")
-        cls_idx = summed[:, zyx[:, 0], zyx[:, 1], zyx[:, 2]].argmax(axis=0) + 1
-        # sub-voxel centre: centroid of the smoothed score over the 3x3x3 neighbourhood
-        w = ndimage.uniform_filter(smooth, 3, mode="nearest")
-        offs = []
-        for ax in range(3):
-            coord = np.arange(shape[ax], dtype=np.float32).reshape([-1 if a == ax else 1 for a in range(3)])
-            m1 = ndimage.uniform_filter(smooth * coord, 3, mode="nearest")
-            offs.append(m1[zyx[:, 0], zyx[:, 1], zyx[:, 2]] / np.maximum(w[zyx[:, 0], zyx[:, 1], zyx[:, 2]], 1e-6))
-        refined = np.stack(offs, axis=1)
-        refined = np.where(np.abs(refined - zyx) <= 1.0, refined, zyx)
-        # score: the smoothed foreground probability (mean over the particle's core)
-        scores = smooth[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
-        # segmentation gate: the peak must sit in a segmented particle
-        keep = fg[zyx[:, 0], zyx[:, 1], zyx[:, 2]] >= t_seg
-        xyz = refined[keep][:, ::-1]
-        scores = scores[keep]
-        cls_idx = cls_idx[keep]
+        xyz, scores, cls_idx = _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm)
     names = np.array(class_names, dtype=object)[cls_idx - 1] if len(cls_idx) else np.array([], dtype=object)
     # per-class calibrated thresholds
     if class_thresholds:
@@ -229,6 +198,54 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz, scores, names = xyz[ok], scores[ok], names[ok]
     keep = deduplicate(xyz, scores, names, diameters)
     return CoordTable(xyz[keep], names[keep], scores[keep])
+
+
+_NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _refine(score, zyx):
+    """Sub-voxel centres: score-weighted centroid of each peak's 3x3x3 neighbourhood."""
+    shape = np.array(score.shape)
+    nb = np.clip(zyx[:, None, :] + _NEIGHBOURS[None], 0, shape - 1)          # (n, 27, 3)
+    w = score[nb[..., 0], nb[..., 1], nb[..., 2]]
+    w = np.maximum(w - w.min(axis=1, keepdims=True), 0) + 1e-12           # background-free weights
+    return (nb * w[..., None]).sum(axis=1) / w.sum(axis=1)[:, None]
+
+
+def _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm):
+    """Peaks of the foreground score found at each class's own scale.
+
+    Weak labels make the network's foreground a plateau over each particle, as wide as the
+    particle. For each class k the foreground is smoothed with a Gaussian of sigma d_k/4 (a
+    plateau of that size then has one maximum, at its centre) and local maxima are taken by
+    max-pooling over ceil(d_k/2); a peak is kept for class k only if the class
+    probabilities around it (3x3x3 sum) say k, so small and large species are each found
+    at their own scale (one window for all classes splits large plateaus into several
+    peaks). Score = the smoothed foreground at the peak.
+    """
+    summed = ndimage.uniform_filter(probs[1:], size=(1, 3, 3, 3), mode="nearest")
+    all_xyz, all_scores, all_cls = [], [], []
+    for k, c in enumerate(class_names, start=1):
+        d = float(diameters[c])
+        g = ndimage.gaussian_filter(fg, max(d / 4.0, 0.5), mode="nearest", truncate=3.0)
+        win = max(3, int(math.ceil(d / 2)) | 1)
+        pooled = F.max_pool3d(torch.from_numpy(np.ascontiguousarray(g))[None, None], win, stride=1,
+                              padding=win // 2)[0, 0].numpy()
+        zyx = np.argwhere((g >= pooled) & (g > t_lm))
+        if len(zyx) == 0:
+            continue
+        ok = (summed[:, zyx[:, 0], zyx[:, 1], zyx[:, 2]].argmax(axis=0) + 1 == k) & \
+             (fg[zyx[:, 0], zyx[:, 1], zyx[:, 2]] >= t_seg)
+        zyx = zyx[ok]
+        if len(zyx) == 0:
+            continue
+        refined = _refine(g, zyx)
+        all_xyz.append(refined[:, ::-1])
+        all_scores.append(g[zyx[:, 0], zyx[:, 1], zyx[:, 2]])
+        all_cls.append(np.full(len(zyx), k))
+    if not all_xyz:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0, dtype=int)
+    return np.concatenate(all_xyz), np.concatenate(all_scores), np.concatenate(all_cls)
 
 
 def deduplicate(xyz, scores, names, diameters):

@@ -298,6 +298,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     for epoch in range(start_epoch, epochs):
         model.train()
         losses = []
+        t_epoch = time.time()
         for _ in range(iters_per_epoch):
             x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes)
             x, y = x.to(dev), y.to(dev)
@@ -313,7 +314,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             opt.step()
             step += 1
             losses.append(float(lval.detach()))
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_s": round(time.time() - t_epoch, 1)}
+        t_val = time.time()
         if val_probs_needed:
             probs = [predict_volume(model, v, tile=tile, pad=pad, device=device, flips=flips) for v in val_vols]
             thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b)
@@ -323,6 +325,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                 best_state = copy.deepcopy(model.state_dict())
         else:
             best_state, best_thr = copy.deepcopy(model.state_dict()), None
+        entry["val_s"] = round(time.time() - t_val, 1)
         elapsed = time.time() - t_start
         history.append(entry)
         epoch_s = (elapsed - train_seconds) / (epoch + 1 - start_epoch)   # this session's mean epoch time
@@ -331,7 +334,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         else:
             eta, of = max(60.0 * minutes - elapsed, 0.0), f" (budget {minutes:g} min)"
         vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
-        log(f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
+        log(f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  (train {entry['train_s']:.0f}s, "
+            f"validation {entry['val_s']:.0f}s)  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch},
