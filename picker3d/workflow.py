@@ -52,6 +52,8 @@ def run_workflow(project_name, workflow_json, location=None, log=print):
     ``(project, [protocols])``. Raises RuntimeError naming the protocol that failed."""
     from pyworkflow.project import Manager
     manager = Manager()
+    # a fresh SCIPION_USER_DATA has no projects folder yet; createProject links into it
+    os.makedirs(manager.PROJECTS, exist_ok=True)
     if manager.hasProject(project_name):
         manager.deleteProject(project_name)
     project = manager.createProject(project_name, location=location)

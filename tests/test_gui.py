@@ -86,6 +86,7 @@ def test_project_window_lists_picker3d_protocols(xvfb, tmp_path):
                         workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=1))
     name = f"picker3d_gui_{uuid.uuid4().hex[:8]}"
     manager = Manager()
+    os.makedirs(manager.PROJECTS, exist_ok=True)   # fresh user data: no projects folder yet
     project = manager.createProject(name, location=str(tmp_path / "projects"))
     project.loadProtocols(wf)    # the workflow's boxes appear in the runs graph
     shots = os.path.join(os.environ["SCIPION_USER_DATA"], "screenshots")

@@ -245,3 +245,16 @@ def test_large_plateaus_give_one_peak_each_next_to_small_particles():
     ref = CoordTable(np.array([p for p, _ in centres], float), [names[c - 1] for _, c in centres])
     r = evaluate(t, ref, diam)
     assert r["f1"] == 1.0 and r["mean_class_f1"] == 1.0
+
+
+def test_border_margin_drops_particles_near_faces_for_every_class():
+    shape = (30, 40, 40)
+    zz, yy, xx = np.mgrid[:30, :40, :40]
+    probs = np.zeros((3,) + shape, np.float32)
+    for (x, y, z), c in (((3, 20, 15), 1), ((20, 20, 15), 1), ((20, 37, 15), 2), ((20, 10, 15), 2)):
+        probs[c] = np.maximum(probs[c], 0.9 * (((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) <= 9))
+    probs[0] = 1 - probs[1:].sum(0)
+    all_ = find_particles(probs, ["a", "b"], {"a": 6, "b": 6}, t_seg=0.3, t_lm=0.1)
+    inner = find_particles(probs, ["a", "b"], {"a": 6, "b": 6}, t_seg=0.3, t_lm=0.1, border=5)
+    assert len(all_) == 4
+    assert sorted(map(tuple, np.round(inner.xyz).astype(int).tolist())) == [(20, 10, 15), (20, 20, 15)]

@@ -1,6 +1,6 @@
 """The ``picker3d`` command line: a public contract (add flags, never rename them).
 
-Sub-commands: simulate, masks, evaluate, train, pick (classify arrives with its engine). Bad input ends in one line ``picker3d: error: ...`` naming the culprit and
+Sub-commands: simulate, masks, evaluate, train, pick, classify. Bad input ends in one line ``picker3d: error: ...`` naming the culprit and
 exit status 2; no traceback is shown (set PICKER3D_DEBUG=1 to see it).
 """
 import argparse
@@ -77,6 +77,8 @@ def _add_train(sub):
                         "the model stores it, coordinates stay in the original voxels)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies averaged in validation and, by default, picking")
+    p.add_argument("--no-augment", action="store_true",
+                   help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
@@ -98,6 +100,41 @@ def _add_pick(sub):
     p.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
     p.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies to average (default: the model's)")
+    p.add_argument("--border", type=float, default=0.0,
+                   help="drop particles whose centre is closer than this (voxels) to the volume's faces")
+
+
+def _add_classify(sub):
+    p = sub.add_parser("classify", help="sort picked sub-volumes into homogeneous classes (DISCA)")
+    p.add_argument("--tomograms", nargs="+", default=[], help="tomograms (MRC) the coordinates refer to")
+    p.add_argument("--coords", nargs="+", default=[], help="one coordinate table per tomogram")
+    p.add_argument("--subtomograms", default=None,
+                   help="instead of tomograms + coordinates: a stack of boxes (MRC, n x box x box x box, "
+                        "e.g. from 'picker3d simulate --subtomograms') with its table next to it (.tsv)")
+    p.add_argument("--box", type=int, default=32, help="sub-volume side in voxels (about 1.3 x the diameter)")
+    p.add_argument("--bin", type=int, default=2,
+                   help="bin the boxes by this factor before clustering (speed; 1 keeps full detail)")
+    p.add_argument("--out", required=True, help="output table: the input columns plus cluster and posterior")
+    p.add_argument("--averages", default=None, help="folder for class averages (default: OUT stem + _averages)")
+    p.add_argument("--k-range", default="2-20", help="candidate numbers of classes, MIN-MAX")
+    p.add_argument("--iterations", type=int, default=10, help="maximum DISCA iterations")
+    p.add_argument("--epochs", type=int, default=1, help="network training passes per iteration")
+    p.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
+                   help="boxes reaching outside the tomogram: pad with the mean, or leave the particle out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+
+
+def _k_range(text):
+    try:
+        lo, _, hi = text.partition("-")
+        lo, hi = int(lo), int(hi or lo)
+    except ValueError:
+        raise InputError(f"--k-range: '{text}' is not MIN-MAX (e.g. 2-20)") from None
+    if lo < 1 or hi < lo:
+        raise InputError(f"--k-range: '{text}' needs 1 <= MIN <= MAX")
+    return range(lo, hi + 1)
 
 
 def resolve_device(name):
@@ -119,6 +156,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_train(sub)
     _add_pick(sub)
+    _add_classify(sub)
     return parser
 
 
@@ -224,7 +262,8 @@ def cmd_train(a):
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
-          resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips)
+          resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
+          augment=not a.no_augment)
     print(f"model written to {a.out}")
     return 0
 
@@ -244,7 +283,7 @@ def cmd_pick(a):
         t0 = time.time()
         table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                      pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True),
-                                     flips=a.flips)
+                                     flips=a.flips, border=a.border)
         stem = os.path.splitext(os.path.basename(path))[0]
         write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
         if a.score_map:
@@ -255,8 +294,69 @@ def cmd_pick(a):
     return 0
 
 
+def cmd_classify(a):
+    import numpy as np
+    from .classify import bin_boxes, class_averages, disca, extract_subvolumes, normalize_box
+    from .coords import CoordTable, read_table, write_table, _atomic_text
+    from .mrcio import read_volume, write_volume
+    k_range = _k_range(a.k_range)
+    if a.bin < 1:
+        raise InputError(f"--bin: {a.bin} must be >= 1")
+    stacks, tables, vs = [], [], None
+    if a.subtomograms:
+        if a.tomograms or a.coords:
+            raise InputError("--subtomograms: give either a stack or --tomograms with --coords, not both")
+        stack, vs = read_volume(a.subtomograms)
+        table_path = os.path.splitext(a.subtomograms)[0] + ".tsv"
+        table = read_table(table_path) if os.path.exists(table_path) else CoordTable(np.zeros((len(stack), 3)))
+        if len(table) != len(stack):
+            raise InputError(f"{table_path}: {len(table)} rows for {len(stack)} boxes in {a.subtomograms}")
+        stacks.append(normalize_box(stack))
+        tables.append(table)
+    else:
+        if not a.tomograms:
+            raise InputError("--tomograms: required (or give --subtomograms)")
+        if len(a.coords) != len(a.tomograms):
+            raise InputError(f"--coords: {len(a.coords)} coordinate files for {len(a.tomograms)} tomograms")
+        for t, c in zip(a.tomograms, a.coords):
+            vol, vs = read_volume(t)
+            tab = read_table(c, a.format)
+            tab.check_inside(vol.shape, c)
+            stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume)
+            if outside:
+                what = "left out" if a.out_of_volume == "skip" else "padded with the mean"
+                print(f"{c}: {outside} of {len(tab)} boxes reach outside {t}: {what}")
+            tab = tab.subset(kept)
+            tab.extra["tomogram"] = np.asarray([os.path.basename(t)] * len(tab), dtype=object)
+            stacks.append(stack)
+            tables.append(tab)
+    stack = np.concatenate(stacks)
+    res = disca(normalize_box(bin_boxes(stack, a.bin)), k_range=k_range, iterations=a.iterations,
+                epochs=a.epochs, seed=a.seed, device=resolve_device(a.device), log=lambda m: print(m, flush=True))
+    labels = res["labels"]
+    out = CoordTable(np.concatenate([t.xyz for t in tables]),
+                     None if any(t.classes is None for t in tables) else np.concatenate([t.classes for t in tables]),
+                     None if any(t.scores is None for t in tables) else np.concatenate([t.scores for t in tables]),
+                     {k: np.concatenate([t.extra[k] for t in tables]) for k in tables[0].extra
+                      if all(k in t.extra for t in tables)})
+    out.extra.update(cluster=labels + 1, posterior=np.round(res["posterior"], 4),
+                     embed_x=np.round(res["embedding"][:, 0], 4), embed_y=np.round(res["embedding"][:, 1], 4))
+    avg_dir = a.averages or os.path.splitext(a.out)[0] + "_averages"
+    os.makedirs(avg_dir, exist_ok=True)
+    for i, avg in enumerate(class_averages(stack, labels), start=1):
+        write_volume(os.path.join(avg_dir, f"class_{i:02d}.mrc"), avg, vs or 1.0)
+    history = [{k: v for k, v in h.items()} for h in res["history"]]
+    _atomic_text(os.path.splitext(a.out)[0] + "_disca.json", json.dumps(
+        {"k": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": history,
+         "sizes": np.bincount(labels).tolist()}, indent=1) + "\n")
+    write_table(a.out, out)
+    sizes = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(np.bincount(labels)))
+    print(f"{a.out}: {len(labels)} particles in {res['k']} classes ({sizes}); averages in {avg_dir}")
+    return 0
+
+
 COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
-            "train": cmd_train, "pick": cmd_pick}
+            "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify}
 
 
 def main(argv=None):

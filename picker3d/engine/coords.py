@@ -329,8 +329,12 @@ def read_table(path, fmt=None, **kw):
         except ValueError:
             headerless = False
         if headerless:
-            return read_txt(path, kw.get("column_order", "xyz"), kw.get("origin", 0), kw.get("class_name"))
-        return read_tsv(path, allow_empty=kw.get("allow_empty", False))
+            fmt = "txt"
+        else:
+            table = read_tsv(path, allow_empty=kw.get("allow_empty", False))
+            if kw.get("class_name"):   # a fixed class name overrides the file's class column
+                table.classes = np.asarray([kw["class_name"]] * len(table), dtype=object)
+            return table
     readers = {
         "txt": lambda: read_txt(path, kw.get("column_order", "xyz"), kw.get("origin", 0), kw.get("class_name")),
         "star": lambda: read_star(path, kw.get("origin", 0), kw.get("tomo_shape"), kw.get("pixel_size")),

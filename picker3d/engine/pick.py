@@ -269,7 +269,7 @@ def deduplicate(xyz, scores, names, diameters):
 
 
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None):
+                  log=None, progress=False, flips=None, border=0):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
@@ -283,12 +283,16 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     flips = flips or meta.get("flips", 1)
     probs = predict_volume(model, bin_volume(volume, factor), tile=tile, pad=pad, device=device, log=log,
                            progress=progress, flips=flips)
-    table = particles_from_probs(probs, meta, threshold=threshold, mode=mode)
+    table = particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border)
     return table, probs
 
 
-def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None):
-    """Post-processing with a model's settings: binned probabilities → table in original voxels."""
+def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None, border=0):
+    """Post-processing with a model's settings: binned probabilities → table in original voxels.
+
+    ``border`` (original voxels) drops particles whose centre is closer than that to a face
+    of the volume, for every class alike.
+    """
     factor = int(meta.get("bin", 1))
     thr = thresholds if thresholds is not None else (meta.get("thresholds") or {})
     t_seg = thr.get("t_seg", 0.5)
@@ -296,6 +300,7 @@ def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=N
     t_lm = 0.1 if threshold is None else threshold
     diam = {c: meta["diameters"][c] / factor for c in meta["classes"]}
     table = find_particles(probs, meta["classes"], diam, t_seg=t_seg, t_lm=t_lm, mode=mode,
-                           class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))))
+                           class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))),
+                           border=border / factor)
     table.xyz = from_binned(table.xyz, factor)
     return table

@@ -106,8 +106,27 @@ class TomogramData:
         self.negatives = zyx[order] if len(zyx) else np.zeros((0, 3), dtype=int)
 
 
-def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None):
-    """Class-balanced patches around particles plus random background patches, mirrored."""
+def augment_patch(v, lab, rng, max_angle=20.0):
+    """Spatial and intensity augmentation that respects the missing wedge.
+
+    - rotation about the beam axis (z) by up to ``max_angle`` degrees: the tilt axis stays
+      close to y, so the wedge stays where real data has it (large in-plane rotations or
+      any rotation about x or y would move it);
+    - contrast x U(0.8, 1.25), offset U(-0.2, 0.2) and added Gaussian noise of up to 0.3 std
+      (the tomogram is normalised to unit std), for other SNRs and defoci.
+    """
+    from scipy import ndimage
+    angle = rng.uniform(-max_angle, max_angle)
+    v = ndimage.rotate(v, angle, axes=(1, 2), reshape=False, order=1, mode="reflect")
+    lab = ndimage.rotate(lab, angle, axes=(1, 2), reshape=False, order=0, mode="constant", cval=0)
+    v = v * rng.uniform(0.8, 1.25) + rng.uniform(-0.2, 0.2)
+    v = v + rng.normal(0.0, rng.uniform(0.0, 0.3), size=v.shape)
+    return v.astype(np.float32), lab
+
+
+def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False):
+    """Class-balanced patches around particles plus random background patches, mirrored
+    (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`)."""
     jitter = patch // 4 if jitter is None else jitter
     xs, ys, offs, shapes = [], [], [], []
     present = sorted({c for d in datasets for c in d.cls.tolist() if c > 0})
@@ -137,6 +156,8 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
             if rng.random() < 0.5:
                 v = np.flip(v, ax)
                 lab = np.flip(lab, ax)
+        if augment:
+            v, lab = augment_patch(np.ascontiguousarray(v), np.ascontiguousarray(lab), rng)
         xs.append(np.ascontiguousarray(v))
         ys.append(np.ascontiguousarray(lab))
         offs.append(tuple(lo))
@@ -231,7 +252,8 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
           channels=(8, 16, 24, 36), loss="dice+ce", mask_type="tball", lr=3e-3, seed=0,
-          device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1):
+          device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
+          augment=True):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``bin`` > 1 trains (and later picks) on the tomograms binned by that factor: 8x fewer
@@ -292,7 +314,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
-                 "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips,
+                 "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
     for epoch in range(start_epoch, epochs):
@@ -300,7 +322,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         losses = []
         t_epoch = time.time()
         for _ in range(iters_per_epoch):
-            x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes)
+            x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes, augment=augment)
             x, y = x.to(dev), y.to(dev)
             logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
             lval = compute_loss(loss, logits, y, n_classes, class_weight)

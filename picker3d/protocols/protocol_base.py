@@ -63,6 +63,15 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         return shlex.quote(os.path.abspath(path))
 
     @staticmethod
+    def _emptySetErrors(inputSet, what):
+        """Validation messages for a missing or empty input set, naming it."""
+        if inputSet is None:
+            return [f"{what} are missing."]
+        if inputSet.getSize() == 0:
+            return [f"The {what.lower()} set {inputSet.getObjLabel() or inputSet.getObjName()} is empty."]
+        return []
+
+    @staticmethod
     def _coordinateClasses(coords):
         """Class names of a coordinate set: picker3d's stored order, else the group ids found."""
         from ..convert import get_class_names, tables_from_coordinates

@@ -89,12 +89,9 @@ class ProtPicker3DMasks(ProtPicker3DBase):
         self._defineSourceRelation(self.inputCoordinates, masks)
 
     def _validate(self):
-        errors = []
-        coords = self.inputCoordinates.get()
-        if coords is None:
-            return ["Input coordinates are missing."]
-        if coords.getSize() == 0:
-            return [f"The coordinate set {coords.getObjLabel() or coords.getObjName()} is empty."]
+        errors = self._emptySetErrors(self.inputCoordinates.get(), "Input coordinates")
+        if errors:
+            return errors
         try:
             self._diameterArg()
         except ValueError as exc:

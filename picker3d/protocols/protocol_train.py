@@ -150,12 +150,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         return load_model(path)[1].get("history", [])
 
     def _validate(self):
-        errors = []
         coords = self.inputCoordinates.get()
-        if coords is None:
-            return ["Training coordinates are missing."]
-        if coords.getSize() == 0:
-            return [f"The training coordinate set {coords.getObjLabel() or coords.getObjName()} is empty."]
+        errors = self._emptySetErrors(coords, "Training coordinates")
+        if errors:
+            return errors
         try:
             classes = self._classes()
             self._classDiameters()
