@@ -1,0 +1,165 @@
+"""Clustering-based classification (DISCA engine, issue 6)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from picker3d.engine.classify import (YOPO, align_labels, bin_boxes, class_averages, clustering_scores, ddbi,
+                                      disca, extract_features, extract_subvolumes, fit_gmm_bic, normalize_box,
+                                      rotate_boxes)
+
+
+def _blob(box, centre, rng):
+    """A random lumpy object (sum of Gaussians) centred at ``centre`` (z, y, x) in a zero box."""
+    zz, yy, xx = np.mgrid[:box, :box, :box].astype(np.float32)
+    vol = np.zeros((box,) * 3, np.float32)
+    for _ in range(6):
+        c = np.asarray(centre) + rng.uniform(-2, 2, 3)
+        vol += np.exp(-((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) / 4.0)
+    return vol
+
+
+def test_features_of_a_shifted_copy_are_identical():
+    """Global max-pool after valid convolutions: a translated object gives the same features."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = YOPO(3).eval()
+    a = _blob(28, (12, 13, 12), rng)
+    b = np.roll(a, (3, -2, 2), axis=(0, 1, 2))      # the object stays clear of the borders
+    fa, fb = extract_features(model, np.stack([a, b]))
+    assert np.abs(fa).max() > 0
+    np.testing.assert_allclose(fa, fb, rtol=1e-5, atol=1e-6)
+    # ... while a different object does not
+    c = _blob(28, (12, 13, 12), np.random.default_rng(5))
+    fc = extract_features(model, c[None])[0]
+    assert np.abs(fa - fc).max() > 1e-3
+
+
+def test_bic_picks_three_well_separated_blobs():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0, 0, 0], [8, 0, 0, 0], [0, 8, 0, 0]], float)
+    Z = np.concatenate([c + rng.standard_normal((80, 4)) for c in centres])
+    best, bics = fit_gmm_bic(Z, range(1, 7), seed=0)
+    assert best.n_components == 3, bics
+    assert min(bics, key=bics.get) == 3
+
+
+def test_align_labels_undoes_a_permutation():
+    prev = np.repeat([0, 1, 2], 10)
+    new = np.repeat([2, 0, 1], 10)   # same clusters, other numbers
+    np.testing.assert_array_equal(align_labels(new, prev), prev)
+    # a new cluster is numbered after the matched ones
+    new2 = new.copy()
+    new2[:3] = 7
+    out = align_labels(new2, prev)
+    assert set(out[:3]) == {3} and np.array_equal(out[3:], prev[3:])
+
+
+def test_ddbi_prefers_tight_separated_clusters():
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 100)
+    far = np.concatenate([rng.standard_normal((100, 3)), 10 + rng.standard_normal((100, 3))])
+    near = np.concatenate([rng.standard_normal((100, 3)), 1 + rng.standard_normal((100, 3))])
+    assert ddbi(far, labels) < 0.5 * ddbi(near, labels)
+    assert ddbi(far, np.zeros(200, int)) == float("inf")
+
+
+def test_extract_subvolumes_positions_padding_and_skip():
+    rng = np.random.default_rng(3)
+    vol = rng.standard_normal((30, 40, 50)).astype(np.float32)
+    xyz = np.array([[20.0, 15.0, 12.0], [1.0, 2.0, 3.0]])     # the second reaches outside
+    stack, kept, outside = extract_subvolumes(vol, xyz, 8)
+    assert stack.shape == (2, 8, 8, 8) and outside == 1 and list(kept) == [0, 1]
+    ref = vol[12 - 4:12 + 4, 15 - 4:15 + 4, 20 - 4:20 + 4]
+    np.testing.assert_allclose(stack[0], normalize_box(ref[None])[0], atol=1e-4)
+    stack, kept, outside = extract_subvolumes(vol, xyz, 8, out_of_volume="skip")
+    assert len(stack) == 1 and list(kept) == [0] and outside == 1
+    assert bin_boxes(np.ones((2, 8, 8, 8)), 2).shape == (2, 4, 4, 4)
+
+
+def test_rotated_copies_keep_statistics_and_fill_corners_with_noise():
+    rng = np.random.default_rng(4)
+    x = torch.zeros(4, 1, 16, 16, 16)
+    out = rotate_boxes(x, rng)
+    # a zero box rotated is zero inside and N(0,1) in the empty corners
+    assert 0.05 < float((out != 0).float().mean()) < 0.8
+    ones = rotate_boxes(torch.ones(2, 1, 16, 16, 16), rng)
+    assert abs(float(ones[:, :, 8, 8, 8].mean()) - 1.0) < 1e-4
+
+
+def _two_shapes(n=30, box=20, seed=0):
+    """A compact ball and a long rod, noisy, random orientation and shift."""
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = (np.mgrid[:box, :box, :box] - (box - 1) / 2).astype(np.float32)
+    pts = np.stack([zz, yy, xx], -1)
+    stack, truth = [], []
+    for i in range(2 * n):
+        kind = i % 2
+        r = Rotation.random(random_state=rng).as_matrix().astype(np.float32)
+        p = pts @ r.T - rng.uniform(-1.5, 1.5, 3).astype(np.float32)
+        if kind == 0:
+            v = (np.linalg.norm(p, axis=-1) < 5).astype(np.float32)
+        else:
+            v = ((np.abs(p[..., 0]) < 8) & (np.hypot(p[..., 1], p[..., 2]) < 2)).astype(np.float32)
+        stack.append(v + 0.5 * rng.standard_normal(v.shape).astype(np.float32))
+        truth.append(kind)
+    return normalize_box(np.stack(stack)), np.array(truth)
+
+
+def test_disca_separates_two_very_different_shapes():
+    stack, truth = _two_shapes()
+    res = disca(stack, k_range=range(2, 6), iterations=3, seed=0, log=lambda m: None)
+    s = clustering_scores(truth, res["labels"])
+    assert s["homogeneity"] >= 0.9, s
+    assert res["k"] <= 3
+    assert res["posterior"].shape == (len(stack),) and np.all(res["posterior"] <= 1.0 + 1e-9)
+    assert len(res["history"]) >= 1 and all("ddbi" in h for h in res["history"])
+    avg = class_averages(stack, res["labels"])
+    assert avg.shape == (res["k"],) + stack.shape[1:]
+
+
+def test_disca_refuses_too_few_particles():
+    from picker3d.engine.errors import InputError
+    with pytest.raises(InputError, match="too few"):
+        disca(np.zeros((2, 16, 16, 16), np.float32), k_range=range(2, 5), log=lambda m: None)
+
+
+def test_cli_classify_writes_table_averages_and_history(tmp_path):
+    from picker3d.engine.coords import CoordTable, read_table, write_table
+    from picker3d.engine.mrcio import read_volume, write_volume
+    stack, truth = _two_shapes(n=20, box=20, seed=1)
+    # paste the boxes into a tomogram and classify from coordinates
+    tomo = np.zeros((20, 20 * 8, 20 * 5), np.float32)
+    xyz = []
+    for i, box in enumerate(stack):
+        gy, gx = divmod(i, 5)
+        tomo[:, gy * 20:(gy + 1) * 20, gx * 20:(gx + 1) * 20] = box
+        xyz.append([gx * 20 + 10, gy * 20 + 10, 10])
+    write_volume(str(tmp_path / "t.mrc"), tomo, 10.0)
+    write_table(str(tmp_path / "t.tsv"), CoordTable(xyz, ["p"] * len(xyz), np.linspace(0.5, 1, len(xyz))))
+    out = tmp_path / "labels.tsv"
+    r = subprocess.run([sys.executable, "-m", "picker3d.engine.cli", "classify", "--tomograms", str(tmp_path / "t.mrc"),
+                        "--coords", str(tmp_path / "t.tsv"), "--box", "20", "--bin", "1", "--k-range", "2-4",
+                        "--iterations", "3", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    table = read_table(str(out))
+    assert len(table) == 40 and "cluster" in table.extra and "posterior" in table.extra
+    np.testing.assert_allclose(table.xyz, xyz, atol=1e-3)   # positions and scores kept
+    assert clustering_scores(truth, table.extra["cluster"])["homogeneity"] >= 0.8
+    k = int(table.extra["cluster"].max())
+    avgs = sorted(os.listdir(tmp_path / "labels_averages"))
+    assert avgs == [f"class_{i:02d}.mrc" for i in range(1, k + 1)]
+    assert read_volume(str(tmp_path / "labels_averages" / avgs[0]))[0].shape == (20, 20, 20)
+    hist = json.loads((tmp_path / "labels_disca.json").read_text())
+    assert hist["k"] == k and len(hist["history"]) >= 1
+    # bad input: one line naming the parameter
+    r = subprocess.run([sys.executable, "-m", "picker3d.engine.cli", "classify", "--tomograms", str(tmp_path / "t.mrc"),
+                        "--coords", str(tmp_path / "t.tsv"), "--k-range", "5-2", "--out", str(tmp_path / "x.tsv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--k-range" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.tsv").exists()
