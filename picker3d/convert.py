@@ -55,10 +55,11 @@ def coordinate_class(coord, single_class=None):
     return str(gid if gid is not None else 1)
 
 
-def tables_from_coordinates(coord_set, single_class=None, scale=1.0):
+def tables_from_coordinates(coord_set, single_class=None, scale=1.0, with_ids=False):
     """{tsId: CoordTable} from a SetOfCoordinates3D (positions in pixels of its tomograms).
 
-    ``scale`` multiplies positions (coordinates sampling / target sampling).
+    ``scale`` multiplies positions (coordinates sampling / target sampling); ``with_ids``
+    adds the coordinates' object ids as an ``objId`` column (to map results back).
     """
     rows = {}
     for coord in coord_set.iterCoordinates():
@@ -66,11 +67,12 @@ def tables_from_coordinates(coord_set, single_class=None, scale=1.0):
         score = coord.getScore() if hasattr(coord, "getScore") else None
         rows.setdefault(coord.getTomoId(), []).append(
             (x * scale, y * scale, z * scale, coordinate_class(coord, single_class),
-             1.0 if score is None else float(score)))
+             1.0 if score is None else float(score), coord.getObjId()))
     out = {}
     for ts_id, r in rows.items():
         xyz = np.array([t[:3] for t in r], dtype=float)
-        out[ts_id] = CoordTable(xyz, [t[3] for t in r], [t[4] for t in r])
+        extra = {"objId": [t[5] for t in r]} if with_ids else None
+        out[ts_id] = CoordTable(xyz, [t[3] for t in r], [t[4] for t in r], extra)
     return out
 
 

@@ -12,8 +12,9 @@ import pytest
 pytestmark = pytest.mark.scipion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPECTED = {"ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
-            "ProtPicker3DImportModel"}
+PICKING = {"ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
+           "ProtPicker3DImportModel"}
+EXPECTED = PICKING | {"ProtPicker3DClassify"}
 
 # Runs in a subprocess so that the import path (checkout or unpacked wheel) is controlled.
 TREE_SCRIPT = r"""
@@ -51,7 +52,9 @@ def _check(result):
     assert all(i["text"].startswith("picker3d - ") for i in items)
     assert all(i["tag"] != "protocol-disabled" for i in items), items
     picking = {i["value"] for i in items if i["path"][-2:] == ["Particles", "Picking"]}
-    assert picking == EXPECTED
+    assert picking == PICKING
+    classify = {i["value"] for i in items if i["path"][-2:] == ["Particles", "Classify"]}
+    assert classify == {"ProtPicker3DClassify"}
     imports = {i["value"] for i in items if i["path"][-1] == "Imports"}
     assert imports == {"ProtPicker3DImportAnnotations", "ProtPicker3DImportModel"}
 

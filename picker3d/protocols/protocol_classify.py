@@ -1,0 +1,182 @@
+"""Sort picked particles into structurally homogeneous classes (DISCA, seed 003)."""
+import json
+import os
+from enum import Enum
+
+import numpy as np
+import pyworkflow.object as pwobj
+import pyworkflow.protocol.params as params
+from tomo.objects import AverageSubTomogram, SetOfAverageSubTomograms, SetOfCoordinates3D
+
+from ..convert import CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomograms_by_ts_id
+from ..engine.coords import read_table, write_table
+from .protocol_base import ProtPicker3DBase
+
+POSTERIOR_ATTR = "_picker3dPosterior"
+PICKED_CLASS_ATTR = "_picker3dPickedClass"
+
+
+class ClassifyOutputs(Enum):
+    coordinates = SetOfCoordinates3D
+    averages = SetOfAverageSubTomograms
+
+
+class ProtPicker3DClassify(ProtPicker3DBase):
+    """Unsupervised sorting of picked sub-volumes into homogeneous classes with DISCA
+    (seed 003): a YOPO network (convolutions without pooling, global max-pool after each,
+    Gaussian dropout; §"YOPO") learns features, a full-covariance Gaussian mixture with K
+    chosen by BIC (candidates 2-20 as in Table 1) labels them, and the two alternate; the
+    iteration with the lowest DDBI is the result. The first labels come from
+    rotation-invariant descriptors (radial profiles and power spectrum), which the network
+    iterations refine.
+
+    Outputs: the coordinates with groupId = class (posterior probability kept per
+    particle), one coordinate set per class (to extract and average in Relion-tomo or
+    Dynamo directly), and the plain, unaligned average of each class.
+    """
+    _label = "classify picks"
+    _possibleOutputs = ClassifyOutputs
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D", important=True,
+                      label="Coordinates", help="Picked particles (from picker3d or any picker) on their tomograms.")
+        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
+                      help="Side of the sub-volume extracted around each particle, in tomogram pixels. "
+                           "0 = the coordinates' box size (about 1.3 x the particle diameter works well).")
+        form.addParam("binning", params.IntParam, default=2, validators=[params.Positive], label="Binning",
+                      help="Sub-volumes are binned by this factor before clustering: faster and less "
+                           "noisy; 1 keeps full detail for small particles.")
+        line = form.addLine("Number of classes", help="Candidate K range; BIC picks K inside it.")
+        line.addParam("kMin", params.IntParam, default=2, label="min")
+        line.addParam("kMax", params.IntParam, default=20, label="max")
+        form.addParam("iterations", params.IntParam, default=10, validators=[params.Positive],
+                      label="Iterations", help="Maximum DISCA iterations (it stops earlier when labels are stable).")
+        form.addParam("outOfVolume", params.EnumParam, choices=["pad", "skip"], default=0,
+                      label="Boxes crossing the border", expertLevel=params.LEVEL_ADVANCED,
+                      help="pad: fill the missing part with the tomogram mean; skip: leave the particle out.")
+        form.addParam("seed", params.IntParam, default=0, label="Random seed", expertLevel=params.LEVEL_ADVANCED,
+                      help="Results are reproducible for a given seed; run a few seeds and keep the "
+                           "lowest DDBI to be safe (seed 003, Discussion).")
+        form.addParam("splitClasses", params.BooleanParam, default=True, label="One coordinate set per class?")
+        self._addComputeParams(form, gpu=True, threads=2)
+
+    # ---- steps ---------------------------------------------------------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.exportStep, needsGPU=False)
+        self._insertFunctionStep(self.classifyStep, needsGPU=True)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _box(self):
+        return self.boxSize.get() or int(self.inputCoordinates.get().getBoxSize() or 32)
+
+    def _labelsFile(self):
+        return self._getExtraPath("labels.tsv")
+
+    def exportStep(self):
+        coords = self.inputCoordinates.get()
+        tomos = tomograms_by_ts_id(coords.getPrecedents())
+        for ts_id, table in sorted(tables_from_coordinates(coords, with_ids=True).items()):
+            link_tomogram(tomos[ts_id], self._getExtraPath("tomograms"))
+            write_table(self._getExtraPath("tomograms", ts_id + ".tsv"), table)
+
+    def classifyStep(self):
+        folder = self._getExtraPath("tomograms")
+        ts_ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".tsv"))
+        args = ["--tomograms " + " ".join(self._quote(os.path.join(folder, t + ".mrc")) for t in ts_ids),
+                "--coords " + " ".join(self._quote(os.path.join(folder, t + ".tsv")) for t in ts_ids),
+                f"--box {self._box()}", f"--bin {self.binning.get()}",
+                f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
+                f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
+                f"--out {self._quote(self._labelsFile())}", self._deviceArg()]
+        self.runEngine("classify", " ".join(args))
+
+    def getResult(self):
+        """{objId: (cluster 1-based, posterior)} and the run's DISCA summary (None before the run)."""
+        path = self._absPath(self._labelsFile())
+        if not os.path.exists(path):
+            return {}, None
+        table = read_table(path)
+        result = {int(i): (int(c), float(p)) for i, c, p in
+                  zip(table.extra["objId"], table.extra["cluster"], table.extra["posterior"])}
+        with open(os.path.splitext(path)[0] + "_disca.json") as fh:
+            return result, json.load(fh)
+
+    def createOutputStep(self):
+        coords = self.inputCoordinates.get()
+        result, info = self.getResult()
+        k = int(info["k"])
+        names = [f"class_{i:02d}" for i in range(1, k + 1)]
+
+        def new_set(suffix, keep):
+            out = self._createSetOfCoordinates3D(coords.getPrecedents(), suffix)
+            out.setSamplingRate(coords.getSamplingRate())
+            out.setBoxSize(coords.getBoxSize() or self._box())
+            set_class_names(out, names)
+            for coord in coords.iterCoordinates():
+                cluster, post = result.get(coord.getObjId(), (None, None))
+                if cluster is None or cluster not in keep:
+                    continue   # left out (box outside the tomogram with 'skip')
+                new = coord.clone()
+                new.setObjId(None)
+                new.setVolume(coord.getVolume())
+                picked = getattr(coord, CLASS_ATTR, None)
+                if picked is not None and picked.get():
+                    setattr(new, PICKED_CLASS_ATTR, pwobj.String(picked.get()))
+                new.setGroupId(cluster)
+                setattr(new, CLASS_ATTR, pwobj.String(names[cluster - 1]))
+                setattr(new, POSTERIOR_ATTR, pwobj.Float(post))
+                out.append(new)
+            return out
+
+        outputs = {self._possibleOutputs.coordinates.name: new_set("", set(range(1, k + 1)))}
+        if self.splitClasses.get():
+            for i, name in enumerate(names, start=1):
+                outputs[f"coordinates_{name}"] = new_set(f"_{name}", {i})
+        averages = self._createSetOfAverageSubTomograms()
+        averages.setSamplingRate(coords.getPrecedents().getSamplingRate())
+        for i, name in enumerate(names, start=1):
+            avg = AverageSubTomogram()
+            avg.setLocation(self._getExtraPath("labels_averages", f"{name}.mrc"))
+            avg.setSamplingRate(averages.getSamplingRate())
+            avg.setClassId(i) if hasattr(avg, "setClassId") else None
+            avg.setObjComment(f"{info['sizes'][i - 1]} particles")
+            averages.append(avg)
+        outputs[self._possibleOutputs.averages.name] = averages
+        self._defineOutputs(**outputs)
+        for out in outputs.values():
+            self._defineSourceRelation(self.inputCoordinates, out)
+
+    # ---- info ----------------------------------------------------------------------
+    def _validate(self):
+        coords = self.inputCoordinates.get()
+        errors = self._emptySetErrors(coords, "Input coordinates")
+        if errors:
+            return errors
+        if self.kMin.get() < 1 or self.kMax.get() < self.kMin.get():
+            errors.append(f"Number of classes: min {self.kMin.get()} and max {self.kMax.get()} "
+                          f"need 1 <= min <= max.")
+        box = self._box()
+        if box // max(self.binning.get(), 1) < 11:
+            errors.append(f"Box size {box} px binned by {self.binning.get()} leaves fewer than 11 voxels: "
+                          f"lower the binning or enlarge the box.")
+        if coords.getSize() <= max(self.kMin.get(), 2):
+            errors.append(f"The coordinate set {coords.getObjLabel() or coords.getObjName()} has "
+                          f"{coords.getSize()} particles: too few to cluster.")
+        return errors
+
+    def _summary(self):
+        out = getattr(self, self._possibleOutputs.coordinates.name, None)
+        if out is None:
+            return ["Classification not finished yet."]
+        _, info = self.getResult()
+        sizes = ", ".join(f"class {i}: {n}" for i, n in enumerate(info["sizes"], start=1))
+        return [f"{out.getSize()} particles in {info['k']} classes ({sizes}).",
+                f"Result of iteration {info['iteration']} (lowest DDBI {info['ddbi']:.3f})."]
+
+    def _methods(self):
+        return ["Picked particles were sorted into classes with picker3d's implementation of "
+                "DISCA [Zeng2023DISCA]."]
+
+    def _citations(self):
+        return ["Zeng2023DISCA"]

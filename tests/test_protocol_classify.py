@@ -1,0 +1,96 @@
+"""The classify-picks protocol (DISCA) in a real Scipion project."""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+import tomo.tests.test_base_centralized_layer as tomo_checks
+
+pytestmark = pytest.mark.scipion
+
+SAMPLING = 10.0
+BOX = 28
+
+
+class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
+    """import tomograms → import annotations (two species) → classify picks."""
+
+    @classmethod
+    def setUpClass(cls):
+        from pyworkflow.tests import setupTestProject
+        from tomo.protocols import ProtImportTomograms
+        from picker3d.engine.simulate import write_simulation
+        from picker3d.protocols import ProtPicker3DImportAnnotations
+        cls.cwd = os.getcwd()
+        cls.data = tempfile.mkdtemp(prefix="picker3d_cls_")
+        write_simulation(cls.data, n_tomograms=1, seed=7, shape=(56, 128, 128), snr=1.0,
+                         species=["large", "shell"], counts={"large": 14, "shell": 18},
+                         crowders=0, vesicles=0, membranes=0, gold=0)
+        os.makedirs(os.path.join(cls.data, "annotations"))
+        shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "annotations"))
+        setupTestProject(cls)
+        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_00.mrc",
+                               samplingRate=SAMPLING)
+        cls.launchProtocol(prot)
+        cls.tomos = prot.Tomograms
+        imp = cls.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=cls.tomos,
+                              filesPath=os.path.join(cls.data, "annotations"), filesPattern="*.tsv", boxSize=BOX)
+        cls.launchProtocol(imp)
+        cls.coords = imp.coordinates
+
+    @classmethod
+    def tearDownClass(cls):
+        os.chdir(cls.cwd)
+        shutil.rmtree(cls.data, ignore_errors=True)
+
+    def test_classify_picks_outputs(self):
+        from picker3d.convert import CLASS_ATTR
+        from picker3d.engine.classify import clustering_scores
+        from picker3d.protocols import ProtPicker3DClassify
+        from picker3d.protocols.protocol_classify import PICKED_CLASS_ATTR, POSTERIOR_ATTR
+        from tomo.constants import BOTTOM_LEFT_CORNER
+        n = self.coords.getSize()
+        prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, binning=2, kMin=2, kMax=4,
+                                iterations=3, useGpu=False)
+        self.launchProtocol(prot)
+        out = prot.coordinates
+        self.checkCoordinates(out, expectedSetSize=n, expectedBoxSize=BOX, expectedSRate=SAMPLING)
+        before = {c.getObjId(): (c.getPosition(BOTTOM_LEFT_CORNER), getattr(c, CLASS_ATTR).get())
+                  for c in self.coords.iterCoordinates()}
+        truth, labels, posts = [], [], []
+        for c in out.iterCoordinates():
+            truth.append(getattr(c, PICKED_CLASS_ATTR).get())
+            labels.append(c.getGroupId())
+            posts.append(getattr(c, POSTERIOR_ATTR).get())
+        # the clusters separate the two species
+        scores = clustering_scores(truth, labels)
+        self.assertGreaterEqual(scores["homogeneity"], 0.8, scores)
+        self.assertTrue(all(0.0 < p <= 1.0 for p in posts))
+        # positions are the input's, to 0.01 voxel (same particles, only the class changes)
+        a = np.array(sorted(p for p, _ in before.values()))
+        b = np.array(sorted(c.getPosition(BOTTOM_LEFT_CORNER) for c in out.iterCoordinates()))
+        np.testing.assert_allclose(a, b, atol=0.01)
+        # one set per class, sizes adding up; one average per class on disk
+        k = max(labels)
+        per_class = [getattr(prot, f"coordinates_class_{i:02d}") for i in range(1, k + 1)]
+        self.assertEqual(sum(s.getSize() for s in per_class), n)
+        self.assertEqual([s.getSize() for s in per_class], [labels.count(i) for i in range(1, k + 1)])
+        self.assertEqual(prot.averages.getSize(), k)
+        from picker3d.engine.mrcio import read_volume
+        for avg in prot.averages:
+            vol, _ = read_volume(prot._absPath(avg.getFileName()))
+            self.assertEqual(vol.shape, (BOX, BOX, BOX))
+        self.assertIn(f"{n} particles in {k} classes", " ".join(prot.summary()))
+        # the input set is untouched
+        after = {c.getObjId(): (c.getPosition(BOTTOM_LEFT_CORNER), getattr(c, CLASS_ATTR).get())
+                 for c in self.coords.iterCoordinates()}
+        self.assertEqual(before, after)
+
+    def test_classify_validation_messages(self):
+        from picker3d.protocols import ProtPicker3DClassify
+        prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, kMin=5, kMax=3)
+        self.assertIn("need 1 <= min <= max", " ".join(prot.validate()))
+        prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, boxSize=16, binning=2)
+        self.assertIn("Box size 16 px binned by 2", " ".join(prot.validate()))
