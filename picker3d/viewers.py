@@ -1,4 +1,5 @@
-"""Viewers: training curves, and picks over tomogram slices with the score histogram.
+"""Viewers: training curves; picks over tomogram slices with the score histogram;
+classification (class averages, sizes, feature embedding, BIC/DDBI per iteration).
 
 The ``plot_*`` functions fill an ``EmPlotter`` (a matplotlib figure), so the same pictures
 show in the project GUI and render to PNG in scripts and tests (``plotter.savefig``).
@@ -7,7 +8,7 @@ import numpy as np
 from pwem.viewers import EmPlotter
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
-from .protocols import ProtPicker3DPick, ProtPicker3DTrain
+from .protocols import ProtPicker3DClassify, ProtPicker3DPick, ProtPicker3DTrain
 
 CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
                  "tab:pink", "tab:brown", "tab:gray"]
@@ -66,6 +67,48 @@ def plot_picks(volume, table, class_names, diameters, title="", n_slices=4, thre
     return plotter
 
 
+def plot_class_averages(averages, sizes, title="picker3d classes"):
+    """Gallery: one row per class, central slices in the three orientations (xy, xz, yz)."""
+    k = len(averages)
+    plotter = EmPlotter(x=k, y=3, mainTitle=title, figsize=(6.0, 2.0 * k + 0.6))
+    for i, (avg, n) in enumerate(zip(averages, sizes), start=1):
+        c = [s // 2 for s in avg.shape]
+        for name, img in (("xy", avg[c[0]]), ("xz", avg[:, c[1]]), ("yz", avg[:, :, c[2]])):
+            ax = plotter.createSubPlot(f"class {i} ({n}) {name}", None, None)
+            lo, hi = np.percentile(avg, [1, 99])
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return plotter
+
+
+def plot_clustering(table, info, title="picker3d classification"):
+    """Class sizes, the 2D feature embedding coloured by class, and BIC / DDBI per iteration."""
+    plotter = EmPlotter(x=1, y=3, mainTitle=title, figsize=(13, 4))
+    labels = np.asarray(table.extra["cluster"], dtype=int)
+    k = int(info["k"])
+    colours = [CLASS_COLOURS[i % len(CLASS_COLOURS)] for i in range(k)]
+    ax = plotter.createSubPlot("Class sizes", "class", "particles")
+    ax.bar(range(1, k + 1), np.bincount(labels, minlength=k + 1)[1:], color=colours)
+    ax = plotter.createSubPlot("Feature embedding (PCA)", "component 1", "component 2")
+    for i in range(1, k + 1):
+        sel = labels == i
+        ax.scatter(table.extra["embed_x"][sel], table.extra["embed_y"][sel], s=6, color=colours[i - 1],
+                   label=f"class {i}")
+    ax.legend(fontsize=7, markerscale=2)
+    ax = plotter.createSubPlot("Iterations", "iteration", "DDBI")
+    its = [h["iteration"] + 1 for h in info["history"]]
+    ax.plot(its, [h["ddbi"] for h in info["history"]], "o-", color="tab:blue", label="DDBI")
+    ax.axvline(info["iteration"], color="gray", ls=":", label=f"kept: {info['iteration']}")
+    ax.legend(fontsize=7, loc="upper left")
+    ax2 = ax.twinx()
+    ax2.plot(its, [h["bic"] for h in info["history"]], "s--", color="tab:orange", label="BIC")
+    ax2.set_ylabel("BIC of the chosen mixture")
+    for it, h in zip(its, info["history"]):
+        ax.annotate(f"K={h['k']}", (it, h["ddbi"]), fontsize=7, textcoords="offset points", xytext=(0, 5))
+    return plotter
+
+
 class Picker3DTrainViewer(Viewer):
     """Loss and validation F1 per epoch of a picker3d training."""
     _label = "training curves"
@@ -98,3 +141,26 @@ class Picker3DPickViewer(Viewer):
             views.append(plot_picks(vol, prot.getTable(ts_id), model.getClassNames(), model.getDiameters(),
                                     title=f"picker3d picks: {ts_id}", threshold=thr))
         return views
+
+
+class Picker3DClassifyViewer(Viewer):
+    """Class averages (central slices), class sizes, feature embedding, BIC/DDBI history."""
+    _label = "classes"
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    _targets = [ProtPicker3DClassify]
+
+    def _visualize(self, obj, **kwargs):
+        import os
+        from .engine.coords import read_table
+        from .engine.mrcio import read_volume
+        prot = self.protocol
+        path = prot._absPath(prot._labelsFile())
+        if not os.path.exists(path):
+            self.errorMessage("The classification has not finished yet.", title="picker3d")
+            return []
+        _, info = prot.getResult()
+        folder = os.path.splitext(path)[0] + "_averages"
+        averages = [read_volume(os.path.join(folder, f"class_{i:02d}.mrc"))[0] for i in range(1, info["k"] + 1)]
+        name = prot.getRunName()
+        return [plot_class_averages(averages, info["sizes"], title=f"picker3d class averages ({name})"),
+                plot_clustering(read_table(path), info, title=f"picker3d classification ({name})")]

@@ -83,6 +83,15 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
             vol, _ = read_volume(prot._absPath(avg.getFileName()))
             self.assertEqual(vol.shape, (BOX, BOX, BOX))
         self.assertIn(f"{n} particles in {k} classes", " ".join(prot.summary()))
+        # the viewer renders the gallery and the clustering plots
+        from PIL import Image
+        from picker3d.viewers import Picker3DClassifyViewer
+        views = Picker3DClassifyViewer(project=self.proj, protocol=prot)._visualize(prot)
+        self.assertEqual(len(views), 2)
+        for i, view in enumerate(views):
+            png = os.path.join(self.data, f"classify_view_{i}.png")
+            view.savefig(png)
+            self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
         # the input set is untouched
         after = {c.getObjId(): (c.getPosition(BOTTOM_LEFT_CORNER), getattr(c, CLASS_ATTR).get())
                  for c in self.coords.iterCoordinates()}
