@@ -15,6 +15,31 @@ import time
 from picker3d.engine.cli import main as cli
 
 
+def _report_classes(classify, pick, man, sim, diameters):
+    """Class sizes, and how the classes split the correctly picked particles by true species."""
+    import numpy as np
+    from picker3d.engine.classify import clustering_scores
+    from picker3d.engine.coords import read_table
+    from picker3d.engine.metrics import match
+    result, info = classify.getResult()
+    print(f"      classification: K={info['k']} (iteration {info['iteration']}), class sizes {info['sizes']}")
+    truth, labels = [], []
+    for t in man["tomograms"]:
+        ref = read_table(os.path.join(sim, t["coords"]))
+        picked = read_table(classify._absPath(classify._getExtraPath("tomograms", t["name"] + ".tsv")))
+        radii = np.array([diameters[c] / 2.0 for c in ref.classes])
+        pairs, _ = match(picked.xyz, ref.xyz, radii)
+        for i, j in pairs:
+            cluster = result.get(int(picked.extra["objId"][i]), (None,))[0]
+            if cluster is not None:
+                truth.append(ref.classes[j])
+                labels.append(cluster)
+    if labels:
+        s = clustering_scores(truth, labels)
+        print(f"      classes vs true species of the {len(labels)} correct picks: homogeneity "
+              f"{s['homogeneity']:.3f}, completeness {s['completeness']:.3f}, ARI {s['ari']:.3f}")
+
+
 def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6.0, project="picker3d_demo"):
     from picker3d.engine.coords import read_table
     from picker3d.engine.metrics import evaluate
@@ -51,6 +76,8 @@ def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6
     held = [results[t["name"]]["f1"] for t in man["tomograms"][1:]]
     print(f"held-out F1 {sum(held) / len(held):.3f}")
     export = prots[5]
+    if len(prots) > 6:
+        _report_classes(prots[6], pick, man, sim, diameters)
     print(f"outputs: picks (Scipion set) {os.path.join(proj.getPath(), pick.getPath())}; exported text "
           f"{os.path.join(proj.getPath(), export._getExportPath())}")
     print(f"open the project: . scripts/bootstrap.sh && python -m pyworkflow.apps.pw_project {project}")

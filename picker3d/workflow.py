@@ -2,7 +2,7 @@
 
 import tomograms (tomo) → import annotations (the training tomogram's particles, as a
 user's hand-picks) → generate masks → train (time-boxed) → pick all tomograms → export
-coordinates (tomo). ``workflow_protocols`` returns the JSON list that
+coordinates (tomo) → classify the picks (DISCA). ``workflow_protocols`` returns the JSON list that
 ``python -m pyworkflow.project.scripts.create NAME workflow.json`` accepts; ``run_workflow``
 loads the same list into a project and runs it protocol by protocol.
 """
@@ -12,7 +12,8 @@ import time
 
 
 def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minutes=5.0, box=None,
-                       binning=2, channels="16,32,48,64", pattern="tomo_*.mrc"):
+                       binning=2, channels="16,32,48,64", pattern="tomo_*.mrc", classify=True,
+                       classify_binning=2):
     """Scipion workflow JSON (list of protocol dicts); paths may be relative to the JSON file."""
     box = box or 2 * int(round(max(diameters.values()) / 2.0))
     diam = ",".join(f"{k}={v:g}" for k, v in diameters.items())
@@ -38,7 +39,9 @@ def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minu
              splitClasses=True, useGpu=False, numberOfThreads=2),
         prot(6, "ProtExportCoordinates3D", "tomo - export coordinates", inputCoordinates="5.coordinates",
              outputFormat=0),
-    ]
+    ] + ([prot(7, "ProtPicker3DClassify", "picker3d - classify picks", inputCoordinates="5.coordinates",
+               boxSize=box, binning=int(classify_binning), kMin=2, kMax=10, iterations=8, useGpu=False,
+               numberOfThreads=2)] if classify else [])
 
 
 def write_workflow(path, protocols):

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.scipion
 
 CLASSES = ["ProtImportTomograms", "ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain",
-           "ProtPicker3DPick", "ProtExportCoordinates3D"]
+           "ProtPicker3DPick", "ProtExportCoordinates3D", "ProtPicker3DClassify"]
 
 
 def test_scipion_create_script_accepts_the_workflow(tmp_path):
@@ -55,14 +55,25 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     wf = workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=0.6, binning=1,
                             channels="8,16,24,36")
     wf[3].update(patchSize=32, batchSize=2, iterationsPerEpoch=10, learningRate=5e-3)
+    wf[6].update(binning=1, kMax=4, iterations=2)
     path = write_workflow(str(tmp_path / "wf.json"), wf)
     lines = []
     proj, prots = run_workflow("picker3d_wf_tiny_test", path, location=str(tmp_path / "projects"),
                                log=lines.append)
-    assert len(lines) == 6 and all("finished" in ln.lower() for ln in lines), lines
+    assert len(lines) == 7 and all("finished" in ln.lower() for ln in lines), lines
     pick, export = prots[4], prots[5]
     r = evaluate(pick.getTable("tomo_01"), read_table(sim / "tomo_01.tsv"), {"barrel": 17.0})
     assert r["f1"] > 0.6, r
     exported = os.path.join(proj.getPath(), export._getExportPath("tomo_01.txt"))
     with open(exported) as fh:
         assert len(fh.read().split("\n")) - 1 == len(pick.getTable("tomo_01"))
+    # the workflow ends with the classification of every pick
+    classify = prots[6]
+    cwd = os.getcwd()
+    os.chdir(proj.getPath())     # run sets are stored with project-relative paths
+    try:
+        assert classify.coordinates.getSize() == pick.coordinates.getSize()
+        k = max(c.getGroupId() for c in classify.coordinates.iterCoordinates())
+        assert classify.averages.getSize() == k == classify.getResult()[1]["k"]
+    finally:
+        os.chdir(cwd)
