@@ -69,7 +69,18 @@ def _add_train(sub):
     p.add_argument("--patch", type=int, default=48, help="training patch side (multiple of 8)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
-    p.add_argument("--loss", default="dice+ce", choices=("dice", "ce", "focal", "dice+ce"))
+    p.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
+                   help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu "
+                        "(default, positive-unlabeled) or pn (unlabeled taken as negative, a baseline)")
+    p.add_argument("--labels", default="complete", choices=("complete", "sparse"),
+                   help="complete: every particle of the training tomograms is annotated; sparse: only "
+                        "some are (positive-unlabeled training on centre heatmaps)")
+    p.add_argument("--prior", type=float, default=None,
+                   help="sparse labels: class prior = fraction of the tomogram's voxels inside particles "
+                        "(all of them, annotated or not); or give --expected-particles")
+    p.add_argument("--expected-particles", type=float, default=None, metavar="N",
+                   help="sparse labels: rough number of particles per training tomogram (all classes); "
+                        "sets the prior from the diameters")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--tile", type=int, default=96, help="inference tile side for validation/picking (multiple of 8)")
     p.add_argument("--bin", type=int, default=1,
@@ -261,9 +272,9 @@ def cmd_train(a):
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
-          loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
+          loss=a.loss or ("pu" if a.labels == "sparse" else "dice+ce"), mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
-          augment=not a.no_augment)
+          augment=not a.no_augment, labels=a.labels, prior=a.prior, expected_particles=a.expected_particles)
     print(f"model written to {a.out}")
     return 0
 

@@ -12,6 +12,8 @@
 - Output: logits for background + C classes (softmax), or one logit (sigmoid) when C = 1
   and ``binary=True``. Patch sides must be multiples of 2**(levels-1) (8 for 4 levels).
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -44,10 +46,13 @@ def coord_channels(shape, offset, full_shape, device, dtype):
 
 
 class ResUNet3D(nn.Module):
-    def __init__(self, n_classes, channels=(8, 16, 24, 36), coord_conv=True, pyramid=True, binary=False):
+    def __init__(self, n_classes, channels=(8, 16, 24, 36), coord_conv=True, pyramid=True, binary=False,
+                 heatmap=False):
         super().__init__()
         self.config = {"n_classes": n_classes, "channels": list(channels), "coord_conv": coord_conv,
-                       "pyramid": pyramid, "binary": binary}
+                       "pyramid": pyramid, "binary": binary, "heatmap": heatmap}
+        # heatmap head (sparse-label / PU training, seed 002): one sigmoid centre heatmap per class
+        self.heatmap = heatmap
         self.n_classes = n_classes
         self.coord_conv = coord_conv
         self.pyramid = pyramid
@@ -67,7 +72,12 @@ class ResUNet3D(nn.Module):
         for i in range(self.levels - 1, 0, -1):
             self.up.append(nn.ConvTranspose3d(channels[i], channels[i - 1], 2, stride=2, bias=False))
             self.dec.append(ResBlock(2 * channels[i - 1], channels[i - 1]))
-        self.head = nn.Conv3d(channels[0], 1 if self.binary else n_classes + 1, 1)
+        n_out = n_classes if heatmap else (1 if self.binary else n_classes + 1)
+        self.head = nn.Conv3d(channels[0], n_out, 1)
+        if heatmap:
+            # start from p = 0.01 everywhere (focal-loss practice): from p = 0.5 the millions
+            # of background voxels swamp the few centres in the first steps
+            nn.init.constant_(self.head.bias, -math.log(99.0))
 
     @property
     def multiple(self):
@@ -106,7 +116,12 @@ class ResUNet3D(nn.Module):
         return self.head(x)
 
     def probabilities(self, logits):
-        """(B, K, ...) class probabilities, background first (K = C + 1)."""
+        """(B, K, ...) class probabilities, background first (K = C + 1). A heatmap head gives
+        per-class centre probabilities; background = 1 - their maximum, so the picking
+        post-processing is the same for both kinds of model."""
+        if self.heatmap:
+            p = torch.sigmoid(logits)
+            return torch.cat([1 - p.amax(dim=1, keepdim=True), p], dim=1)
         if self.binary:
             p = torch.sigmoid(logits)
             return torch.cat([1 - p, p], dim=1)

@@ -157,12 +157,14 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips):
 
 
 def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=1, mode="peaks",
-                   border=0, class_thresholds=None):
+                   border=0, class_thresholds=None, smooth=0.25):
     """Particles from class probabilities ``(K, Z, Y, X)``; returns a CoordTable with scores.
 
     ``diameters`` maps class name → diameter in voxels (for NMS windows and t_dist).
     ``class_thresholds`` (optional) maps class name → minimum score, e.g. calibrated on
-    validation data; it overrides ``t_lm`` for that class.
+    validation data; it overrides ``t_lm`` for that class. ``smooth`` is the Gaussian sigma
+    applied before peak finding, as a fraction of the diameter (1/4 for segmentation
+    plateaus; a centre heatmap is already peaked and uses 1/12).
     """
     K = probs.shape[0]
     fg = 1.0 - probs[0]
@@ -184,7 +186,7 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz = cent[keep][:, ::-1]
         scores = np.asarray(score)[keep]
     else:
-        xyz, scores, cls_idx = _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm)
+        xyz, scores, cls_idx = _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm, smooth)
     names = np.array(class_names, dtype=object)[cls_idx - 1] if len(cls_idx) else np.array([], dtype=object)
     # per-class calibrated thresholds
     if class_thresholds:
@@ -212,7 +214,7 @@ def _refine(score, zyx):
     return (nb * w[..., None]).sum(axis=1) / w.sum(axis=1)[:, None]
 
 
-def _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm):
+def _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm, smooth=0.25):
     """Peaks of the foreground score found at each class's own scale.
 
     Weak labels make the network's foreground a plateau over each particle, as wide as the
@@ -227,7 +229,7 @@ def _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm):
     all_xyz, all_scores, all_cls = [], [], []
     for k, c in enumerate(class_names, start=1):
         d = float(diameters[c])
-        g = ndimage.gaussian_filter(fg, max(d / 4.0, 0.5), mode="nearest", truncate=3.0)
+        g = ndimage.gaussian_filter(fg, max(d * smooth, 0.5), mode="nearest", truncate=3.0)
         win = max(3, int(math.ceil(d / 2)) | 1)
         pooled = F.max_pool3d(torch.from_numpy(np.ascontiguousarray(g))[None, None], win, stride=1,
                               padding=win // 2)[0, 0].numpy()
@@ -287,6 +289,11 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     return table, probs
 
 
+def peak_smoothing(meta):
+    """Gaussian sigma (fraction of the diameter) before peak finding for this kind of model."""
+    return 1.0 / 12.0 if meta.get("labels") == "sparse" else 0.25
+
+
 def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None, border=0):
     """Post-processing with a model's settings: binned probabilities → table in original voxels.
 
@@ -301,6 +308,6 @@ def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=N
     diam = {c: meta["diameters"][c] / factor for c in meta["classes"]}
     table = find_particles(probs, meta["classes"], diam, t_seg=t_seg, t_lm=t_lm, mode=mode,
                            class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))),
-                           border=border / factor)
+                           border=border / factor, smooth=peak_smoothing(meta))
     table.xyz = from_binned(table.xyz, factor)
     return table

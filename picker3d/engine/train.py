@@ -14,6 +14,10 @@ Recipe (DeepETPicker seed 000 and DeepFinder seed 001):
   maximise its F1 are stored with the best model;
 - a checkpoint after every epoch (model, optimiser, step, random states), so
   ``resume`` continues to the same result as an uninterrupted run.
+
+Sparse labels (``labels="sparse"``, seed 002): the same network with a heatmap head learns
+Gaussian centre heatmaps with the non-negative PU loss (:mod:`picker3d.engine.pu`);
+unannotated voxels are unlabeled rather than background, so no hard negatives are mined.
 """
 import copy
 import math
@@ -30,7 +34,8 @@ from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
 from .network import ResUNet3D, count_parameters
-from .pick import bin_volume, find_particles, normalize, predict_volume, to_binned
+from .pick import bin_volume, find_particles, normalize, peak_smoothing, predict_volume, to_binned
+from .pu import centre_heatmaps, check_prior, class_priors, pn_loss, prior_from_counts, pu_loss
 
 MODEL_FORMAT = "picker3d-model"
 MODEL_VERSION = 1
@@ -84,7 +89,8 @@ class TomogramData:
     This assumes complete annotation, which supervised training does.
     """
 
-    def __init__(self, volume, table, class_names, diameters, mask_type="tball", name="", n_negatives=300):
+    def __init__(self, volume, table, class_names, diameters, mask_type="tball", name="", n_negatives=300,
+                 sparse=False):
         from scipy import ndimage
         self.name = name
         self.volume = normalize(volume)
@@ -92,6 +98,11 @@ class TomogramData:
         cls = [class_names.index(c) + 1 if c in class_names else 0 for c in
                (table.classes if table.classes is not None else [class_names[0]] * len(table))]
         self.cls = np.array(cls, dtype=int)
+        if sparse:
+            # (C, Z, Y, X) centre heatmaps; the rest is unlabeled, so no hard negatives
+            self.labels = centre_heatmaps(self.volume.shape, table, class_names, diameters)
+            self.negatives = np.zeros((0, 3), dtype=int)
+            return
         self.labels = label_mask(self.volume.shape, table, diameters, mask_type, class_names).astype(np.int64)
         dmin = min(diameters[c] for c in class_names)
         dmax = max(diameters[c] for c in class_names)
@@ -118,7 +129,8 @@ def augment_patch(v, lab, rng, max_angle=20.0):
     from scipy import ndimage
     angle = rng.uniform(-max_angle, max_angle)
     v = ndimage.rotate(v, angle, axes=(1, 2), reshape=False, order=1, mode="reflect")
-    lab = ndimage.rotate(lab, angle, axes=(1, 2), reshape=False, order=0, mode="constant", cval=0)
+    lab_axes = (lab.ndim - 2, lab.ndim - 1)     # labels may carry a leading class axis (heatmaps)
+    lab = ndimage.rotate(lab, angle, axes=lab_axes, reshape=False, order=0, mode="constant", cval=0)
     v = v * rng.uniform(0.8, 1.25) + rng.uniform(-0.2, 0.2)
     v = v + rng.normal(0.0, rng.uniform(0.0, 0.3), size=v.shape)
     return v.astype(np.float32), lab
@@ -147,15 +159,16 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
         lo = np.clip(np.round(centre).astype(int) - patch // 2, 0, np.maximum(np.array([Z, Y, X]) - patch, 0))
         sl = tuple(slice(a, a + patch) for a in lo)
         v = d.volume[sl]
-        lab = d.labels[sl]
+        lab = d.labels[(Ellipsis,) + sl]       # dense: (Z, Y, X) labels; sparse: (C, Z, Y, X) heatmaps
+        lead = lab.ndim - 3
         if v.shape != (patch,) * 3:   # volume smaller than the patch: pad
             padw = [(0, patch - s) for s in v.shape]
             v = np.pad(v, padw, mode="reflect" if min(v.shape) > 1 else "edge")
-            lab = np.pad(lab, padw, mode="constant")
+            lab = np.pad(lab, [(0, 0)] * lead + padw, mode="constant")
         for ax in range(3):
             if rng.random() < 0.5:
                 v = np.flip(v, ax)
-                lab = np.flip(lab, ax)
+                lab = np.flip(lab, ax + lead)
         if augment:
             v, lab = augment_patch(np.ascontiguousarray(v), np.ascontiguousarray(lab), rng)
         xs.append(np.ascontiguousarray(v))
@@ -169,12 +182,12 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
 # validation and threshold calibration
 # ----------------------------------------------------------------------------------------
 
-def calibrate(probs_list, tables, class_names, diameters, grid=None):
+def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3, 0.5), smooth=0.25):
     """Thresholds (t_seg, per-class score) maximising validation F1; returns (thr, f1, mean class F1)."""
     grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     best = (None, -1.0, 0.0)
-    for ts in (0.3, 0.5):
-        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05) for p in probs_list]
+    for ts in t_segs:
+        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth) for p in probs_list]
         # per-class score threshold chosen independently (classes hardly interact after NMS)
         thr = {}
         for c in class_names:
@@ -253,8 +266,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
           channels=(8, 16, 24, 36), loss="dice+ce", mask_type="tball", lr=3e-3, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
-          augment=True):
+          augment=True, labels="complete", prior=None, expected_particles=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
+
+    ``labels="sparse"``: the coordinates are a subset of the particles; trains a heatmap head
+    with the PU loss (``loss="pu"``, default) or, as a baseline, treating unlabeled voxels as
+    negatives (``loss="pn"``). The class prior is ``prior`` (fraction of positive voxels)
+    or derived from ``expected_particles`` per tomogram (:mod:`picker3d.engine.pu`).
 
     ``bin`` > 1 trains (and later picks) on the tomograms binned by that factor: 8x fewer
     voxels per bin-2 step, which on a CPU budget buys many more iterations for particles
@@ -263,6 +281,17 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     """
     for c in class_names:
         diameter_of(diameters, c)
+    if labels not in ("complete", "sparse"):
+        raise InputError(f"--labels: '{labels}' must be complete or sparse")
+    sparse = labels == "sparse"
+    if sparse and loss not in ("pu", "pn"):
+        loss = "pu"
+    if not sparse and loss in ("pu", "pn"):
+        raise InputError(f"--loss: '{loss}' needs --labels sparse")
+    if sparse and loss == "pu" and prior is None and not expected_particles:
+        raise InputError("--prior: sparse labels need the class prior (--prior PI or --expected-particles N)")
+    if prior is not None and not 0 < prior < 1:
+        raise InputError(f"--prior: {prior} must be a fraction of voxels between 0 and 1")
     if patch % 8:
         raise InputError(f"--patch: {patch} is not a multiple of 8")
     torch.manual_seed(seed)
@@ -284,20 +313,32 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_tables = [binned_table(t) for t in val_tables]
     train_vols = [bin_volume(v, bin) for v in train_vols]
     val_vols = [bin_volume(v, bin) for v in val_vols]
-    data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}")
+    data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}", sparse=sparse)
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
+    priors = None
+    if sparse and loss == "pu":
+        if prior is None:
+            prior = prior_from_counts(expected_particles, train_tables, class_names, mask_diam, train_vols[0].shape)
+            log(f"class prior {prior:.3e} from {expected_particles:g} particles per tomogram")
+        for d in data:
+            msg = check_prior(prior, d.labels.max(axis=0))
+            if msg:
+                log(f"warning: {d.name}: {msg}")
+        priors = class_priors(prior, train_tables, class_names)
     annotated = {c for t in train_tables if t.classes is not None for c in t.classes.tolist()}
     missing = [c for c in class_names if c not in annotated]
     if missing and len(class_names) > 1:
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
-    model = ResUNet3D(n_classes, channels=channels).to(dev)
+    model = ResUNet3D(n_classes, channels=channels, heatmap=sparse).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
     step, train_seconds = 0, 0.0
     # background voxels dominate: weight CE classes by inverse frequency (capped)
-    counts = np.bincount(np.concatenate([d.labels.ravel()[::7] for d in data]), minlength=n_classes + 1)
-    w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
-    class_weight = torch.tensor(np.minimum(w / w[0], 20.0), dtype=torch.float32, device=dev)
+    class_weight = None
+    if not sparse:
+        counts = np.bincount(np.concatenate([d.labels.ravel()[::7] for d in data]), minlength=n_classes + 1)
+        w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
+        class_weight = torch.tensor(np.minimum(w / w[0], 20.0), dtype=torch.float32, device=dev)
     history, best_f1, best_state, best_thr, start_epoch = [], -1.0, None, None, 0
     ckpt_path = out_path + ".ckpt"
     if resume and os.path.exists(ckpt_path):
@@ -315,6 +356,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
+                 "labels": labels, "prior": prior,
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
     for epoch in range(start_epoch, epochs):
@@ -325,7 +367,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes, augment=augment)
             x, y = x.to(dev), y.to(dev)
             logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
-            lval = compute_loss(loss, logits, y, n_classes, class_weight)
+            if loss == "pu":
+                lval = pu_loss(logits, y, priors)
+            elif loss == "pn":
+                lval = pn_loss(logits, y)
+            else:
+                lval = compute_loss(loss, logits, y, n_classes, class_weight)
             opt.zero_grad(set_to_none=True)
             lval.backward()
             # one-cycle position: by steps, or by elapsed time when a time budget is given
@@ -340,7 +387,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         t_val = time.time()
         if val_probs_needed:
             probs = [predict_volume(model, v, tile=tile, pad=pad, device=device, flips=flips) for v in val_vols]
-            thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b)
+            thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b,
+                                     t_segs=(0.1, 0.3, 0.5) if sparse else (0.3, 0.5),
+                                     smooth=peak_smoothing(meta_base))
             entry.update(val_f1=f1, val_class_f1=cf1)
             if f1 > best_f1:
                 best_f1, best_thr = f1, thr

@@ -1,0 +1,95 @@
+"""Sparse-label (positive-unlabeled) training, issue 5."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from picker3d.engine.coords import CoordTable
+from picker3d.engine.errors import InputError
+from picker3d.engine.metrics import evaluate
+from picker3d.engine.pu import (centre_heatmaps, check_prior, positive_voxels_per_particle, prior_from_count,
+                                pu_loss, pu_risks)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_pu_loss_equals_hand_computed_value_on_four_voxels():
+    # voxel 0: annotated centre (tp), voxel 1: soft positive y = 0.5, voxels 2-3: unlabeled
+    logits = torch.tensor([0.5, -1.0, -2.0, 0.3]).reshape(1, 1, 1, 1, 4)
+    heat = torch.tensor([1.0, 0.5, 0.0, 0.0]).reshape(1, 1, 1, 1, 4)
+    prior, a, b = 0.1, 2.0, 4.0
+    p0, p1, p2, p3 = (_sig(v) for v in (0.5, -1.0, -2.0, 0.3))
+    r_tp_pos = -(1 - p0) ** a * math.log(p0)
+    r_sp_pos = -(1 - 0.5) ** b * p1 ** a * math.log(1 - p1)
+    r_tp_neg = -p0 ** a * math.log(1 - p0)
+    r_sp_neg = -(0.5 ** b) * (1 - p1) ** a * math.log(p1)
+    r_u_neg = (-p2 ** a * math.log(1 - p2) - p3 ** a * math.log(1 - p3)) / 2
+    expected = prior * (0.5 * r_tp_pos + 0.5 * r_sp_pos) + max(0.0, r_u_neg - prior * (0.5 * r_tp_neg + 0.5 * r_sp_neg))
+    assert float(pu_loss(logits, heat, prior)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_non_negative_clamp_engages_when_unlabeled_risk_is_small():
+    # unlabeled voxels confidently negative, annotated centre confidently positive:
+    # R_u- < pi_p R_p-, so the negative part is clamped to 0
+    logits = torch.tensor([3.0, -12.0, -12.0, -12.0]).reshape(1, 1, 1, 1, 4).requires_grad_(True)
+    heat = torch.tensor([1.0, 0.0, 0.0, 0.0]).reshape(1, 1, 1, 1, 4)
+    prior = 0.2
+    r_tp_pos, _, r_tp_neg, _, r_u_neg, pi_tp, _ = pu_risks(logits, heat)
+    assert float(r_u_neg.detach()) < prior * float(r_tp_neg.detach())
+    loss = pu_loss(logits, heat, prior)
+    assert float(loss) == pytest.approx(prior * float(r_tp_pos), rel=1e-6)   # only the positive risk
+    loss.backward()
+    assert torch.all(logits.grad[..., 1:] == 0)          # no push on the unlabeled voxels
+    # the unclamped (unbiased) estimator is lower, i.e. it went negative
+    assert float(pu_loss(logits.detach(), heat, prior, non_negative=False)) < float(loss)
+
+
+def test_heatmap_targets_and_prior_helpers():
+    tab = CoordTable([[10.3, 12.0, 8.6], [20, 20, 20]], ["a", "b"])
+    heat = centre_heatmaps((32, 32, 32), tab, ["a", "b"], {"a": 12, "b": 6})
+    assert heat.shape == (2, 32, 32, 32)
+    assert heat[0, 9, 12, 10] == 1.0 and heat[1, 20, 20, 20] == 1.0    # centres (z, y, x) exactly 1
+    assert heat[0, 20, 20, 20] < 0.01 and heat[1, 9, 12, 10] < 0.01    # classes apart
+    n = positive_voxels_per_particle(12)
+    assert abs(n - 4 / 3 * math.pi * (0.506 * 12) ** 3) / n < 0.15     # ball of radius ~d/2
+    assert prior_from_count(10, 12, (64, 64, 64)) == pytest.approx(10 * n / 64 ** 3)
+    # a prior below what the annotations already cover is flagged; a sensible one is not
+    labelled = float((heat.max(axis=0) > 0.01).mean())
+    assert "below" in check_prior(labelled / 2, heat.max(axis=0))
+    assert check_prior(labelled * 5, heat.max(axis=0)) is None
+    assert "50x" in check_prior(labelled * 100, heat.max(axis=0))
+
+
+def test_sparse_training_needs_a_prior(tmp_path):
+    from picker3d.engine.train import train
+    vol = np.random.default_rng(0).standard_normal((32, 32, 32)).astype(np.float32)
+    tab = CoordTable([[16, 16, 16]], ["a"])
+    with pytest.raises(InputError, match="--prior"):
+        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), labels="sparse", epochs=1)
+    with pytest.raises(InputError, match="--labels sparse"):
+        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), loss="pu", epochs=1)
+
+
+def test_sparse_training_finds_unannotated_particles(tmp_path):
+    """A third of the particles annotated; the picks recover the others."""
+    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.train import load_model, train
+    torch.set_num_threads(2)
+    s = simulate_tomogram(shape=(64, 96, 96), seed=21, snr=2.0, species=["barrel"], counts={"barrel": 18},
+                          crowders=0, vesicles=0, membranes=0, gold=0)
+    full = CoordTable.from_rows(s["rows"])
+    annotated = full.subset(np.arange(0, len(full), 3))
+    hidden = full.subset([i for i in range(len(full)) if i % 3])
+    out = str(tmp_path / "pu.pt")
+    train([s["tomogram"]], [annotated], ["barrel"], {"barrel": 17}, out, [s["tomogram"]], [full], epochs=5,
+          iters_per_epoch=12, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None,
+          labels="sparse", expected_particles=len(full))
+    model, meta = load_model(out)
+    assert meta["labels"] == "sparse" and meta["loss"] == "pu" and 0 < meta["prior"] < 0.2
+    picked, _ = pick_tomogram(model, meta, s["tomogram"])
+    r = evaluate(picked, hidden, {"barrel": 17})
+    assert r["recall"] >= 0.7, r        # particles nobody annotated are found
