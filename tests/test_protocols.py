@@ -196,6 +196,10 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         msg = " ".join(prot.validate())
         self.assertIn("Patch size 30 is not a multiple of 8", msg)
         self.assertIn("Channels '8,x'", msg)
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1)
+        self.assertIn("Sparse annotation needs the number of particles", " ".join(prot.validate()))
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1, prior=3.0)
+        self.assertIn("Class prior 3.0 must be a fraction", " ".join(prot.validate()))
         # an empty coordinate set is named in the message
         empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptycoords%s.sqlite")
         empty.setObjLabel("no picks")

@@ -27,8 +27,12 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     epoch the network picks the validation tomograms; the best epoch and the thresholds
     that maximise the validation F1 are stored in the model, so picking needs no tuning.
     Training checkpoints every epoch: 'Continue' on an interrupted run resumes from the
-    last checkpoint. The training coordinates must be complete (every particle of the
-    classes annotated): unannotated particles are learned as background.
+    last checkpoint.
+
+    Labels: *complete* (every particle of the classes annotated in the training
+    tomograms; unannotated particles are learned as background) or *sparse* (only some
+    annotated: positive-unlabeled training on centre heatmaps, seed 002, which needs the
+    class prior or a rough particle count).
     """
     _label = "train"
     _possibleOutputs = TrainOutputs
@@ -47,6 +51,22 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
                            "or group ids '1', '2', ...), or one number for all. Empty: the box size.")
+        form.addParam("labels", params.EnumParam, choices=["complete", "sparse"], default=0,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Annotation is",
+                      help="complete: every particle of these classes in the training tomograms is "
+                           "annotated (best when true: unannotated density is learned as background). "
+                           "sparse: you picked only some of them; picker3d then treats the rest as "
+                           "unlabeled, not as background (positive-unlabeled learning, seed 002), and "
+                           "needs to know roughly how many particles there are.")
+        form.addParam("expectedParticles", params.FloatParam, default=0.0, condition="labels == 1",
+                      label="Particles per tomogram (about)",
+                      help="Rough number of particles of all the classes in one training tomogram, annotated "
+                           "or not; it sets the class prior. A factor of 2 off is tolerated; the log warns "
+                           "when it contradicts the annotations.")
+        form.addParam("prior", params.FloatParam, default=0.0, condition="labels == 1",
+                      expertLevel=params.LEVEL_ADVANCED, label="Class prior (fraction of voxels)",
+                      help="Instead of the particle count: the fraction of the tomogram's voxels inside "
+                           "particles. 0 = from the particle count.")
         form.addParam("trainBy", params.EnumParam, choices=["time budget", "epochs"], default=0,
                       display=params.EnumParam.DISPLAY_HLIST, label="Train for")
         form.addParam("minutes", params.FloatParam, default=10.0, condition="trainBy == 0",
@@ -124,9 +144,15 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get()}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}", f"--patch {self.patchSize.get()}",
-                f"--batch {self.batchSize.get()}", f"--loss {LOSSES[self.loss.get()]}",
+                f"--batch {self.batchSize.get()}",
                 f"--lr {self.learningRate.get()}", f"--seed {self.seed.get()}", self._deviceArg()]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
+        if self.labels.get() == 1:
+            args.append("--labels sparse --loss pu")
+            args.append(f"--prior {self.prior.get()}" if self.prior.get() else
+                        f"--expected-particles {self.expectedParticles.get()}")
+        else:
+            args.append(f"--loss {LOSSES[self.loss.get()]}")
         if os.path.exists(self.getModelFile() + ".ckpt"):
             args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
         self.runEngine("train", " ".join(args))
@@ -172,6 +198,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             sr, vsr = coords.getSamplingRate(), val.getSamplingRate()
             if sr and vsr and abs(sr - vsr) / sr > 0.01:
                 errors.append(f"Validation coordinates are at {vsr:g} Å/px, training ones at {sr:g} Å/px.")
+        if self.labels.get() == 1 and not (self.prior.get() or self.expectedParticles.get()):
+            errors.append("Sparse annotation needs the number of particles per tomogram (or the class prior).")
+        if self.labels.get() == 1 and self.prior.get() and not 0 < self.prior.get() < 1:
+            errors.append(f"Class prior {self.prior.get()} must be a fraction between 0 and 1.")
         if self.patchSize.get() % 8:
             errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8.")
         try:
