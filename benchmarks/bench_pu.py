@@ -74,11 +74,16 @@ def main():
     p.add_argument("--snr", type=float, default=0.05)
     p.add_argument("--shape", type=int, nargs=3, default=[96, 256, 256])
     p.add_argument("--bin", type=int, default=2)
+    p.add_argument("--count", type=int, default=None,
+                   help="particles per species and tomogram (default: 50 for one species, the simulator's otherwise)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     species = list(SPECIES_BUILDERS) if a.species == ["all"] else a.species
-    sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr, species=species) for s in (200, 201, 202)]
+    count = a.count or (50 if len(species) == 1 else None)
+    counts = {sp: count for sp in species} if count else None
+    sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr, species=species, counts=counts)
+            for s in (200, 201, 202)]
     tabs = [CoordTable.from_rows(s["rows"]) for s in sims]
     diam = {k: v["diameter_vox"] for k, v in sims[0]["manifest"]["species"].items()}
     classes = list(diam)

@@ -113,6 +113,8 @@ def _add_pick(sub):
                    help="test-time mirrored copies to average (default: the model's)")
     p.add_argument("--border", type=float, default=0.0,
                    help="drop particles whose centre is closer than this (voxels) to the volume's faces")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated classes to keep (default: all the model's classes)")
 
 
 def _add_classify(sub):
@@ -259,13 +261,17 @@ def cmd_train(a):
     from .train import train
     diam = parse_diameters(a.diameters)
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
-    vvols, vtables, _ = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
+    vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
     classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})
     for t in tables + vtables:
         if t.classes is None:   # a table without class column is one class
             if len(classes) != 1:
                 raise InputError("--coords: a table without class column needs exactly one class in --diameters")
             t.classes = np.asarray([classes[0]] * len(t), dtype=object)
+    for path, v in zip(list(a.tomograms) + list(a.val_tomograms), list(vs) + list(_vs)):
+        if not v or v <= 0:
+            raise InputError(f"{path}: voxel size is {v:g} Å in the MRC header; set it (e.g. "
+                             f"'alterheader -del' in IMOD) so the model records its sampling")
     if len({round(v, 3) for v in vs}) > 1:
         raise InputError(f"--tomograms: voxel sizes differ ({', '.join(f'{v:g}' for v in vs)} Å)")
     channels = tuple(int(c) for c in a.channels.split(","))
@@ -285,22 +291,31 @@ def cmd_pick(a):
     from .pick import pick_tomogram, upsample
     from .train import load_model
     device = resolve_device(a.device)
-    os.makedirs(a.out_dir, exist_ok=True)
     model, meta = None, None
+    keep = None
     for path in a.tomograms:
         vol, vs = read_volume(path)
         if model is None:
             model, meta = load_model(a.model, device, voxel_size=vs, warn=lambda m: print(m, file=sys.stderr))
+            if a.classes:
+                keep = [c.strip() for c in a.classes.split(",") if c.strip()]
+                unknown = [c for c in keep if c not in meta["classes"]]
+                if unknown:
+                    raise InputError(f"--classes: the model {a.model} was not trained on {', '.join(unknown)} "
+                                     f"(its classes: {', '.join(meta['classes'])})")
         t0 = time.time()
         table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                      pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True),
                                      flips=a.flips, border=a.border)
+        if keep is not None:
+            table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
         stem = os.path.splitext(os.path.basename(path))[0]
+        os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
         write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
         if a.score_map:
             score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), vol.shape)
             write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
-        counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in meta["classes"])
+        counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
         print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s")
     return 0
 
@@ -370,15 +385,36 @@ COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evalua
             "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify}
 
 
+def _report_error(line):
+    """Also write the error line where a caller (a Scipion protocol) asked for it."""
+    path = os.environ.get("PICKER3D_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except InputError as exc:
+    except (InputError, OSError, MemoryError) as exc:
+        # bad input, a full disk, a missing permission, no memory: one line, no traceback
         if os.environ.get("PICKER3D_DEBUG"):
             raise
-        print(f"picker3d: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and not isinstance(exc, InputError):
+            what = f"{exc.filename}: {exc.strerror}" if exc.filename else (exc.strerror or str(exc))
+            msg = f"{what} (while running '{args.command}')"
+        elif isinstance(exc, MemoryError):
+            msg = f"out of memory while running '{args.command}'"
+        else:
+            msg = str(exc)
+        line = f"picker3d: error: {msg}"
+        print(line, file=sys.stderr)
+        _report_error(line)
         return 2
     except KeyboardInterrupt:
         print("picker3d: interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ def read_volume(path, dtype=np.float32, allow_non_finite=False):
     content, 2D images, NaN/Inf values.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not an MRC file")
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     try:

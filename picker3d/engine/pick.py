@@ -28,6 +28,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .coords import CoordTable
+from .errors import InputError
 
 
 def normalize(volume):
@@ -84,13 +85,23 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
     2 = also mirrored in x, 4 = x, y and xy). When a tile does not fit in memory (CUDA
     out-of-memory or MemoryError) the tile side is reduced and inference restarts.
     """
+    m = model.multiple
+    # a tile larger than the (padded) volume only costs memory: shrink it to fit
+    fit = -(-(max(volume.shape) + 2 * pad) // m) * m
+    if tile > fit:
+        if log:
+            log(f"tile {tile} is larger than the volume {tuple(volume.shape)}: using {fit}")
+        tile = fit
     while True:
         try:
             return _predict_tiles(model, volume, tile, pad, device, progress, log, flips)
         except (RuntimeError, MemoryError) as exc:
-            smaller = (tile - 24) // model.multiple * model.multiple
-            if not _is_oom(exc) or smaller <= 2 * pad:
+            smaller = (tile - 24) // m * m
+            if not _is_oom(exc):
                 raise
+            if smaller <= 2 * pad:
+                raise InputError(f"--tile: out of memory on {device} even with tile {tile} (padding {pad}); "
+                                 f"free memory, use --device cpu or a smaller --pad") from exc
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             if log:

@@ -305,6 +305,14 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     # network space: binned volumes, coordinates and diameters (masks at least 3 voxels wide)
     diam_b = {c: diam[c] / bin for c in class_names}
     mask_diam = {c: max(diam_b[c], 3.0) for c in class_names}
+    big = max(class_names, key=lambda c: diam_b[c])
+    if diam_b[big] > tile - 2 * pad:
+        raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
+                         f"than the {tile - 2 * pad} voxels a tile of {tile} keeps after its {pad}-voxel padding: "
+                         f"raise --tile or --bin")
+    if diam_b[big] > patch:
+        raise InputError(f"--patch: {patch} voxels cannot hold class {big} ({diam_b[big]:g} voxels at bin {bin}): "
+                         f"raise --patch or --bin")
 
     def binned_table(t):
         return CoordTable(to_binned(t.xyz, bin), t.classes, t.scores)

@@ -44,9 +44,23 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         return f"--device {Plugin.getDevice()}"
 
     def runEngine(self, subcommand, args):
+        """Run an engine command; when it fails, the protocol's error is the engine's one-line
+        message (which names the file, set or parameter), the details stay in the run log."""
         from .. import Plugin
         program, arguments = Plugin.getEngineCommand(subcommand, args)
-        self.runJob(program, arguments, env=self._getEnviron(), numberOfMpi=1, numberOfThreads=1)
+        env = self._getEnviron()
+        error_file = os.path.abspath(self._getExtraPath(f"{subcommand}_error.txt"))
+        env["PICKER3D_ERROR_FILE"] = error_file
+        if os.path.exists(error_file):
+            os.remove(error_file)
+        try:
+            self.runJob(program, arguments, env=env, numberOfMpi=1, numberOfThreads=1)
+        except Exception:
+            if os.path.exists(error_file):
+                with open(error_file) as fh:
+                    line = fh.read().strip().replace("picker3d: error: ", "", 1)
+                raise RuntimeError(f"picker3d {subcommand}: {line}") from None
+            raise
 
     # ---- helpers ---------------------------------------------------------------------
     def _absPath(self, path):
