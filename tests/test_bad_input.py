@@ -266,3 +266,88 @@ def test_bad_input_training_killed_mid_epoch_resumes(tmp_path):
     model, meta = load_model(out)
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]    # no stray temporary files
+
+
+# ---- protocols (Scipion project) ---------------------------------------------------------
+
+try:
+    import tomo.tests.test_base_centralized_layer as _tomo_checks
+    _ProtocolBase = _tomo_checks.TestBaseCentralizedLayer
+except ImportError:       # Scipion not installed: the engine cases above still run
+    _ProtocolBase = object
+
+
+@pytest.mark.scipion
+class TestBadInputProtocols(_ProtocolBase):
+    """Protocol-level cases: the run fails with the engine's one line, and registers no output."""
+
+    @classmethod
+    def setUpClass(cls):
+        import shutil
+        import tempfile
+        from pyworkflow.tests import setupTestProject
+        from tomo.protocols import ProtImportTomograms
+        from picker3d.engine.simulate import write_simulation
+        from picker3d.protocols import ProtPicker3DImportAnnotations
+        cls.cwd = os.getcwd()
+        cls.data = tempfile.mkdtemp(prefix="picker3d_bad_")
+        write_simulation(cls.data, n_tomograms=1, seed=80, shape=(40, 64, 64), snr=2.0, species=["barrel"],
+                         counts={"barrel": 4}, crowders=0, vesicles=0, membranes=0, gold=0)
+        os.makedirs(os.path.join(cls.data, "ann"))
+        shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "ann"))
+        setupTestProject(cls)
+        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_00.mrc", samplingRate=10.0)
+        cls.launchProtocol(prot)
+        cls.tomos = prot.Tomograms
+        imp = cls.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=cls.tomos,
+                              filesPath=os.path.join(cls.data, "ann"), filesPattern="*.tsv", boxSize=18)
+        cls.launchProtocol(imp)
+        cls.coords = imp.coordinates
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        os.chdir(cls.cwd)
+        shutil.rmtree(cls.data, ignore_errors=True)
+
+    def test_bad_input_protocol_engine_error_is_one_line_and_registers_nothing(self):
+        from picker3d.protocols import ProtPicker3DTrain
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=self.coords, diameters="barrel=200",
+                                trainBy=1, epochs=1, useGpu=False)
+        with pytest.raises(Exception):
+            self.launchProtocol(prot)
+        prot = self.proj.getProtocol(prot.getObjId())
+        self.assertTrue(prot.isFailed())
+        msg = prot.getErrorMessage()
+        self.assertIn("picker3d train: --diameters: class barrel is 200 voxels", msg)
+        self.assertNotIn("Traceback", msg)
+        self.assertEqual(len(msg.strip().splitlines()), 1, msg)
+        self.assertIsNone(getattr(prot, "model", None))
+        self.assertFalse(os.path.exists(prot._absPath(prot.getModelFile())))
+
+    def test_bad_input_protocol_tsid_without_tomogram(self):
+        import shutil
+        from picker3d.protocols import ProtPicker3DImportAnnotations
+        folder = os.path.join(self.data, "misnamed")
+        os.makedirs(folder, exist_ok=True)
+        shutil.copy(os.path.join(self.data, "tomo_00.tsv"), os.path.join(folder, "TS_99.tsv"))
+        prot = self.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=self.tomos, filesPath=folder,
+                                filesPattern="*.tsv")
+        msg = " ".join(prot.validate())
+        self.assertIn("TS_99.tsv", msg)
+        self.assertIn("tomo_00", msg)
+
+    def test_bad_input_protocol_empty_coordinate_set(self):
+        from tomo.objects import SetOfCoordinates3D
+        from picker3d.protocols import ProtPicker3DClassify, ProtPicker3DMasks, ProtPicker3DTrain
+        empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptyset%s.sqlite")
+        empty.setObjLabel("nothing picked")
+        for cls in (ProtPicker3DTrain, ProtPicker3DMasks, ProtPicker3DClassify):
+            prot = self.newProtocol(cls)
+            prot.inputCoordinates.set(empty)
+            self.assertIn("nothing picked is empty", " ".join(prot.validate()), cls.__name__)
+
+    def test_bad_input_protocol_too_few_particles_to_classify(self):
+        from picker3d.protocols import ProtPicker3DClassify
+        prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, kMin=4, kMax=6)
+        self.assertIn("too few to cluster", " ".join(prot.validate()))
