@@ -36,7 +36,7 @@ def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minu
              trainBy=0, minutes=float(minutes), binning=int(binning), channels=channels, useGpu=False,
              numberOfThreads=2),
         prot(5, "ProtPicker3DPick", "picker3d - pick", inputModel="4.model", inputTomograms="1.Tomograms",
-             splitClasses=True, useGpu=False, numberOfThreads=2),
+             splitClasses=True, useGpu=False, numberOfThreads=1, binThreads=2),
         prot(6, "ProtExportCoordinates3D", "tomo - export coordinates", inputCoordinates="5.coordinates",
              outputFormat=0),
     ] + ([prot(7, "ProtPicker3DClassify", "picker3d - classify picks", inputCoordinates="5.coordinates",

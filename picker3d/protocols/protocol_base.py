@@ -16,24 +16,43 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
 
     # ---- form helpers --------------------------------------------------------------
     @staticmethod
-    def _addComputeParams(form, gpu=True, threads=2):
+    def _addComputeParams(form, gpu=True, threads=2, parallel_steps=False):
+        """GPU and thread parameters. With ``parallel_steps`` (one step per tomogram), Scipion's
+        threads run that many steps at once and each engine job gets ``threads`` threads."""
         if gpu:
             form.addHidden(USE_GPU, params.BooleanParam, default=True,
                            label="Use GPU", help="Run the network on a CUDA GPU when one is available; "
                                                  "without one, the CPU is used.")
             form.addHidden(GPU_LIST, params.StringParam, default="0", label="GPU IDs",
                            help="GPU to use (one id; picker3d runs one network per job).")
-        form.addParallelSection(threads=threads, mpi=0)
+        if parallel_steps:
+            form.addParallelSection(threads=1, mpi=0, binThreads=threads)
+        else:
+            form.addParallelSection(threads=threads, mpi=0)
 
     # ---- engine jobs -----------------------------------------------------------------
     def _getEnviron(self):
         from .. import Plugin
         env = Plugin.getEnviron()
-        threads = str(max(1, int(self.numberOfThreads.get() or 1))) if hasattr(self, "numberOfThreads") else "1"
+        threads = str(self._engineThreads())
         env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
         if getattr(self, USE_GPU, None) is not None and self.useGpu.get():
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.getGpuList()) or "0"
         return env
+
+    def _usesGpu(self):
+        """Whether the network steps ask Scipion for a GPU (CPU-only runs must not wait for one:
+        with a single GPU id, GPU steps would run one at a time)."""
+        use_gpu = getattr(self, USE_GPU, None)
+        return bool(use_gpu is not None and use_gpu.get())
+
+    def _engineThreads(self):
+        """Threads of one engine job: the binary threads when steps run in parallel."""
+        if not hasattr(self, "numberOfThreads"):
+            return 1
+        if not self.modeSerial() and hasattr(self, "binThreads"):
+            return max(1, int(self.binThreads.get() or 1))
+        return max(1, int(self.numberOfThreads.get() or 1))
 
     def _deviceArg(self):
         """``--device``: the plugin's default when GPUs are allowed (auto falls back to CPU)."""

@@ -64,7 +64,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.exportStep, needsGPU=False)
-        self._insertFunctionStep(self.classifyStep, needsGPU=True)
+        self._insertFunctionStep(self.classifyStep, needsGPU=self._usesGpu())
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def _box(self):

@@ -38,7 +38,7 @@ class ProtPicker3DMasks(ProtPicker3DBase):
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class, or one number for all classes. "
                            "Empty: the coordinates' box size.")
-        self._addComputeParams(form, gpu=False, threads=2)
+        self._addComputeParams(form, gpu=False, threads=2, parallel_steps=True)
 
     def _insertAllSteps(self):
         coords = self.inputCoordinates.get()

@@ -53,12 +53,12 @@ class ProtPicker3DPick(ProtPicker3DBase):
         form.addParam("splitClasses", params.BooleanParam, default=False, label="Also one set per class?")
         form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
                       help="The per-voxel particle probability of each tomogram, as tomo masks.")
-        self._addComputeParams(form, gpu=True, threads=2)
+        self._addComputeParams(form, gpu=True, threads=2, parallel_steps=True)
 
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
         ts_ids = sorted(tomograms_by_ts_id(self.inputTomograms.get()))
-        deps = [self._insertFunctionStep(self.pickStep, ts_id, needsGPU=True, prerequisites=[]) for ts_id in ts_ids]
+        deps = [self._insertFunctionStep(self.pickStep, ts_id, needsGPU=self._usesGpu(), prerequisites=[]) for ts_id in ts_ids]
         self._insertFunctionStep(self.createOutputStep, ts_ids, needsGPU=False, prerequisites=deps)
 
     def _folder(self, ts_id):

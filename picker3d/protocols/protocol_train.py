@@ -95,7 +95,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.convertInputStep, needsGPU=False)
-        self._insertFunctionStep(self.trainStep, needsGPU=True)
+        self._insertFunctionStep(self.trainStep, needsGPU=self._usesGpu())
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def _classes(self):

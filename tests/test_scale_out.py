@@ -1,0 +1,73 @@
+"""Scale-out (issue 7): picking 4 tomograms with 2 steps running at once, in a Scipion project."""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import pytest
+
+import tomo.tests.test_base_centralized_layer as tomo_checks
+
+pytestmark = pytest.mark.scipion
+
+SHAPE = (48, 64, 64)
+
+
+class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+        from pyworkflow.tests import setupTestProject
+        from tomo.protocols import ProtImportTomograms
+        from picker3d.engine.coords import CoordTable
+        from picker3d.engine.simulate import write_simulation
+        from picker3d.engine.mrcio import read_volume
+        from picker3d.engine.coords import read_table
+        from picker3d.engine.train import train
+        cls.cwd = os.getcwd()
+        cls.data = tempfile.mkdtemp(prefix="picker3d_scale_")
+        write_simulation(cls.data, n_tomograms=4, seed=90, shape=SHAPE, snr=2.0, species=["barrel"],
+                         counts={"barrel": 6}, crowders=0, vesicles=0, membranes=0, gold=0)
+        torch.set_num_threads(2)
+        vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
+        tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
+        cls.model_file = os.path.join(cls.data, "model.pt")
+        train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=4, iters_per_epoch=10,
+              patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+        setupTestProject(cls)
+        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_0?.mrc", samplingRate=10.0)
+        cls.launchProtocol(prot)
+        cls.tomos = prot.Tomograms
+
+    @classmethod
+    def tearDownClass(cls):
+        os.chdir(cls.cwd)
+        shutil.rmtree(cls.data, ignore_errors=True)
+
+    def test_pick_four_tomograms_two_steps_at_once(self):
+        from picker3d.engine.coords import read_table
+        from picker3d.engine.metrics import evaluate
+        from picker3d.protocols import ProtPicker3DImportModel, ProtPicker3DPick
+        imp = self.newProtocol(ProtPicker3DImportModel, modelFile=self.model_file)
+        self.launchProtocol(imp)
+        pick = self.newProtocol(ProtPicker3DPick, inputModel=imp.model, inputTomograms=self.tomos, useGpu=False,
+                                numberOfThreads=3, binThreads=1)      # 2 step threads + the main one
+        self.launchProtocol(pick)
+        out = pick.coordinates
+        self.checkCoordinates(out, expectedSetSize=max(out.getSize(), 1), expectedBoxSize=18, expectedSRate=10.0)
+        per_tomo = {}
+        for c in out.iterCoordinates():
+            per_tomo[c.getTomoId()] = per_tomo.get(c.getTomoId(), 0) + 1
+        self.assertEqual(sorted(per_tomo), [f"tomo_0{i}" for i in range(4)])      # every tomogram, one set
+        for i in range(4):
+            r = evaluate(pick.getTable(f"tomo_0{i}"), read_table(os.path.join(self.data, f"tomo_0{i}.tsv")),
+                         {"barrel": 17})
+            self.assertGreater(r["f1"], 0.6, (i, r))
+            self.assertEqual(per_tomo[f"tomo_0{i}"], len(pick.getTable(f"tomo_0{i}")))
+        # the per-tomogram steps really overlapped in time
+        steps = [s for s in pick.loadSteps() if s.funcName.get() == "pickStep"]
+        self.assertEqual(len(steps), 4)
+        spans = sorted((s.initTime.datetime(), s.endTime.datetime()) for s in steps)
+        overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])
+        self.assertGreaterEqual(overlaps, 1, spans)
