@@ -8,7 +8,7 @@ import numpy as np
 from pwem.viewers import EmPlotter
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
-from .protocols import ProtPicker3DClassify, ProtPicker3DPick, ProtPicker3DTrain
+from .protocols import ProtPicker3DClassify, ProtPicker3DEvaluate, ProtPicker3DPick, ProtPicker3DTrain
 
 CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
                  "tab:pink", "tab:brown", "tab:gray"]
@@ -109,6 +109,30 @@ def plot_clustering(table, info, title="picker3d classification"):
     return plotter
 
 
+def plot_evaluation(result, threshold=None, title="picker3d evaluation"):
+    """Precision-recall curve, and F1 against the score threshold with the chosen one marked
+    (the given threshold, else the one with the best F1)."""
+    plotter = EmPlotter(x=1, y=2, mainTitle=title, figsize=(10, 4))
+    curve = result.get("pr_curve") or []
+    thr = np.array([c["threshold"] for c in curve])
+    prec = np.array([c["precision"] for c in curve])
+    rec = np.array([c["recall"] for c in curve])
+    ax = plotter.createSubPlot(f"Precision-recall (AP {result['ap']:.3f})", "recall", "precision")
+    ax.plot(rec, prec, "-", color="tab:blue")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax = plotter.createSubPlot("F1 against the score threshold", "score threshold", "F1")
+    if len(thr):
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+        ax.plot(thr, f1, "-", color="tab:green")
+        chosen = threshold if threshold is not None and threshold >= 0 else float(thr[int(np.argmax(f1))])
+        best = f1[int(np.argmin(np.abs(thr - chosen)))]
+        ax.axvline(chosen, color="k", ls="--", label=f"threshold {chosen:.3f}: F1 {best:.3f}")
+        ax.legend(fontsize=8)
+        ax.set_ylim(0, 1.02)
+    return plotter
+
+
 class Picker3DTrainViewer(Viewer):
     """Loss and validation F1 per epoch of a picker3d training."""
     _label = "training curves"
@@ -164,3 +188,18 @@ class Picker3DClassifyViewer(Viewer):
         name = prot.getRunName()
         return [plot_class_averages(averages, info["sizes"], title=f"picker3d class averages ({name})"),
                 plot_clustering(read_table(path), info, title=f"picker3d classification ({name})")]
+
+
+class Picker3DEvaluateViewer(Viewer):
+    """Precision-recall curve and F1 against the threshold, overall."""
+    _label = "precision-recall"
+    _environments = [DESKTOP_TKINTER, WEB_DJANGO]
+    _targets = [ProtPicker3DEvaluate]
+
+    def _visualize(self, obj, **kwargs):
+        res = self.protocol.getResults()
+        if res is None:
+            self.errorMessage("The evaluation has not finished yet.", title="picker3d")
+            return []
+        return [plot_evaluation(res["overall"], res.get("threshold"),
+                                title=f"picker3d evaluation ({self.protocol.getRunName()})")]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.scipion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PICKING = {"ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
-           "ProtPicker3DImportModel"}
+           "ProtPicker3DImportModel", "ProtPicker3DEvaluate"}
 EXPECTED = PICKING | {"ProtPicker3DClassify"}
 
 # Runs in a subprocess so that the import path (checkout or unpacked wheel) is controlled.

@@ -179,6 +179,30 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
             views[0].savefig(png)
             self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
 
+        # evaluate picks against the ground truth of both tomograms: the engine's numbers
+        from picker3d.protocols import ProtPicker3DEvaluate
+        ref = self._importAnnotations(filesPath=self.data, filesPattern="tomo_0?.tsv").coordinates
+        ev = self.newProtocol(ProtPicker3DEvaluate, inputCoordinates=out, referenceCoordinates=ref,
+                              diameters=f"barrel={DIAM}")
+        self.launchProtocol(ev)
+        res = ev.getResults()
+        for ts_id in ("tomo_00", "tomo_01"):
+            engine = evaluate(pick.getTable(ts_id), self._gt(int(ts_id[-1])), {"barrel": DIAM})
+            self.assertAlmostEqual(res["per_tomogram"][ts_id]["f1"], engine["f1"], places=9)
+            self.assertAlmostEqual(res["per_tomogram"][ts_id]["ap"], engine["ap"], places=9)
+        o = res["overall"]
+        self.assertEqual(ev.truePositives.getSize(), o["tp"])
+        self.assertEqual(ev.falsePositives.getSize(), o["fp"])
+        self.assertEqual(ev.missed.getSize(), o["fn"])
+        self.assertEqual(o["tp"] + o["fp"], out.getSize())
+        self.assertEqual(o["tp"] + o["fn"], ref.getSize())
+        self.assertIn(f"F1 {o['f1']:.3f}", " ".join(ev.summary()))
+        from picker3d.viewers import Picker3DEvaluateViewer
+        view = Picker3DEvaluateViewer(project=self.proj, protocol=ev)._visualize(ev)[0]
+        png = os.path.join(self.data, "evaluate.png")
+        view.savefig(png)
+        self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
+
         imp = self.newProtocol(ProtPicker3DImportModel, modelFile=model.getFileName())
         self.launchProtocol(imp)
         self.assertEqual(imp.model.getClassNames(), ["barrel"])

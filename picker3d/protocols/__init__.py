@@ -1,5 +1,6 @@
 """picker3d protocols, one per file."""
 from .protocol_classify import ProtPicker3DClassify
+from .protocol_evaluate import ProtPicker3DEvaluate
 from .protocol_import_annotations import ProtPicker3DImportAnnotations
 from .protocol_import_model import ProtPicker3DImportModel
 from .protocol_masks import ProtPicker3DMasks
@@ -7,4 +8,4 @@ from .protocol_pick import ProtPicker3DPick
 from .protocol_train import ProtPicker3DTrain
 
 __all__ = ["ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
-           "ProtPicker3DImportModel", "ProtPicker3DClassify"]
+           "ProtPicker3DImportModel", "ProtPicker3DClassify", "ProtPicker3DEvaluate"]
