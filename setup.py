@@ -38,7 +38,8 @@ setup(
         "starfile",        # RELION star files (pandas-based, as RELION 5 writes them)
         "scikit-learn",    # PCA / Gaussian mixtures for classification
     ],
-    extras_require={"test": ["pytest"]},
+    # the hand-off tests feed picker3d's sets to the converters of the downstream plugins
+    extras_require={"test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": "picker3d = picker3d",
         "console_scripts": ["picker3d = picker3d.engine.cli:main"],
