@@ -1,0 +1,57 @@
+"""Picking memory (issue 7): peak resident memory of ``pick_tomogram`` for a 200x512x512
+tomogram and one twice as large, each measured in a fresh process.
+
+The network is untrained (memory does not depend on the weights) and the tomogram is noise
+(post-processing cost is a small share). Prints seconds, peak RSS, the input volume's size
+and the ratio of peak RSS between the two sizes.
+
+Usage: python benchmarks/bench_memory.py [--bin 2] [--classes 5] [--channels 16,32,48,64] [--flips 1]
+"""
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np, torch
+from picker3d.engine.network import ResUNet3D
+from picker3d.engine.pick import pick_tomogram
+shape, bin_, n_classes, channels, flips = json.loads(sys.argv[1])
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = ResUNet3D(n_classes, channels=tuple(channels)).eval()
+meta = {"classes": [f"c{i}" for i in range(n_classes)], "diameters": {f"c{i}": 12.0 for i in range(n_classes)},
+        "bin": bin_, "tile": 96, "pad": 12, "flips": flips}
+vol = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.time()
+table, _ = pick_tomogram(model, meta, vol)
+print(json.dumps({"shape": shape, "seconds": round(time.time() - t0, 1),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "rss_before_pick_mb": round(base, 1), "volume_mb": round(vol.nbytes / 2**20, 1)}))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=5)
+    ap.add_argument("--channels", default="16,32,48,64")
+    ap.add_argument("--flips", type=int, default=1)
+    a = ap.parse_args()
+    results = []
+    for shape in ([200, 512, 512], [400, 512, 512]):
+        args = json.dumps([shape, a.bin, a.classes, [int(c) for c in a.channels.split(",")], a.flips])
+        out = subprocess.run([sys.executable, "-c", CHILD, args], capture_output=True, text=True, check=True)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(res)
+        print(json.dumps(res), flush=True)
+    r0, r1 = results
+    print(f"peak RSS ratio (2x volume / 1x volume): {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; "
+          f"above the input volume: {r0['peak_rss_mb'] - r0['volume_mb']:.0f} MB vs "
+          f"{r1['peak_rss_mb'] - r1['volume_mb']:.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
