@@ -258,3 +258,59 @@ def test_border_margin_drops_particles_near_faces_for_every_class():
     inner = find_particles(probs, ["a", "b"], {"a": 6, "b": 6}, t_seg=0.3, t_lm=0.1, border=5)
     assert len(all_) == 4
     assert sorted(map(tuple, np.round(inner.xyz).astype(int).tolist())) == [(20, 10, 15), (20, 20, 15)]
+
+
+class _PointwiseNet(torch.nn.Module):
+    """A stand-in network whose logits depend on each voxel alone (so any tiling is exact):
+    class 1 where the density is high, class 2 where it is very high."""
+    multiple = 8
+    n_classes = 2
+
+    def forward(self, x, offset=(0, 0, 0), full_shape=None):
+        return torch.cat([torch.zeros_like(x), 6 * x - 3, 12 * x - 10], dim=1)
+
+    def probabilities(self, logits):
+        return torch.softmax(logits, dim=1)
+
+
+def test_predicting_a_z_range_equals_the_whole_volume_slice():
+    torch.manual_seed(0)
+    net = ResUNet3D(2, channels=(4, 8, 12, 16)).eval()
+    vol = np.random.default_rng(1).standard_normal((40, 36, 44)).astype(np.float32)
+    whole = predict_volume(net, vol, tile=32, pad=4, flips=8)
+    for lo, hi in ((0, 9), (13, 27), (31, 40)):
+        part = predict_volume(net, vol, tile=32, pad=4, flips=8, z_range=(lo, hi))
+        np.testing.assert_allclose(part, whole[:, lo:hi], atol=1e-5)
+
+
+def test_slab_picking_equals_whole_volume_picking():
+    from scipy import ndimage
+    from picker3d.engine.pick import pick_tomogram
+    rng = np.random.default_rng(2)
+    vol = np.zeros((72, 40, 40), np.float32)
+    pts = rng.uniform([3, 3, 3], [69, 37, 37], size=(40, 3)).astype(int)
+    vol[tuple(pts.T)] = rng.uniform(1, 3, len(pts))
+    vol = ndimage.gaussian_filter(vol, 1.5) * 30
+    meta = {"classes": ["a", "b"], "diameters": {"a": 6.0, "b": 8.0}, "bin": 1, "tile": 32, "pad": 4, "flips": 1,
+            "thresholds": {"t_seg": 0.3, "class": {"a": 0.1, "b": 0.1}}}
+    net = _PointwiseNet()
+    whole, probs = pick_tomogram(net, meta, vol, slab=0)
+    slabbed, background = pick_tomogram(net, meta, vol, slab=8, border=2)
+    whole_b, _ = pick_tomogram(net, meta, vol, slab=0, border=2)
+    assert len(whole) >= 10 and background.shape == (1,) + vol.shape
+    np.testing.assert_allclose(background[0], probs[0], atol=1e-6)
+    for a, b in ((whole_b, slabbed),):
+        oa, ob = np.lexsort(a.xyz.T[::-1]), np.lexsort(b.xyz.T[::-1])
+        np.testing.assert_allclose(a.xyz[oa], b.xyz[ob], atol=1e-6)
+        assert list(a.classes[oa]) == list(b.classes[ob])
+        np.testing.assert_allclose(a.scores[oa], b.scores[ob], atol=1e-6)
+
+
+def test_read_binned_equals_binning_the_volume(tmp_path):
+    from picker3d.engine.mrcio import read_binned, read_volume, write_volume
+    from picker3d.engine.pick import bin_volume
+    vol = np.random.default_rng(3).standard_normal((21, 30, 34)).astype(np.float32)
+    write_volume(str(tmp_path / "v.mrc"), vol, 7.5)
+    binned, vs, shape = read_binned(str(tmp_path / "v.mrc"), 2, chunk_bytes=1)   # a plane pair at a time
+    assert vs == pytest.approx(7.5) and shape == vol.shape
+    np.testing.assert_allclose(binned, bin_volume(read_volume(str(tmp_path / "v.mrc"))[0], 2), atol=1e-6)

@@ -287,15 +287,19 @@ def cmd_train(a):
 
 def cmd_pick(a):
     from .coords import write_table
-    from .mrcio import read_volume, write_volume
+    from .mrcio import read_binned, read_voxel_size, write_volume
     from .pick import pick_tomogram, upsample
     from .train import load_model
     device = resolve_device(a.device)
     model, meta = None, None
     keep = None
     for path in a.tomograms:
-        vol, vs = read_volume(path)
         if model is None:
+            # the model first: its binning says how to read the tomograms
+            try:
+                vs = read_voxel_size(path)
+            except InputError:
+                vs = None      # read_binned below names the problem
             model, meta = load_model(a.model, device, voxel_size=vs, warn=lambda m: print(m, file=sys.stderr))
             if a.classes:
                 keep = [c.strip() for c in a.classes.split(",") if c.strip()]
@@ -303,17 +307,19 @@ def cmd_pick(a):
                 if unknown:
                     raise InputError(f"--classes: the model {a.model} was not trained on {', '.join(unknown)} "
                                      f"(its classes: {', '.join(meta['classes'])})")
+        # read and binned a few planes at a time: the full-size tomogram is never in memory
+        vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
         t0 = time.time()
         table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                      pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True),
-                                     flips=a.flips, border=a.border)
+                                     flips=a.flips, border=a.border, original_shape=full_shape)
         if keep is not None:
             table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
         stem = os.path.splitext(os.path.basename(path))[0]
         os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
         write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
         if a.score_map:
-            score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), vol.shape)
+            score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
             write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
         counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
         print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s")

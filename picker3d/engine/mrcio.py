@@ -42,10 +42,58 @@ def read_volume(path, dtype=np.float32, allow_non_finite=False):
     return data, voxel
 
 
+def read_binned(path, factor, chunk_bytes=64 << 20):
+    """``(binned volume, voxel size, full shape)`` of a 3D MRC file, read and binned by
+    ``factor`` a few planes at a time: the full-size tomogram is never in memory. Validated
+    like :func:`read_volume` (3D, finite)."""
+    if factor <= 1:
+        data, voxel = read_volume(path)
+        return data, voxel, data.shape
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not an MRC file")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            header = mrc.header
+            voxel = float(mrc.voxel_size.x)
+            dtype = mrcfile.utils.data_dtype_from_header(header)
+            nz, ny, nx = int(header.nz), int(header.ny), int(header.nx)
+            offset = 1024 + int(header.nsymbt)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
+    if min(nz, ny, nx) < 2:
+        raise InputError(f"{path}: expected a 3D volume, found an array of shape {(nz, ny, nx)}")
+    plane = ny * nx * dtype.itemsize
+    if os.path.getsize(path) < offset + nz * plane:
+        raise InputError(f"{path}: truncated MRC file (header says {nz}x{ny}x{nx} voxels)")
+    from .pick import bin_volume
+    zb = nz // factor
+    out = np.empty((zb, ny // factor, nx // factor), dtype=np.float32)
+    step = factor * max(1, chunk_bytes // (plane * factor))
+    n_bad = 0
+    for z0 in range(0, zb * factor, step):
+        z1 = min(z0 + step, zb * factor)
+        raw = np.fromfile(path, dtype=dtype, count=(z1 - z0) * ny * nx, offset=offset + z0 * plane)
+        raw = raw.reshape(z1 - z0, ny, nx).astype(np.float32)
+        finite = np.isfinite(raw)
+        if not finite.all():
+            n_bad += int(raw.size - np.count_nonzero(finite))
+            continue
+        out[z0 // factor:z1 // factor] = bin_volume(raw, factor)
+    if n_bad:
+        raise InputError(f"{path}: contains {n_bad} NaN/Inf voxels")
+    return out, voxel, (nz, ny, nx)
+
+
 def read_voxel_size(path):
     """Voxel size in Å from an MRC header, without reading the data."""
-    with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
-        return float(mrc.voxel_size.x)
+    try:
+        with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
+            return float(mrc.voxel_size.x)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
 
 
 def read_shape(path):

@@ -78,12 +78,16 @@ def _is_oom(exc):
     return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
-def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False, log=None, flips=1):
+def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False, log=None, flips=1,
+                   z_range=None, stats=None):
     """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference.
 
     ``flips`` > 1 averages the predictions of mirrored copies (test-time augmentation:
     2 = also mirrored in x, 4 = x, y and xy). When a tile does not fit in memory (CUDA
     out-of-memory or MemoryError) the tile side is reduced and inference restarts.
+    ``z_range=(z0, z1)`` returns only those planes, computed by the very tiles whole-volume
+    inference uses for them (identical values; memory of the range, not of the volume);
+    ``stats=(mean, std)`` is the volume's normalisation when it was computed beforehand.
     """
     m = model.multiple
     # a tile larger than the (padded) volume only costs memory: shrink it to fit
@@ -94,7 +98,7 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
         tile = fit
     while True:
         try:
-            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips)
+            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range, stats)
         except (RuntimeError, MemoryError) as exc:
             smaller = (tile - 24) // m * m
             if not _is_oom(exc):
@@ -112,7 +116,16 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
 FLIP_SETS = {1: [()], 2: [(), (2,)], 4: [(), (2,), (1,), (1, 2)], 8: [(), (2,), (1,), (1, 2), (0,), (0, 2), (0, 1), (0, 1, 2)]}
 
 
-def _predict_tiles(model, volume, tile, pad, device, progress, log, flips):
+def _reflect(j, n, edge):
+    """Indices of ``np.pad(..., mode="reflect" | "edge")`` for positions ``j`` of an axis of length n."""
+    if edge or n == 1:
+        return np.clip(j, 0, n - 1)
+    period = 2 * (n - 1)
+    j = np.mod(j, period)
+    return np.where(j > n - 1, period - j, j)
+
+
+def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None):
     m = model.multiple
     if tile % m:
         raise ValueError(f"tile {tile} must be a multiple of {m}")
@@ -121,38 +134,55 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips):
         raise ValueError(f"tile {tile} must exceed twice the padding {pad}")
     if flips not in FLIP_SETS:
         raise ValueError(f"flips must be one of {sorted(FLIP_SETS)}, not {flips}")
-    vol = normalize(volume)
-    Z, Y, X = vol.shape
-    # pad by `pad` with mirroring, and up to at least one tile per axis
-    need = [max(tile - (n + 2 * pad), 0) for n in vol.shape]
+    mean, std = stats if stats is not None else (float(np.mean(volume, dtype=np.float64)),
+                                                 float(np.std(volume, dtype=np.float64)))
+    Z, Y, X = volume.shape
+    z0, z1 = z_range if z_range is not None else (0, Z)
+    # the volume is mirror-padded by `pad` (and up to one tile per axis); tiles are cut from
+    # that padded volume by index arithmetic, so no padded copy of the volume is made
+    need = [max(tile - (n + 2 * pad), 0) for n in volume.shape]
+    edge = min(volume.shape) <= pad
     K = model.n_classes + 1
-    out = np.zeros((K, Z, Y, X), dtype=np.float32)
+    out = np.zeros((K, z1 - z0, Y, X), dtype=np.float32)
     model.eval()
     dev = torch.device(device)
     use_amp = dev.type == "cuda"
     t0 = time.time()
     flip_axes = FLIP_SETS[flips]
-    for f_i, axes in enumerate(flip_axes):
-        v = np.flip(vol, axes) if axes else vol
-        padded = np.pad(v, [(pad, pad + e) for e in need], mode="reflect" if min(vol.shape) > pad else "edge")
-        starts = [_starts(n, inner, tile) for n in padded.shape]
-        corners = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
-        acc = np.zeros((K, Z, Y, X), dtype=np.float32)
+    starts = [_starts(n + 2 * pad + e, inner, tile) for n, e in zip(volume.shape, need)]
+    plan = []
+    for axes in flip_axes:
+        # the planes [z0, z1) lie at [Z - z1, Z - z0) of a volume mirrored in z
+        f0, f1 = (Z - z1, Z - z0) if 0 in axes else (z0, z1)
+        za = [a for a in starts[0] if a < f1 and min(a + inner, Z) > f0]
+        plan.append((axes, f0, f1, [(a, b, c) for a in za for b in starts[1] for c in starts[2]]))
+    n_all = sum(len(p[3]) for p in plan)
+    n_done = 0
+    for axes, f0, f1, corners in plan:
+        idx = []
+        for ax, n in enumerate(volume.shape):
+            j = _reflect(np.arange(-pad, n + pad + need[ax]), n, edge)
+            idx.append(n - 1 - j if ax in axes else j)      # mirrored copy: read it backwards
+        acc = np.zeros((K, f1 - f0, Y, X), dtype=np.float32)
         with torch.inference_mode():
             # one tile per forward pass: on a CPU larger batches are not faster (measured)
-            for done, (a, b, c) in enumerate(corners, start=1):
-                xt = torch.from_numpy(np.ascontiguousarray(padded[a:a + tile, b:b + tile, c:c + tile]))[None, None]
+            for a, b, c in corners:
+                sub = volume[np.ix_(idx[0][a:a + tile], idx[1][b:b + tile], idx[2][c:c + tile])]
+                sub = (np.asarray(sub, dtype=np.float32) - mean) / (std + 1e-6)
+                xt = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
                 with torch.autocast(dev.type, enabled=use_amp):
                     # offsets in the un-padded tomogram's frame, for global coord-conv
                     logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
                 p = model.probabilities(logits.float())[0]
-                # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner)
+                # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner),
+                # restricted to the planes asked for
                 ze, ye, xe = min(a + inner, Z), min(b + inner, Y), min(c + inner, X)
-                if ze > a and ye > b and xe > c:
-                    acc[:, a:ze, b:ye, c:xe] = p[:, pad:pad + ze - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
+                za, zb = max(a, f0), min(ze, f1)
+                if zb > za and ye > b and xe > c:
+                    acc[:, za - f0:zb - f0, b:ye, c:xe] = \
+                        p[:, pad + za - a:pad + zb - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
+                n_done += 1
                 if progress or log:
-                    n_all = len(corners) * len(flip_axes)
-                    n_done = f_i * len(corners) + done
                     el = time.time() - t0
                     msg = f"tiles {n_done}/{n_all}  elapsed {el:.0f}s  ETA {el / n_done * (n_all - n_done):.0f}s"
                     if progress and sys.stderr.isatty():
@@ -168,7 +198,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips):
 
 
 def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=1, mode="peaks",
-                   border=0, class_thresholds=None, smooth=0.25):
+                   border=0, class_thresholds=None, smooth=0.25, dedupe=True):
     """Particles from class probabilities ``(K, Z, Y, X)``; returns a CoordTable with scores.
 
     ``diameters`` maps class name → diameter in voxels (for NMS windows and t_dist).
@@ -209,7 +239,7 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         lim = np.array(shape[::-1]) - 1 - border
         ok = np.all((xyz >= border) & (xyz <= lim), axis=1)
         xyz, scores, names = xyz[ok], scores[ok], names[ok]
-    keep = deduplicate(xyz, scores, names, diameters)
+    keep = deduplicate(xyz, scores, names, diameters) if dedupe else np.arange(len(xyz))
     return CoordTable(xyz[keep], names[keep], scores[keep])
 
 
@@ -281,23 +311,74 @@ def deduplicate(xyz, scores, names, diameters):
     return np.array(sorted(keep), dtype=int)
 
 
+SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
+
+
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None, border=0):
+                  log=None, progress=False, flips=None, border=0, slab=SLAB, original_shape=None):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
     coordinates are returned in the original voxel frame, ``probs`` stay binned (use
     :func:`upsample` for a full-size score map). Thresholds default to the calibrated ones
     stored in the model; ``threshold`` overrides every class's score threshold.
+
+    Memory: when the binned tomogram is thicker than ``slab`` planes plus the margins the
+    post-processing needs, it is predicted and post-processed slab by slab along z (each
+    slab with the margins, computed by the same tiles as whole-volume inference, so the
+    picks are the same) and only the background probability is kept for the whole volume
+    (``probs`` then has that one channel). ``mode="cc"`` always works on the whole volume.
+    With ``original_shape`` given, ``volume`` is already binned by the model's factor (e.g.
+    by :func:`picker3d.engine.mrcio.read_binned`, which never holds the full-size tomogram).
     """
     factor = int(meta.get("bin", 1))
     tile = tile or meta.get("tile", 96)
     pad = meta.get("pad", 12) if pad is None else pad
     flips = flips or meta.get("flips", 1)
-    probs = predict_volume(model, bin_volume(volume, factor), tile=tile, pad=pad, device=device, log=log,
-                           progress=progress, flips=flips)
-    table = particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border)
-    return table, probs
+    if original_shape is not None:
+        binned, full_shape = np.asarray(volume, dtype=np.float32), tuple(original_shape)
+    else:
+        binned, full_shape = bin_volume(volume, factor), volume.shape
+    Z = binned.shape[0]
+    halo = _postprocess_margin(meta, factor)
+    if mode == "cc" or not slab or Z <= slab + 2 * halo:
+        probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, log=log,
+                               progress=progress, flips=flips)
+        return particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border), probs
+    stats = (float(np.mean(binned, dtype=np.float64)), float(np.std(binned, dtype=np.float64)))
+    background = np.empty((1,) + binned.shape, dtype=np.float32)
+    tables = []
+    for z0 in range(0, Z, slab):
+        z1 = min(z0 + slab, Z)
+        lo, hi = max(z0 - halo, 0), min(z1 + halo, Z)
+        if log:
+            log(f"slab z {z0}-{z1} of {Z} (binned)")
+        probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, flips=flips, z_range=(lo, hi),
+                               stats=stats, progress=progress, log=None)
+        background[0, z0:z1] = probs[0, z0 - lo:z1 - lo]
+        t = particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=0, z_offset=lo,
+                                 dedupe=False)
+        zb = to_binned(t.xyz, factor)[:, 2] if len(t) else np.zeros(0)
+        tables.append(t.subset(np.where((zb >= z0 - 0.5) & (zb < z1 - 0.5))[0]))   # this slab's own picks
+    table = CoordTable(np.concatenate([t.xyz for t in tables]), np.concatenate([t.classes for t in tables]),
+                       np.concatenate([t.scores for t in tables]))
+    if border > 0 and len(table):
+        lim = (np.array(full_shape[::-1]) - 1) - border
+        ok = np.all((table.xyz >= border) & (table.xyz <= lim), axis=1)
+        table = table.subset(np.where(ok)[0])
+    # de-duplication once, in the binned frame as whole-volume picking does it
+    diam_b = {c: meta["diameters"][c] / factor for c in meta["classes"]}
+    keep = deduplicate(to_binned(table.xyz, factor), table.scores, table.classes, diam_b)
+    return table.subset(keep), background
+
+
+def _postprocess_margin(meta, factor):
+    """Planes of context the peak finding needs around a slab (binned voxels): the Gaussian's
+    reach, half the max-pooling window, the 3x3x3 vote and refinement (de-duplication is done
+    once for the whole volume)."""
+    d = max(meta["diameters"][c] for c in meta["classes"]) / factor
+    sigma = max(d * peak_smoothing(meta), 0.5)
+    return int(math.ceil(3.0 * sigma + 0.5)) + (max(3, int(math.ceil(d / 2)) | 1)) // 2 + 2
 
 
 def peak_smoothing(meta):
@@ -305,11 +386,13 @@ def peak_smoothing(meta):
     return 1.0 / 12.0 if meta.get("labels") == "sparse" else 0.25
 
 
-def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None, border=0):
+def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=None, border=0, z_offset=0,
+                         dedupe=True):
     """Post-processing with a model's settings: binned probabilities → table in original voxels.
 
     ``border`` (original voxels) drops particles whose centre is closer than that to a face
-    of the volume, for every class alike.
+    of the volume, for every class alike. ``probs`` may be the planes from ``z_offset`` on
+    of a larger volume (slab-wise picking, which de-duplicates once at the end).
     """
     factor = int(meta.get("bin", 1))
     thr = thresholds if thresholds is not None else (meta.get("thresholds") or {})
@@ -319,6 +402,8 @@ def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=N
     diam = {c: meta["diameters"][c] / factor for c in meta["classes"]}
     table = find_particles(probs, meta["classes"], diam, t_seg=t_seg, t_lm=t_lm, mode=mode,
                            class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))),
-                           border=border / factor, smooth=peak_smoothing(meta))
+                           border=border / factor, smooth=peak_smoothing(meta), dedupe=dedupe)
+    if z_offset and len(table):
+        table.xyz = table.xyz + [0.0, 0.0, float(z_offset)]
     table.xyz = from_binned(table.xyz, factor)
     return table
