@@ -13,17 +13,23 @@ import numpy as np
 from .errors import InputError
 
 
+def _existing_file(path):
+    """``path`` as a string, or InputError when it is missing or a folder."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not an MRC file")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found")
+    return path
+
+
 def read_volume(path, dtype=np.float32, allow_non_finite=False):
     """Return ``(data, voxel_size_A)`` for a 3D MRC file, validated.
 
     Raises InputError naming the file for: missing/unreadable file, non-MRC
     content, 2D images, NaN/Inf values.
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder, not an MRC file")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
+    path = _existing_file(path)
     try:
         with mrcfile.open(path, permissive=True, mode="r") as mrc:
             if mrc.data is None:
@@ -49,11 +55,7 @@ def read_binned(path, factor, chunk_bytes=64 << 20):
     if factor <= 1:
         data, voxel = read_volume(path)
         return data, voxel, data.shape
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder, not an MRC file")
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
+    path = _existing_file(path)
     try:
         with mrcfile.open(path, header_only=True, permissive=True) as mrc:
             header = mrc.header

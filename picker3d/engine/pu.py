@@ -140,18 +140,20 @@ def pn_loss(logits, heat, alpha=ALPHA, beta=BETA):
     return (pos + neg) / tp.sum().clamp(min=1)
 
 
-def class_priors(prior, tables, class_names):
-    """Split a total prior over classes by their share of the annotations."""
+def _annotation_shares(tables, class_names):
+    """Each class's share of the annotated particles (equal shares when there are none)."""
     counts = np.array([sum(int((t.classes == c).sum()) if t.classes is not None else len(t) for t in tables)
                        for c in class_names], dtype=float)
-    share = counts / counts.sum() if counts.sum() else np.full(len(class_names), 1.0 / len(class_names))
-    return (float(prior) * share).tolist()
+    return counts / counts.sum() if counts.sum() else np.full(len(class_names), 1.0 / len(class_names))
+
+
+def class_priors(prior, tables, class_names):
+    """Split a total prior over classes by their share of the annotations."""
+    return (float(prior) * _annotation_shares(tables, class_names)).tolist()
 
 
 def prior_from_counts(n_particles, tables, class_names, diameters, shape):
     """Total prior for ``n_particles`` per tomogram, split by annotation shares, sized per class."""
-    counts = np.array([sum(int((t.classes == c).sum()) if t.classes is not None else len(t) for t in tables)
-                       for c in class_names], dtype=float)
-    share = counts / counts.sum() if counts.sum() else np.full(len(class_names), 1.0 / len(class_names))
+    share = _annotation_shares(tables, class_names)
     return float(sum(prior_from_count(n_particles * s, diameter_of(diameters, c), shape)
                      for s, c in zip(share, class_names)))
