@@ -88,6 +88,8 @@ def _add_train(sub):
                         "the model stores it, coordinates stay in the original voxels)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies averaged in validation and, by default, picking")
+    p.add_argument("--min-mask", type=float, default=3.0, metavar="VOX",
+                   help="smallest weak-label diameter in network voxels (after --bin)")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
@@ -280,7 +282,7 @@ def cmd_train(a):
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
           loss=a.loss or ("pu" if a.labels == "sparse" else "dice+ce"), mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
-          augment=not a.no_augment, labels=a.labels, prior=a.prior, expected_particles=a.expected_particles)
+          augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior, expected_particles=a.expected_particles)
     print(f"model written to {a.out}")
     return 0
 

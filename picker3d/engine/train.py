@@ -266,7 +266,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
           channels=(8, 16, 24, 36), loss="dice+ce", mask_type="tball", lr=3e-3, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
-          augment=True, labels="complete", prior=None, expected_particles=None):
+          augment=True, labels="complete", prior=None, expected_particles=None, min_mask=3.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``labels="sparse"``: the coordinates are a subset of the particles; trains a heatmap head
@@ -277,7 +277,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     ``bin`` > 1 trains (and later picks) on the tomograms binned by that factor: 8x fewer
     voxels per bin-2 step, which on a CPU budget buys many more iterations for particles
     that stay >= ~6 voxels across after binning. ``flips`` is the test-time mirroring used
-    for validation and stored for picking (1, 2, 4 or 8).
+    for validation and stored for picking (1, 2, 4 or 8). ``min_mask`` is the smallest label
+    diameter in network voxels (small species binned away get a blob this wide).
     """
     for c in class_names:
         diameter_of(diameters, c)
@@ -304,7 +305,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     bin = int(bin)
     # network space: binned volumes, coordinates and diameters (masks at least 3 voxels wide)
     diam_b = {c: diam[c] / bin for c in class_names}
-    mask_diam = {c: max(diam_b[c], 3.0) for c in class_names}
+    mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
     big = max(class_names, key=lambda c: diam_b[c])
     if diam_b[big] > tile - 2 * pad:
         raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
@@ -364,7 +365,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
-                 "labels": labels, "prior": prior,
+                 "labels": labels, "prior": prior, "min_mask": float(min_mask),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
     for epoch in range(start_epoch, epochs):
