@@ -67,3 +67,11 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path, args, culprit):
     assert len(lines) == 1 and lines[0].startswith("picker3d: error:") and culprit in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "o.mrc")   # nothing half-written
+
+
+def test_subset_with_an_empty_index_list():
+    """A class with no pick in a tomogram gives an empty selection (a regression: [] is float)."""
+    from picker3d.engine.coords import CoordTable
+    t = CoordTable([[1, 2, 3], [4, 5, 6]], ["a", "b"], [0.5, 0.9])
+    assert len(t.subset([])) == 0 and t.subset([]).classes.tolist() == []
+    assert t.subset(np.array([False, True])).classes.tolist() == ["b"]

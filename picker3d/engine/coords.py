@@ -62,6 +62,8 @@ class CoordTable:
 
     def subset(self, idx):
         idx = np.asarray(idx)
+        if idx.dtype != bool:
+            idx = idx.astype(int)      # an empty list would otherwise be a float index
         return CoordTable(self.xyz[idx],
                           None if self.classes is None else self.classes[idx],
                           None if self.scores is None else self.scores[idx],
