@@ -28,7 +28,7 @@ def run_subtomograms(args, snr):
     truth = [r["class"] for r in rows]
     t0 = time.time()
     res = disca(normalize_box(bin_boxes(stack, args.bin)), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, log=lambda s: print("   ", s, flush=True))
+                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim, log=lambda s: print("   ", s, flush=True))
     t_cls = time.time() - t0
     s = clustering_scores(truth, res["labels"])
     print(f"SNR {snr:g}: n={len(stack)} box {args.box} bin {args.bin}: K={res['k']} (true {s['k_true']}) "
@@ -65,7 +65,7 @@ def run_junk(args):
     stack, kept, _ = extract_subvolumes(tomo, np.array(xyz), args.box)
     truth = np.array(truth)[kept]
     res = disca(normalize_box(bin_boxes(stack, args.bin)), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, log=lambda s: print("   ", s, flush=True))
+                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim, log=lambda s: print("   ", s, flush=True))
     s = clustering_scores(truth, res["labels"])
     labels = res["labels"]
     junk = np.isin(truth, ["empty", "gold"])
@@ -86,6 +86,7 @@ def main():
     ap.add_argument("--kmin", type=int, default=2)
     ap.add_argument("--kmax", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pca-dim", type=int, default=2)
     ap.add_argument("--junk", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
