@@ -12,9 +12,13 @@ import time
 
 
 def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minutes=5.0, box=None,
-                       binning=2, channels="16,32,48,64", pattern="tomo_*.mrc", classify=True,
+                       binning=2, channels="16,32,48,64", pattern="tomo_??.mrc", classify=True,
                        classify_binning=2):
-    """Scipion workflow JSON (list of protocol dicts); paths may be relative to the JSON file."""
+    """Scipion workflow JSON (list of protocol dicts); paths may be relative to the JSON file.
+
+    ``pattern`` selects the tomograms only: the simulator writes ``tomo_NN_density.mrc`` and
+    ``tomo_NN_occupancy.mrc`` beside them, which ``tomo_*.mrc`` would import as tomograms too.
+    """
     box = box or 2 * int(round(max(diameters.values()) / 2.0))
     diam = ",".join(f"{k}={v:g}" for k, v in diameters.items())
 

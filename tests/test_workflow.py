@@ -62,6 +62,12 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
                                log=lines.append)
     assert len(lines) == 7 and all("finished" in ln.lower() for ln in lines), lines
     pick, export = prots[4], prots[5]
+    cwd = os.getcwd()
+    os.chdir(proj.getPath())
+    try:     # only the tomograms: not the simulator's density and occupancy maps beside them
+        assert sorted(t.getTsId() for t in prots[0].Tomograms) == ["tomo_00", "tomo_01"]
+    finally:
+        os.chdir(cwd)
     r = evaluate(pick.getTable("tomo_01"), read_table(sim / "tomo_01.tsv"), {"barrel": 17.0})
     assert r["f1"] > 0.6, r
     exported = os.path.join(proj.getPath(), export._getExportPath("tomo_01.txt"))
