@@ -40,7 +40,7 @@ def test_non_negative_clamp_engages_when_unlabeled_risk_is_small():
     r_tp_pos, _, r_tp_neg, _, r_u_neg, pi_tp, _ = pu_risks(logits, heat)
     assert float(r_u_neg.detach()) < prior * float(r_tp_neg.detach())
     loss = pu_loss(logits, heat, prior)
-    assert float(loss) == pytest.approx(prior * float(r_tp_pos), rel=1e-6)   # only the positive risk
+    assert float(loss.detach()) == pytest.approx(prior * float(r_tp_pos.detach()), rel=1e-6)   # only the positive risk
     loss.backward()
     assert torch.all(logits.grad[..., 1:] == 0)          # no push on the unlabeled voxels
     # the unclamped (unbiased) estimator is lower, i.e. it went negative
