@@ -130,6 +130,15 @@ def test_cli_train_and_pick(tmp_path):
     assert head == "x\ty\tz\tclass\tscore"
     assert os.path.exists(tmp_path / "picks" / "t_score.mrc")
     read_table(tmp_path / "picks" / "t.tsv", allow_empty=True)
+    # a device list: the tomograms are shared out, one model per device, same tables
+    import shutil
+    for name in ("u", "v"):
+        shutil.copy(tmp_path / "t.mrc", tmp_path / f"{name}.mrc")
+    tomos = [str(tmp_path / f"{n}.mrc") for n in ("t", "u", "v")]
+    assert main(["pick", "--model", str(tmp_path / "m.pt"), "--tomograms", *tomos, "--threshold", "0.0",
+                 "--out-dir", str(tmp_path / "multi"), "--device", "cpu,cpu"]) == 0
+    single = (tmp_path / "picks" / "t.tsv").read_text()
+    assert [(tmp_path / "multi" / f"{n}.tsv").read_text() for n in ("t", "u", "v")] == [single] * 3
 
 
 def test_model_file_errors(tmp_path):

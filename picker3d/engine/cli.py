@@ -104,7 +104,9 @@ def _add_pick(sub):
     p.add_argument("--model", required=True, help="model file from 'picker3d train'")
     p.add_argument("--tomograms", nargs="+", required=True)
     p.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
+                        "tomograms on several devices at once, one model per device")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
     p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
@@ -291,44 +293,69 @@ def cmd_train(a):
 
 
 def cmd_pick(a):
-    from .coords import write_table
-    from .mrcio import read_binned, read_voxel_size, write_volume
-    from .pick import pick_tomogram, upsample
+    from concurrent.futures import ThreadPoolExecutor
+    from .mrcio import read_voxel_size
     from .train import load_model
-    device = resolve_device(a.device)
-    model, meta = None, None
+    # --device cuda:0,cuda:1: one model per device, tomograms dealt out in turn
+    devices = [resolve_device(d.strip()) for d in a.device.split(",") if d.strip()] or [resolve_device("auto")]
+    # the model first: its binning says how to read the tomograms
+    try:
+        vs = read_voxel_size(a.tomograms[0])
+    except InputError:
+        vs = None      # read_binned names the problem when the tomogram is read
+    models = []
+    for i, dev in enumerate(devices):
+        model, meta = load_model(a.model, dev, voxel_size=vs,
+                                 warn=(lambda m: print(m, file=sys.stderr)) if i == 0 else (lambda m: None))
+        models.append(model)
     keep = None
-    for path in a.tomograms:
-        if model is None:
-            # the model first: its binning says how to read the tomograms
-            try:
-                vs = read_voxel_size(path)
-            except InputError:
-                vs = None      # read_binned below names the problem
-            model, meta = load_model(a.model, device, voxel_size=vs, warn=lambda m: print(m, file=sys.stderr))
-            if a.classes:
-                keep = [c.strip() for c in a.classes.split(",") if c.strip()]
-                unknown = [c for c in keep if c not in meta["classes"]]
-                if unknown:
-                    raise InputError(f"--classes: the model {a.model} was not trained on {', '.join(unknown)} "
-                                     f"(its classes: {', '.join(meta['classes'])})")
-        # read and binned a few planes at a time: the full-size tomogram is never in memory
-        vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
-        t0 = time.time()
-        table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
-                                     pad=a.pad, mode=a.mode, progress=True, log=lambda m: print(m, flush=True),
-                                     flips=a.flips, border=a.border, original_shape=full_shape)
-        if keep is not None:
-            table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
-        stem = os.path.splitext(os.path.basename(path))[0]
-        os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
-        write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
-        if a.score_map:
-            score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
-            write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
-        counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
-        print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s")
+    if a.classes:
+        keep = [c.strip() for c in a.classes.split(",") if c.strip()]
+        unknown = [c for c in keep if c not in meta["classes"]]
+        if unknown:
+            raise InputError(f"--classes: the model {a.model} was not trained on {', '.join(unknown)} "
+                             f"(its classes: {', '.join(meta['classes'])})")
+    if len(devices) == 1:
+        for path in a.tomograms:
+            _pick_one(a, path, models[0], meta, devices[0], keep)
+        return 0
+    if len(set(devices)) < len(devices) and devices[0] == "cpu":
+        import torch
+        torch.set_num_threads(max(1, torch.get_num_threads() // len(devices)))    # share the cores
+    jobs = [[p for j, p in enumerate(a.tomograms) if j % len(devices) == k] for k in range(len(devices))]
+
+    def work(k):
+        for path in jobs[k]:
+            _pick_one(a, path, models[k], meta, devices[k], keep, quiet=True)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        for f in [pool.submit(work, k) for k in range(len(devices))]:
+            f.result()          # an error in any worker ends the command with its one line
     return 0
+
+
+def _pick_one(a, path, model, meta, device, keep, quiet=False):
+    """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
+    from .coords import write_table
+    from .mrcio import read_binned, write_volume
+    from .pick import pick_tomogram, upsample
+    # read and binned a few planes at a time: the full-size tomogram is never in memory
+    vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
+    t0 = time.time()
+    table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
+                                 pad=a.pad, mode=a.mode, progress=not quiet,
+                                 log=None if quiet else (lambda m: print(m, flush=True)),
+                                 flips=a.flips, border=a.border, original_shape=full_shape)
+    if keep is not None:
+        table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
+    stem = os.path.splitext(os.path.basename(path))[0]
+    os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
+    write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
+    if a.score_map:
+        score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
+        write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
+    counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
+    print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
 
 
 def cmd_classify(a):
