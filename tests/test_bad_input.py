@@ -283,32 +283,14 @@ class TestBadInputProtocols(_ProtocolBase):
 
     @classmethod
     def setUpClass(cls):
-        import shutil
-        import tempfile
-        from pyworkflow.tests import setupTestProject
-        from tomo.protocols import ProtImportTomograms
-        from picker3d.engine.simulate import write_simulation
-        from picker3d.protocols import ProtPicker3DImportAnnotations
-        cls.cwd = os.getcwd()
-        cls.data = tempfile.mkdtemp(prefix="picker3d_bad_")
-        write_simulation(cls.data, n_tomograms=1, seed=80, shape=(40, 64, 64), snr=2.0, species=["barrel"],
-                         counts={"barrel": 4}, crowders=0, vesicles=0, membranes=0, gold=0)
-        os.makedirs(os.path.join(cls.data, "ann"))
-        shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "ann"))
-        setupTestProject(cls)
-        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_00.mrc", samplingRate=10.0)
-        cls.launchProtocol(prot)
-        cls.tomos = prot.Tomograms
-        imp = cls.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=cls.tomos,
-                              filesPath=os.path.join(cls.data, "ann"), filesPattern="*.tsv", boxSize=18)
-        cls.launchProtocol(imp)
-        cls.coords = imp.coordinates
+        import simulated_project
+        simulated_project.start(cls, "picker3d_bad_", pattern="tomo_00.mrc", annotate="ann", n_tomograms=1,
+                                seed=80, shape=(40, 64, 64), snr=2.0, species=["barrel"], counts={"barrel": 4})
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
-        os.chdir(cls.cwd)
-        shutil.rmtree(cls.data, ignore_errors=True)
+        import simulated_project
+        simulated_project.end(cls)
 
     def test_bad_input_protocol_engine_error_is_one_line_and_registers_nothing(self):
         from picker3d.protocols import ProtPicker3DTrain

@@ -1,12 +1,12 @@
 """The classify-picks protocol (DISCA) in a real Scipion project."""
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import pytest
 
 import tomo.tests.test_base_centralized_layer as tomo_checks
+
+import simulated_project
 
 pytestmark = pytest.mark.scipion
 
@@ -19,31 +19,13 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
 
     @classmethod
     def setUpClass(cls):
-        from pyworkflow.tests import setupTestProject
-        from tomo.protocols import ProtImportTomograms
-        from picker3d.engine.simulate import write_simulation
-        from picker3d.protocols import ProtPicker3DImportAnnotations
-        cls.cwd = os.getcwd()
-        cls.data = tempfile.mkdtemp(prefix="picker3d_cls_")
-        write_simulation(cls.data, n_tomograms=1, seed=7, shape=(56, 128, 128), snr=1.0,
-                         species=["large", "shell"], counts={"large": 14, "shell": 18},
-                         crowders=0, vesicles=0, membranes=0, gold=0)
-        os.makedirs(os.path.join(cls.data, "annotations"))
-        shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "annotations"))
-        setupTestProject(cls)
-        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_00.mrc",
-                               samplingRate=SAMPLING)
-        cls.launchProtocol(prot)
-        cls.tomos = prot.Tomograms
-        imp = cls.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=cls.tomos,
-                              filesPath=os.path.join(cls.data, "annotations"), filesPattern="*.tsv", boxSize=BOX)
-        cls.launchProtocol(imp)
-        cls.coords = imp.coordinates
+        simulated_project.start(cls, "picker3d_cls_", pattern="tomo_00.mrc", sampling=SAMPLING, annotate="annotations",
+                                box=BOX, n_tomograms=1, seed=7, shape=(56, 128, 128), snr=1.0,
+                                species=["large", "shell"], counts={"large": 14, "shell": 18})
 
     @classmethod
     def tearDownClass(cls):
-        os.chdir(cls.cwd)
-        shutil.rmtree(cls.data, ignore_errors=True)
+        simulated_project.end(cls)
 
     def test_classify_picks_outputs(self):
         from picker3d.convert import CLASS_ATTR

@@ -5,12 +5,13 @@ protocols run as Scipion runs them (a separate process per protocol).
 """
 import os
 import shutil
-import tempfile
 
 import numpy as np
 import pytest
 
 import tomo.tests.test_base_centralized_layer as tomo_checks
+
+import simulated_project
 
 pytestmark = pytest.mark.scipion
 
@@ -19,35 +20,20 @@ DIAM = 17                 # barrel
 SAMPLING = 10.0
 
 
-def _simulate(folder):
-    from picker3d.engine.simulate import write_simulation
-    return write_simulation(folder, n_tomograms=2, seed=60, shape=SHAPE, snr=2.0, species=["barrel"],
-                            counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
-
-
 class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
     """import tomograms → import annotations → masks → train → pick → import model."""
 
     @classmethod
     def setUpClass(cls):
-        from pyworkflow.tests import setupTestProject
-        from tomo.protocols import ProtImportTomograms
-        cls.cwd = os.getcwd()
-        cls.data = tempfile.mkdtemp(prefix="picker3d_prot_")
-        _simulate(cls.data)
+        simulated_project.start(cls, "picker3d_prot_", sampling=SAMPLING, n_tomograms=2, seed=60, shape=SHAPE,
+                                snr=2.0, species=["barrel"], counts={"barrel": 8})
         # annotations of the training tomogram only (as a user's hand-picks would be)
         os.makedirs(os.path.join(cls.data, "annotations"))
         shutil.copy(os.path.join(cls.data, "tomo_00.tsv"), os.path.join(cls.data, "annotations", "tomo_00.tsv"))
-        setupTestProject(cls)
-        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_0?.mrc",
-                               samplingRate=SAMPLING)
-        cls.launchProtocol(prot)
-        cls.tomos = prot.Tomograms
 
     @classmethod
     def tearDownClass(cls):
-        os.chdir(cls.cwd)
-        shutil.rmtree(cls.data, ignore_errors=True)
+        simulated_project.end(cls)
 
     # ---- helpers ---------------------------------------------------------------------
     def _importAnnotations(self, **kw):
@@ -104,14 +90,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         prot = self.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=self.tomos,
                                 filesPath=os.path.join(self.data, "nowhere"), filesPattern="*.tsv")
         self.assertIn("does not exist", " ".join(prot.validate()))
-        folder = os.path.join(self.data, "wrongnames")
-        os.makedirs(folder, exist_ok=True)
-        shutil.copy(os.path.join(self.data, "tomo_00.tsv"), os.path.join(folder, "other_tomo.tsv"))
-        prot = self.newProtocol(ProtPicker3DImportAnnotations, inputTomograms=self.tomos, filesPath=folder,
-                                filesPattern="*.tsv")
-        msg = " ".join(prot.validate())
-        self.assertIn("other_tomo.tsv", msg)
-        self.assertIn("tomo_00", msg)
+        # files matching no tomogram: tests/test_bad_input.py (tsId without tomogram)
 
     def test_masks(self):
         import mrcfile

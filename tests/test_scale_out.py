@@ -1,12 +1,11 @@
 """Scale-out (issue 7): picking 4 tomograms with 2 steps running at once, in a Scipion project."""
 import os
-import shutil
-import tempfile
 
-import numpy as np
 import pytest
 
 import tomo.tests.test_base_centralized_layer as tomo_checks
+
+import simulated_project
 
 pytestmark = pytest.mark.scipion
 
@@ -18,32 +17,21 @@ class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
     @classmethod
     def setUpClass(cls):
         import torch
-        from pyworkflow.tests import setupTestProject
-        from tomo.protocols import ProtImportTomograms
-        from picker3d.engine.coords import CoordTable
-        from picker3d.engine.simulate import write_simulation
-        from picker3d.engine.mrcio import read_volume
         from picker3d.engine.coords import read_table
+        from picker3d.engine.mrcio import read_volume
         from picker3d.engine.train import train
-        cls.cwd = os.getcwd()
-        cls.data = tempfile.mkdtemp(prefix="picker3d_scale_")
-        write_simulation(cls.data, n_tomograms=4, seed=90, shape=SHAPE, snr=2.0, species=["barrel"],
-                         counts={"barrel": 6}, crowders=0, vesicles=0, membranes=0, gold=0)
+        simulated_project.start(cls, "picker3d_scale_", n_tomograms=4, seed=90, shape=SHAPE, snr=2.0,
+                                species=["barrel"], counts={"barrel": 6})
         torch.set_num_threads(2)
         vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
         tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
         cls.model_file = os.path.join(cls.data, "model.pt")
         train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=4, iters_per_epoch=10,
               patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
-        setupTestProject(cls)
-        prot = cls.newProtocol(ProtImportTomograms, filesPath=cls.data, filesPattern="tomo_0?.mrc", samplingRate=10.0)
-        cls.launchProtocol(prot)
-        cls.tomos = prot.Tomograms
 
     @classmethod
     def tearDownClass(cls):
-        os.chdir(cls.cwd)
-        shutil.rmtree(cls.data, ignore_errors=True)
+        simulated_project.end(cls)
 
     def test_pick_four_tomograms_two_steps_at_once(self):
         from picker3d.engine.coords import read_table
