@@ -256,22 +256,23 @@ def fit_gmm_bic(Z, k_range, seed=0, reg=1e-3):
     return best, bics
 
 
+def _cluster_moments(Z, labels, reg):
+    """Members, means and regularised covariances of the clusters with at least two members."""
+    d = Z.shape[1]
+    members = [Z[labels == k] for k in np.unique(labels) if (labels == k).sum() > 1]
+    means = [m.mean(axis=0) for m in members]
+    covs = [np.cov(m, rowvar=False).reshape(d, d) + reg * np.eye(d) for m in members]
+    return members, means, covs
+
+
 def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3):
     """Mixture warm-started from hard labels (weights, means, covariances of each group)."""
-    ks = [k for k in np.unique(labels) if (labels == k).sum() > 1]
-    if len(ks) < 1:
+    members, means, covs = _cluster_moments(Z, labels, reg)
+    if not members:
         return None
-    d = Z.shape[1]
-    weights, means, precs = [], [], []
-    for k in ks:
-        m = Z[labels == k]
-        cov = np.cov(m, rowvar=False).reshape(d, d) + reg * np.eye(d)
-        weights.append(len(m))
-        means.append(m.mean(axis=0))
-        precs.append(np.linalg.inv(cov))
-    weights = np.asarray(weights, float) / sum(weights)
-    g = _gmm(len(ks), seed, reg, weights_init=weights, means_init=np.asarray(means),
-             precisions_init=np.asarray(precs)).fit(Z)
+    weights = np.asarray([len(m) for m in members], float) / sum(len(m) for m in members)
+    g = _gmm(len(members), seed, reg, weights_init=weights, means_init=np.asarray(means),
+             precisions_init=np.asarray([np.linalg.inv(c) for c in covs])).fit(Z)
     g.bic_ = float(g.bic(Z))
     return g
 
@@ -298,23 +299,17 @@ def align_labels(new, previous):
 
 def ddbi(Z, labels, reg=1e-3):
     """Distortion-based Davies-Bouldin index (lower = tighter, better separated clusters)."""
-    ks = [k for k in np.unique(labels) if (labels == k).sum() > 1]
-    if len(ks) < 2:
+    members, means, covs = _cluster_moments(Z, labels, reg)
+    if len(members) < 2:
         return float("inf")
-    d = Z.shape[1]
-    means, covs, scatter = [], [], []
-    for k in ks:
-        m = Z[labels == k]
-        mu = m.mean(axis=0)
-        cov = np.cov(m, rowvar=False).reshape(d, d) + reg * np.eye(d)
+    scatter = []
+    for m, mu, cov in zip(members, means, covs):
         diff = m - mu
         scatter.append(float(np.mean(np.sqrt(np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff)))))
-        means.append(mu)
-        covs.append(cov)
     worst = []
-    for i in range(len(ks)):
+    for i in range(len(members)):
         r = []
-        for j in range(len(ks)):
+        for j in range(len(members)):
             if i == j:
                 continue
             diff = means[i] - means[j]
@@ -324,16 +319,9 @@ def ddbi(Z, labels, reg=1e-3):
     return float(np.mean(worst))
 
 
-def _standardize(block):
-    """Zero mean, unit variance per column, then scaled so the block's total variance is 1."""
-    b = block - block.mean(axis=0)
-    b /= b.std(axis=0) + 1e-6
-    return b / math.sqrt(b.shape[1])
-
-
 def _project(features, dim, seed):
-    """Standardise, then PCA-whiten to at most ``dim`` components (whitening keeps the
-    mixture's covariance regularisation on one scale)."""
+    """Standardise every column, then PCA-whiten to at most ``dim`` components (whitening keeps
+    the mixture's covariance regularisation on one scale)."""
     from sklearn.decomposition import PCA
     f = features - features.mean(axis=0)
     f /= f.std(axis=0) + 1e-6
@@ -376,9 +364,9 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     ``"network"`` on the untrained network's features (the paper's start).
     ``on_iteration(it, labels)`` is called after every E-step (benchmarks score it).
     """
-    descriptors = invariant_descriptors(stack) if init == "descriptors" else None
     if init not in ("descriptors", "network"):
         raise InputError(f"--init: '{init}' must be descriptors or network")
+    descriptors = invariant_descriptors(stack) if init == "descriptors" else None
     stack = np.ascontiguousarray(stack, dtype=np.float32)
     k_range = list(k_range)
     if len(stack) <= max(2, min(k_range)):
@@ -395,10 +383,10 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     for it in range(iterations):
         t0 = time.time()
         if it == 0 and init == "descriptors":
-            feats = _standardize(descriptors)
+            feats = descriptors
         elif init == "descriptors" and combine:
-            # network features next to the descriptors, each block with equal total variance
-            feats = np.concatenate([_standardize(descriptors), _standardize(extract_features(model, stack, device))], 1)
+            # network features next to the descriptors (every column is standardised before PCA)
+            feats = np.concatenate([descriptors, extract_features(model, stack, device)], 1)
         else:
             feats = extract_features(model, stack, device)
         Z = _project(feats, pca_dim, seed)
