@@ -285,7 +285,7 @@ def cmd_train(a):
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
-          loss=a.loss or ("pu" if a.labels == "sparse" else "dice+ce"), mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
+          loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior, expected_particles=a.expected_particles)
     print(f"model written to {a.out}")

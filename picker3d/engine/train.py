@@ -61,7 +61,13 @@ def focal_loss(logits, target, gamma=2.0, weight=None):
     return ((1 - pt) ** gamma * ce).mean()
 
 
-def compute_loss(name, logits, target, n_classes, class_weight=None):
+def compute_loss(name, logits, target, n_classes, class_weight=None, prior=None):
+    """Loss of a batch: dense labels (``target`` class indices) with dice / ce / focal /
+    dice+ce; sparse labels (``target`` centre heatmaps) with pu (``prior`` per class) or pn."""
+    if name == "pu":
+        return pu_loss(logits, target, prior)
+    if name == "pn":
+        return pn_loss(logits, target)
     probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target, n_classes + 1).permute(0, 4, 1, 2, 3).float()
     if name == "dice":
@@ -72,7 +78,7 @@ def compute_loss(name, logits, target, n_classes, class_weight=None):
         return focal_loss(logits, target, weight=class_weight)
     if name == "dice+ce":
         return soft_dice_loss(probs, onehot) + F.cross_entropy(logits, target, weight=class_weight)
-    raise InputError(f"--loss: unknown loss '{name}' (known: dice, ce, focal, dice+ce)")
+    raise InputError(f"--loss: unknown loss '{name}' (known: dice, ce, focal, dice+ce, pu, pn)")
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,11 +270,12 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 
 def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
-          channels=(8, 16, 24, 36), loss="dice+ce", mask_type="tball", lr=3e-3, seed=0,
+          channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=3e-3, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=3.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
+    ``loss`` defaults to dice+ce for complete labels.
     ``labels="sparse"``: the coordinates are a subset of the particles; trains a heatmap head
     with the PU loss (``loss="pu"``, default) or, as a baseline, treating unlabeled voxels as
     negatives (``loss="pn"``). The class prior is ``prior`` (fraction of positive voxels)
@@ -287,6 +294,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     sparse = labels == "sparse"
     if sparse and loss not in ("pu", "pn"):
         loss = "pu"
+    loss = loss or "dice+ce"
     if not sparse and loss in ("pu", "pn"):
         raise InputError(f"--loss: '{loss}' needs --labels sparse")
     if sparse and loss == "pu" and prior is None and not expected_particles:
@@ -376,12 +384,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes, augment=augment)
             x, y = x.to(dev), y.to(dev)
             logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
-            if loss == "pu":
-                lval = pu_loss(logits, y, priors)
-            elif loss == "pn":
-                lval = pn_loss(logits, y)
-            else:
-                lval = compute_loss(loss, logits, y, n_classes, class_weight)
+            lval = compute_loss(loss, logits, y, n_classes, class_weight, priors)
             opt.zero_grad(set_to_none=True)
             lval.backward()
             # one-cycle position: by steps, or by elapsed time when a time budget is given
