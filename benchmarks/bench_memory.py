@@ -31,7 +31,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.time()
 from picker3d.engine.mrcio import read_binned
 binned, vs, full_shape = read_binned(path, bin_)        # as 'picker3d pick' reads it
-table, _ = pick_tomogram(model, meta, binned, original_shape=full_shape)
+table, _ = pick_tomogram(model, meta, binned, prebinned=True)
 print(json.dumps({"shape": shape, "seconds": round(time.time() - t0, 1),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "rss_before_pick_mb": round(base, 1), "volume_mb": round(4 * np.prod(shape) / 2**20, 1)}))

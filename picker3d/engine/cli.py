@@ -345,7 +345,7 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                  pad=a.pad, mode=a.mode, progress=not quiet,
                                  log=None if quiet else (lambda m: print(m, flush=True)),
-                                 flips=a.flips, border=a.border, original_shape=full_shape)
+                                 flips=a.flips, border=a.border, prebinned=True)
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
     stem = os.path.splitext(os.path.basename(path))[0]

@@ -125,6 +125,11 @@ def _reflect(j, n, edge):
     return np.where(j > n - 1, period - j, j)
 
 
+def _volume_stats(volume):
+    """(mean, std) of a volume, accumulated in float64: the tiles' normalisation."""
+    return float(np.mean(volume, dtype=np.float64)), float(np.std(volume, dtype=np.float64))
+
+
 def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None):
     m = model.multiple
     if tile % m:
@@ -134,8 +139,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
         raise ValueError(f"tile {tile} must exceed twice the padding {pad}")
     if flips not in FLIP_SETS:
         raise ValueError(f"flips must be one of {sorted(FLIP_SETS)}, not {flips}")
-    mean, std = stats if stats is not None else (float(np.mean(volume, dtype=np.float64)),
-                                                 float(np.std(volume, dtype=np.float64)))
+    mean, std = stats if stats is not None else _volume_stats(volume)
     Z, Y, X = volume.shape
     z0, z1 = z_range if z_range is not None else (0, Z)
     # the volume is mirror-padded by `pad` (and up to one tile per axis); tiles are cut from
@@ -236,11 +240,16 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz, scores, names = xyz[ok], scores[ok], names[ok]
     # border margin
     if border > 0 and len(xyz):
-        lim = np.array(shape[::-1]) - 1 - border
-        ok = np.all((xyz >= border) & (xyz <= lim), axis=1)
+        ok = _inside_border(xyz, shape, border)
         xyz, scores, names = xyz[ok], scores[ok], names[ok]
     keep = deduplicate(xyz, scores, names, diameters) if dedupe else np.arange(len(xyz))
     return CoordTable(xyz[keep], names[keep], scores[keep])
+
+
+def _inside_border(xyz, shape_zyx, border):
+    """Rows of ``xyz`` whose centre is at least ``border`` voxels from every face."""
+    lim = np.array(shape_zyx[::-1]) - 1 - border
+    return np.all((xyz >= border) & (xyz <= lim), axis=1)
 
 
 _NEIGHBOURS = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -315,7 +324,7 @@ SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
 
 
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None, border=0, slab=SLAB, original_shape=None):
+                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
@@ -328,24 +337,21 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     slab with the margins, computed by the same tiles as whole-volume inference, so the
     picks are the same) and only the background probability is kept for the whole volume
     (``probs`` then has that one channel). ``mode="cc"`` always works on the whole volume.
-    With ``original_shape`` given, ``volume`` is already binned by the model's factor (e.g.
-    by :func:`picker3d.engine.mrcio.read_binned`, which never holds the full-size tomogram).
+    With ``prebinned``, ``volume`` is already binned by the model's factor (e.g. by
+    :func:`picker3d.engine.mrcio.read_binned`, which never holds the full-size tomogram).
     """
     factor = int(meta.get("bin", 1))
     tile = tile or meta.get("tile", 96)
     pad = meta.get("pad", 12) if pad is None else pad
     flips = flips or meta.get("flips", 1)
-    if original_shape is not None:
-        binned, full_shape = np.asarray(volume, dtype=np.float32), tuple(original_shape)
-    else:
-        binned, full_shape = bin_volume(volume, factor), volume.shape
+    binned = np.asarray(volume, dtype=np.float32) if prebinned else bin_volume(volume, factor)
     Z = binned.shape[0]
-    halo = _postprocess_margin(meta, factor)
+    halo = _postprocess_margin(meta)
     if mode == "cc" or not slab or Z <= slab + 2 * halo:
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, log=log,
                                progress=progress, flips=flips)
         return particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border), probs
-    stats = (float(np.mean(binned, dtype=np.float64)), float(np.std(binned, dtype=np.float64)))
+    stats = _volume_stats(binned)
     background = np.empty((1,) + binned.shape, dtype=np.float32)
     tables = []
     for z0 in range(0, Z, slab):
@@ -362,23 +368,28 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
         tables.append(t.subset(np.where((zb >= z0 - 0.5) & (zb < z1 - 0.5))[0]))   # this slab's own picks
     table = CoordTable(np.concatenate([t.xyz for t in tables]), np.concatenate([t.classes for t in tables]),
                        np.concatenate([t.scores for t in tables]))
+    # border and de-duplication once, in the binned frame as whole-volume picking does them
+    xyz_b = to_binned(table.xyz, factor)
     if border > 0 and len(table):
-        lim = (np.array(full_shape[::-1]) - 1) - border
-        ok = np.all((table.xyz >= border) & (table.xyz <= lim), axis=1)
-        table = table.subset(np.where(ok)[0])
-    # de-duplication once, in the binned frame as whole-volume picking does it
-    diam_b = {c: meta["diameters"][c] / factor for c in meta["classes"]}
-    keep = deduplicate(to_binned(table.xyz, factor), table.scores, table.classes, diam_b)
+        ok = _inside_border(xyz_b, binned.shape, border / factor)
+        table, xyz_b = table.subset(np.where(ok)[0]), xyz_b[ok]
+    keep = deduplicate(xyz_b, table.scores, table.classes, _binned_diameters(meta))
     return table.subset(keep), background
 
 
-def _postprocess_margin(meta, factor):
+def _postprocess_margin(meta):
     """Planes of context the peak finding needs around a slab (binned voxels): the Gaussian's
     reach, half the max-pooling window, the 3x3x3 vote and refinement (de-duplication is done
     once for the whole volume)."""
-    d = max(meta["diameters"][c] for c in meta["classes"]) / factor
+    d = max(_binned_diameters(meta).values())
     sigma = max(d * peak_smoothing(meta), 0.5)
     return int(math.ceil(3.0 * sigma + 0.5)) + (max(3, int(math.ceil(d / 2)) | 1)) // 2 + 2
+
+
+def _binned_diameters(meta):
+    """{class: diameter} in the voxels of the model's (binned) network."""
+    factor = int(meta.get("bin", 1))
+    return {c: meta["diameters"][c] / factor for c in meta["classes"]}
 
 
 def peak_smoothing(meta):
@@ -399,8 +410,7 @@ def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=N
     t_seg = thr.get("t_seg", 0.5)
     class_thr = None if threshold is not None else thr.get("class")
     t_lm = 0.1 if threshold is None else threshold
-    diam = {c: meta["diameters"][c] / factor for c in meta["classes"]}
-    table = find_particles(probs, meta["classes"], diam, t_seg=t_seg, t_lm=t_lm, mode=mode,
+    table = find_particles(probs, meta["classes"], _binned_diameters(meta), t_seg=t_seg, t_lm=t_lm, mode=mode,
                            class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))),
                            border=border / factor, smooth=peak_smoothing(meta), dedupe=dedupe)
     if z_offset and len(table):
