@@ -174,20 +174,18 @@ class Picker3DClassifyViewer(Viewer):
     _targets = [ProtPicker3DClassify]
 
     def _visualize(self, obj, **kwargs):
-        import os
         from .engine.coords import read_table
         from .engine.mrcio import read_volume
         prot = self.protocol
-        path = prot._absPath(prot._labelsFile())
-        if not os.path.exists(path):
+        _, info = prot.getResult()
+        if info is None:
             self.errorMessage("The classification has not finished yet.", title="picker3d")
             return []
-        _, info = prot.getResult()
-        folder = os.path.splitext(path)[0] + "_averages"
-        averages = [read_volume(os.path.join(folder, f"class_{i:02d}.mrc"))[0] for i in range(1, info["k"] + 1)]
+        averages = [read_volume(prot._absPath(prot.getAverageFile(i)))[0] for i in range(1, info["k"] + 1)]
         name = prot.getRunName()
         return [plot_class_averages(averages, info["sizes"], title=f"picker3d class averages ({name})"),
-                plot_clustering(read_table(path), info, title=f"picker3d classification ({name})")]
+                plot_clustering(read_table(prot._absPath(prot._labelsFile())), info,
+                                title=f"picker3d classification ({name})")]
 
 
 class Picker3DEvaluateViewer(Viewer):

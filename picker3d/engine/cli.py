@@ -246,16 +246,23 @@ def cmd_evaluate(a):
     return 0
 
 
-def _read_pairs(tomos, coords, fmt, what):
+def _iter_pairs(tomos, coords, fmt, what):
+    """(tomogram, coordinate file, volume, voxel size, table) per pair, read one pair at a
+    time, the table checked against its volume."""
     from .coords import read_table
     from .mrcio import read_volume
     if len(tomos) != len(coords):
         raise InputError(f"--{what}coords: {len(coords)} coordinate files for {len(tomos)} tomograms")
-    vols, tables, vs = [], [], []
     for t, c in zip(tomos, coords):
         v, s = read_volume(t)
         tab = read_table(c, fmt)
         tab.check_inside(v.shape, c)
+        yield t, c, v, s, tab
+
+
+def _read_pairs(tomos, coords, fmt, what):
+    vols, tables, vs = [], [], []
+    for _, _, v, s, tab in _iter_pairs(tomos, coords, fmt, what):
         vols.append(v)
         tables.append(tab)
         vs.append(s)
@@ -382,12 +389,7 @@ def cmd_classify(a):
     else:
         if not a.tomograms:
             raise InputError("--tomograms: required (or give --subtomograms)")
-        if len(a.coords) != len(a.tomograms):
-            raise InputError(f"--coords: {len(a.coords)} coordinate files for {len(a.tomograms)} tomograms")
-        for t, c in zip(a.tomograms, a.coords):
-            vol, vs = read_volume(t)
-            tab = read_table(c, a.format)
-            tab.check_inside(vol.shape, c)
+        for t, c, vol, vs, tab in _iter_pairs(a.tomograms, a.coords, a.format, ""):
             stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume)
             if outside:
                 what = "left out" if a.out_of_volume == "skip" else "padded with the mean"

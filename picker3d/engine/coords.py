@@ -321,6 +321,7 @@ def read_table(path, fmt=None, **kw):
     if not os.path.isfile(path):
         raise InputError(f"{path}: coordinate file not found")
     fmt = fmt or guess_format(path)
+    table = None
     if fmt == "tsv":
         # a headerless numeric file given as .tsv is a plain table
         with open(path) as fh:
@@ -334,9 +335,6 @@ def read_table(path, fmt=None, **kw):
             fmt = "txt"
         else:
             table = read_tsv(path, allow_empty=kw.get("allow_empty", False))
-            if kw.get("class_name"):   # a fixed class name overrides the file's class column
-                table.classes = np.asarray([kw["class_name"]] * len(table), dtype=object)
-            return table
     readers = {
         "txt": lambda: read_txt(path, kw.get("column_order", "xyz"), kw.get("origin", 0), kw.get("class_name")),
         "star": lambda: read_star(path, kw.get("origin", 0), kw.get("tomo_shape"), kw.get("pixel_size")),
@@ -346,10 +344,11 @@ def read_table(path, fmt=None, **kw):
         "shrec": lambda: read_shrec(path),
         "json": lambda: read_copick(path, kw.get("pixel_size")),
     }
-    if fmt not in readers:
-        raise InputError(f"--format: unknown coordinate format '{fmt}' (known: {', '.join(FORMATS)})")
-    table = readers[fmt]()
-    if kw.get("class_name") and fmt != "txt":
+    if table is None:
+        if fmt not in readers:
+            raise InputError(f"--format: unknown coordinate format '{fmt}' (known: {', '.join(FORMATS)})")
+        table = readers[fmt]()
+    if kw.get("class_name") and fmt != "txt":    # a fixed class name overrides the file's class column
         table.classes = np.asarray([kw["class_name"]] * len(table), dtype=object)
     return table
 

@@ -23,6 +23,10 @@ def _existing_file(path):
     return path
 
 
+def _unreadable(path, exc):
+    return InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})")
+
+
 def read_volume(path, dtype=np.float32, allow_non_finite=False):
     """Return ``(data, voxel_size_A)`` for a 3D MRC file, validated.
 
@@ -39,7 +43,7 @@ def read_volume(path, dtype=np.float32, allow_non_finite=False):
     except InputError:
         raise
     except Exception as exc:  # mrcfile raises ValueError/OSError on garbage
-        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
+        raise _unreadable(path, exc) from exc
     if data.ndim != 3 or min(data.shape) < 2:
         raise InputError(f"{path}: expected a 3D volume, found an array of shape {data.shape}")
     if not allow_non_finite and not np.all(np.isfinite(data)):
@@ -64,7 +68,7 @@ def read_binned(path, factor, chunk_bytes=64 << 20):
             nz, ny, nx = int(header.nz), int(header.ny), int(header.nx)
             offset = 1024 + int(header.nsymbt)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
+        raise _unreadable(path, exc) from exc
     if min(nz, ny, nx) < 2:
         raise InputError(f"{path}: expected a 3D volume, found an array of shape {(nz, ny, nx)}")
     plane = ny * nx * dtype.itemsize
@@ -95,7 +99,7 @@ def read_voxel_size(path):
         with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
             return float(mrc.voxel_size.x)
     except Exception as exc:
-        raise InputError(f"{path}: not a readable MRC file ({exc.__class__.__name__}: {exc})") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def read_shape(path):

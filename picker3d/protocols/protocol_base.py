@@ -36,7 +36,7 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         env = Plugin.getEnviron()
         threads = str(self._engineThreads())
         env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-        if getattr(self, USE_GPU, None) is not None and self.useGpu.get():
+        if self._usesGpu():
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.getGpuList()) or "0"
         return env
 
@@ -57,8 +57,7 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
     def _deviceArg(self):
         """``--device``: the plugin's default when GPUs are allowed (auto falls back to CPU)."""
         from .. import Plugin
-        use_gpu = getattr(self, USE_GPU, None)
-        if use_gpu is not None and not use_gpu.get():
+        if hasattr(self, USE_GPU) and not self._usesGpu():
             return "--device cpu"
         return f"--device {Plugin.getDevice()}"
 

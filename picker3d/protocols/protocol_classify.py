@@ -3,7 +3,6 @@ import json
 import os
 from enum import Enum
 
-import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 from tomo.objects import AverageSubTomogram, SetOfAverageSubTomograms, SetOfCoordinates3D
@@ -77,6 +76,10 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     def _labelsFile(self):
         return self._getExtraPath("labels.tsv")
 
+    def getAverageFile(self, i):
+        """The average of class ``i`` (1-based), as the engine writes it."""
+        return self._getExtraPath("labels_averages", f"class_{i:02d}.mrc")
+
     def exportStep(self):
         coords = self.inputCoordinates.get()
         tomos = tomograms_by_ts_id(coords.getPrecedents())
@@ -93,7 +96,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
                 f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
                 f"--pca-dim {self.pcaDim.get()}",
-                f"--out {self._quote(self._labelsFile())}", self._deviceArg()]
+                f"--out {self._quote(self._labelsFile())}",
+                f"--averages {self._quote(os.path.dirname(self.getAverageFile(1)))}", self._deviceArg()]
         self.runEngine("classify", " ".join(args))
 
     def getResult(self):
@@ -142,7 +146,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         averages.setSamplingRate(coords.getPrecedents().getSamplingRate())
         for i, name in enumerate(names, start=1):
             avg = AverageSubTomogram()
-            avg.setLocation(self._getExtraPath("labels_averages", f"{name}.mrc"))
+            avg.setLocation(self.getAverageFile(i))
             avg.setSamplingRate(averages.getSamplingRate())
             avg.setClassId(i) if hasattr(avg, "setClassId") else None
             avg.setObjComment(f"{info['sizes'][i - 1]} particles")
