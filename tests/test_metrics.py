@@ -66,3 +66,14 @@ def test_shrec_hits_with_occupancy():
     pred = CoordTable([[3, 3, 3], [4, 4, 4], [0, 0, 9]], classes=["a", "b", "a"])
     h = shrec_hits(pred, ref, occ)
     assert h == {"hits": 1, "duplicates": 1, "outside": 1, "missed": 1, "class_correct": 1, "recall": 0.5}
+
+
+def test_match_by_class_needs_the_right_class():
+    from picker3d.engine.metrics import match_by_class
+    ref = CoordTable(np.array([[10.0, 10, 10], [30, 30, 30]]), ["a", "b"], None)
+    pred = CoordTable(np.array([[10.5, 10, 10], [30, 30.5, 30], [50, 50, 50]]), ["a", "a", "b"], [1, 1, 1])
+    pred_hit, ref_hit = match_by_class(pred, ref, np.array([3.0, 3.0]))
+    assert pred_hit.tolist() == [True, False, False]
+    assert ref_hit.tolist() == [True, False]
+    r = evaluate(pred, ref, {"a": 6, "b": 6})
+    assert r["tp"] == 2 and r["class_aware"]["tp"] == 1 and r["class_aware"]["fn"] == 1

@@ -170,12 +170,29 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
             self.assertAlmostEqual(res["per_tomogram"][ts_id]["f1"], engine["f1"], places=9)
             self.assertAlmostEqual(res["per_tomogram"][ts_id]["ap"], engine["ap"], places=9)
         o = res["overall"]
-        self.assertEqual(ev.truePositives.getSize(), o["tp"])
-        self.assertEqual(ev.falsePositives.getSize(), o["fp"])
-        self.assertEqual(ev.missed.getSize(), o["fn"])
+        self.assertEqual(ev.truePositives.getSize(), o["class_aware"]["tp"])
+        self.assertEqual(ev.falsePositives.getSize(), o["class_aware"]["fp"])
+        self.assertEqual(ev.missed.getSize(), o["class_aware"]["fn"])
+        self.assertEqual(o["class_aware"]["tp"], o["tp"])       # one class: class-aware = localisation
         self.assertEqual(o["tp"] + o["fp"], out.getSize())
         self.assertEqual(o["tp"] + o["fn"], ref.getSize())
         self.assertIn(f"F1 {o['f1']:.3f}", " ".join(ev.summary()))
+        # a reference of another class: well localised picks, yet no class-aware match; the
+        # output sets and the summary follow the class-aware matching, and class-agnostic
+        # evaluation (Match classes? = No) counts the same picks as hits
+        other = self._importAnnotations(className="ribosome").coordinates
+        n_picks_00 = len(pick.getTable("tomo_00"))
+        for per_class in (True, False):
+            ev2 = self.newProtocol(ProtPicker3DEvaluate, inputCoordinates=out, referenceCoordinates=other,
+                                   diameters=str(DIAM), perClass=per_class)
+            self.launchProtocol(ev2)
+            o2 = ev2.getResults()["overall"]
+            self.assertGreater(o2["tp"], 0.7 * other.getSize(), o2)
+            tp = 0 if per_class else o2["tp"]
+            self.assertEqual(ev2.truePositives.getSize(), tp)
+            self.assertEqual(ev2.falsePositives.getSize(), n_picks_00 - tp)
+            self.assertEqual(ev2.missed.getSize(), other.getSize() - tp)
+            self.assertIn(f"{tp} true positives", " ".join(ev2.summary()))
         from picker3d.viewers import Picker3DEvaluateViewer
         view = Picker3DEvaluateViewer(project=self.proj, protocol=ev)._visualize(ev)[0]
         png = os.path.join(self.data, "evaluate.png")

@@ -19,7 +19,9 @@ from scipy.spatial import cKDTree
 from .coords import diameter_of
 
 
-def _radii(ref, diameters, radius_frac, radius):
+def reference_radii(ref, diameters, radius_frac=0.5, radius=None):
+    """Matching radius of each reference particle: ``radius`` voxels, or ``radius_frac`` x
+    the diameter of its class."""
     if radius is not None:
         return np.full(len(ref), float(radius))
     names = ref.classes if ref.classes is not None else ["*"] * len(ref)
@@ -55,6 +57,20 @@ def match(pred_xyz, ref_xyz, ref_radii):
     ok = cost[r, c] < big
     pairs = np.stack([ur[r[ok]], uc[c[ok]]], axis=1)
     return pairs, cost[r[ok], c[ok]]
+
+
+def match_by_class(pred, ref, ref_radii):
+    """Class-aware one-to-one matching: a prediction can only match a reference of its own
+    class. Returns boolean masks ``(pred_hit, ref_hit)`` (true positives, found references)."""
+    pred_hit = np.zeros(len(pred), dtype=bool)
+    ref_hit = np.zeros(len(ref), dtype=bool)
+    for name in sorted(set(ref.class_names()) | set(pred.class_names())):
+        pi = np.where(pred.classes == name)[0] if len(pred) else np.zeros(0, dtype=int)
+        ri = np.where(ref.classes == name)[0] if len(ref) else np.zeros(0, dtype=int)
+        pairs, _ = match(pred.xyz[pi], ref.xyz[ri], ref_radii[ri])
+        pred_hit[pi[pairs[:, 0]]] = True
+        ref_hit[ri[pairs[:, 1]]] = True
+    return pred_hit, ref_hit
 
 
 def _prf(tp, n_pred, n_ref):
@@ -98,7 +114,7 @@ def evaluate(pred, ref, diameters=None, radius_frac=0.5, radius=None, occupancy=
              beta=4.0, curve_points=50):
     """All picking figures for a prediction table against a reference table (dict, JSON-ready)."""
     diameters = diameters or {}
-    ref_r = _radii(ref, diameters, radius_frac, radius)
+    ref_r = reference_radii(ref, diameters, radius_frac, radius)
     out = {"n_pred": len(pred), "n_ref": len(ref),
            "radius": None if radius is None else float(radius), "radius_frac": radius_frac}
 
@@ -118,15 +134,19 @@ def evaluate(pred, ref, diameters=None, radius_frac=0.5, radius=None, occupancy=
     else:
         out["pr_curve"] = []
 
-    # class-aware matching
+    # class-aware matching (the same function the evaluate protocol uses for its output sets)
     if ref.classes is not None and pred.classes is not None:
         per = {}
         czii_tp = czii_fp = czii_fn = 0
+        pred_hit, ref_hit = match_by_class(pred, ref, ref_r)
+        ctp = int(pred_hit.sum())
+        cp, cr, cf = _prf(ctp, len(pred), len(ref))
+        out["class_aware"] = {"precision": cp, "recall": cr, "f1": cf, "tp": ctp, "fp": int(len(pred) - ctp),
+                              "fn": int(len(ref) - ref_hit.sum())}
         for name in sorted(set(ref.class_names()) | set(pred.class_names())):
             pi = np.where(pred.classes == name)[0]
             ri = np.where(ref.classes == name)[0]
-            pr_pairs, _ = match(pred.xyz[pi], ref.xyz[ri], ref_r[ri])
-            cp, cr, cf = _prf(len(pr_pairs), len(pi), len(ri))
+            cp, cr, cf = _prf(int(pred_hit[pi].sum()), len(pi), len(ri))
             per[name] = {"precision": cp, "recall": cr, "f1": cf, "n_pred": int(len(pi)), "n_ref": int(len(ri))}
             if len(ri):
                 cz_r = np.full(len(ri), 0.25 * diameter_of(diameters, name)) if (diameters and radius is None) \

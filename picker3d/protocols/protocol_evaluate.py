@@ -9,7 +9,7 @@ from tomo.objects import SetOfCoordinates3D
 
 from ..convert import tables_from_coordinates
 from ..engine.coords import CoordTable
-from ..engine.metrics import evaluate, match
+from ..engine.metrics import evaluate, match_by_class, reference_radii
 from .protocol_base import ProtPicker3DBase
 
 RADIUS_MODES = ["fraction of the diameter", "Å"]
@@ -110,19 +110,13 @@ class ProtPicker3DEvaluate(ProtPicker3DBase):
 
     @staticmethod
     def _match(pred, ref, diam, radius, frac):
-        """Object ids of true positives, false positives and missed references (class-aware)."""
-        tp, fp, fn = [], [], []
-        for name in sorted(set(ref.class_names()) | set(pred.class_names())):
-            pi = np.where(pred.classes == name)[0] if len(pred) else np.zeros(0, int)
-            ri = np.where(ref.classes == name)[0]
-            radii = np.full(len(ri), radius if radius is not None else frac * diam.get(name, diam.get("*", 0)))
-            pairs, _ = match(pred.xyz[pi], ref.xyz[ri], radii)
-            hit_p = set(pi[pairs[:, 0]].tolist()) if len(pairs) else set()
-            hit_r = set(ri[pairs[:, 1]].tolist()) if len(pairs) else set()
-            tp += [int(pred.extra["objId"][i]) for i in sorted(hit_p)]
-            fp += [int(pred.extra["objId"][i]) for i in pi if i not in hit_p]
-            fn += [int(ref.extra["objId"][i]) for i in ri if i not in hit_r]
-        return {"tp": tp, "fp": fp, "fn": fn}
+        """Object ids of true positives, false positives and missed references, from the
+        engine's class-aware matching (with *Match classes? = No* all classes are one)."""
+        pred_hit, ref_hit = match_by_class(pred, ref, reference_radii(ref, diam, frac, radius))
+        ids_p, ids_r = pred.extra["objId"], ref.extra["objId"]
+        return {"tp": [int(ids_p[i]) for i in np.where(pred_hit)[0]],
+                "fp": [int(ids_p[i]) for i in np.where(~pred_hit)[0]],
+                "fn": [int(ids_r[i]) for i in np.where(~ref_hit)[0]]}
 
     def getResults(self):
         path = self._absPath(self._resultFile())
@@ -181,8 +175,13 @@ class ProtPicker3DEvaluate(ProtPicker3DBase):
         if res is None:
             return ["Evaluation not finished yet."]
         o = res["overall"]
-        lines = [f"Overall: precision {o['precision']:.3f}, recall {o['recall']:.3f}, F1 {o['f1']:.3f}, "
-                 f"AP {o['ap']:.3f}, CZII F-beta {o['czii_fbeta']:.3f} ({o['tp']} TP, {o['fp']} FP, {o['fn']} missed)."]
+        lines = [f"Overall localisation (any class): precision {o['precision']:.3f}, recall {o['recall']:.3f}, "
+                 f"F1 {o['f1']:.3f}, AP {o['ap']:.3f}, CZII F-beta {o['czii_fbeta']:.3f}."]
+        # the output sets come from this matching: class-aware when classes are matched
+        m = o["class_aware"] if self.perClass.get() else o
+        kind = "class-aware" if self.perClass.get() else "any class"
+        lines.append(f"Matches ({kind}, = the output sets): {m['tp']} true positives, {m['fp']} false positives, "
+                     f"{m['fn']} missed; precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f}.")
         for ts_id, r in res["per_tomogram"].items():
             lines.append(f"{ts_id}: P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} AP {r['ap']:.3f} "
                          f"F-beta {r['czii_fbeta']:.3f}")
