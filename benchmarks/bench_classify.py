@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classify import bin_boxes, clustering_scores, disca, extract_subvolumes, normalize_box
+from picker3d.engine.classify import bin_boxes, box_contrast, clustering_scores, disca, extract_subvolumes, normalize_box
 from picker3d.engine.simulate import simulate_subtomograms, simulate_tomogram
 
 
@@ -27,8 +27,11 @@ def run_subtomograms(args, snr):
     t_sim = time.time() - t0
     truth = [r["class"] for r in rows]
     t0 = time.time()
-    res = disca(normalize_box(bin_boxes(stack, args.bin)), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim, log=lambda s: print("   ", s, flush=True))
+    binned = bin_boxes(stack, args.bin)
+    res = disca(normalize_box(binned), k_range=range(args.kmin, args.kmax + 1),
+                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
+                contrast=box_contrast(binned) if args.contrast_weight > 0 else None,
+                contrast_weight=args.contrast_weight, log=lambda s: print("   ", s, flush=True))
     t_cls = time.time() - t0
     s = clustering_scores(truth, res["labels"])
     print(f"SNR {snr:g}: n={len(stack)} box {args.box} bin {args.bin}: K={res['k']} (true {s['k_true']}) "
@@ -62,10 +65,13 @@ def run_junk(args):
     for c in ndimage.center_of_mass(gold > 0, gold, range(1, n_gold + 1)):
         xyz.append([c[2], c[1], c[0]])
         truth.append("gold")
-    stack, kept, _ = extract_subvolumes(tomo, np.array(xyz), args.box)
+    stack, kept, _ = extract_subvolumes(tomo, np.array(xyz), args.box, per_box=False)
     truth = np.array(truth)[kept]
-    res = disca(normalize_box(bin_boxes(stack, args.bin)), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim, log=lambda s: print("   ", s, flush=True))
+    binned = bin_boxes(stack, args.bin)
+    res = disca(normalize_box(binned), k_range=range(args.kmin, args.kmax + 1),
+                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
+                contrast=box_contrast(binned) if args.contrast_weight > 0 else None,
+                contrast_weight=args.contrast_weight, log=lambda s: print("   ", s, flush=True))
     s = clustering_scores(truth, res["labels"])
     labels = res["labels"]
     junk = np.isin(truth, ["empty", "gold"])
@@ -88,6 +94,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pca-dim", type=int, default=2)
     ap.add_argument("--junk", action="store_true")
+    ap.add_argument("--contrast-weight", type=float, default=3.0,
+                    help="weight of the box-contrast features (0: shape features only)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     results = [run_subtomograms(args, snr) for snr in args.snr]

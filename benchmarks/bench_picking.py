@@ -62,6 +62,8 @@ def main():
     p.add_argument("--big", action="store_true", help="also pick a 200x512x512 tomogram for real")
     p.add_argument("--no-augment", action="store_true", help="mirrors only (measure what augmentation brings)")
     p.add_argument("--iters", type=int, default=30, help="iterations per epoch (validation after each)")
+    p.add_argument("--coord-conv", default="xyz", choices=("xyz", "z", "none"),
+                   help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=3.0, help="smallest label diameter (network voxels)")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
@@ -81,11 +83,12 @@ def main():
             train([sims[0]["tomogram"]], [tabs[0]], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=0, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
-                  log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask)
+                  log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
+                  coord_conv={"xyz": True, "z": "z", "none": False}[a.coord_conv])
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
-        res = {"channels": list(ch), "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
+        res = {"channels": list(ch), "coord_conv": a.coord_conv, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),

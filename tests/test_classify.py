@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from picker3d.engine.classify import (YOPO, align_labels, bin_boxes, class_averages, clustering_scores, ddbi,
-                                      disca, extract_features, extract_subvolumes, fit_gmm_bic, normalize_box,
-                                      rotate_boxes)
+                                      box_contrast, disca, extract_features, extract_subvolumes, fit_gmm_bic,
+                                      normalize_box, rotate_boxes)
 
 
 def _blob(box, centre, rng):
@@ -123,6 +123,27 @@ def test_disca_separates_two_very_different_shapes():
     assert avg.shape == (res["k"],) + stack.shape[1:]
 
 
+def test_contrast_separates_the_same_shape_at_two_densities():
+    """Per-box normalisation makes a faint and a strong copy of one shape look alike (junk
+    such as gold is a strong version of a blob); the box-contrast features tell them apart."""
+    rng = np.random.default_rng(3)
+    box, n = 20, 30
+    raw, truth = [], []
+    for i in range(2 * n):
+        amp = 1.0 if i % 2 == 0 else 4.0
+        raw.append(amp * _blob(box, (box / 2,) * 3, rng) + 0.002 * rng.standard_normal((box,) * 3).astype(np.float32))
+        truth.append(i % 2)
+    raw, truth = np.stack(raw), np.array(truth)
+    c = box_contrast(raw)
+    assert c.shape == (2 * n, 2)
+    assert c[truth == 1, 0].min() > c[truth == 0, 0].max()      # log std ranks the densities
+    with_contrast = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None,
+                          contrast=c)
+    without = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
+    assert clustering_scores(truth, with_contrast["labels"])["homogeneity"] >= 0.95
+    assert clustering_scores(truth, without["labels"])["homogeneity"] < 0.5
+
+
 def test_disca_refuses_too_few_particles():
     from picker3d.engine.errors import InputError
     with pytest.raises(InputError, match="too few"):
@@ -145,9 +166,17 @@ def test_cli_classify_writes_table_averages_and_history(tmp_path):
     out = tmp_path / "labels.tsv"
     r = subprocess.run([sys.executable, "-m", "picker3d.engine.cli", "classify", "--tomograms", str(tmp_path / "t.mrc"),
                         "--coords", str(tmp_path / "t.tsv"), "--box", "20", "--bin", "1", "--k-range", "2-4",
-                        "--iterations", "3", "--out", str(out)], capture_output=True, text=True)
+                        "--iterations", "3", "--out", str(out), "--boxes-dir", str(tmp_path / "boxes")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     table = read_table(str(out))
+    # the sub-volumes as files, in table order, in the tomogram's normalised units
+    assert list(table.extra["box_file"]) == [f"particle_{i:06d}.mrc" for i in range(1, 41)]
+    box7, vs = read_volume(str(tmp_path / "boxes" / table.extra["box_file"][7]))
+    gy, gx = divmod(7, 5)
+    expected = (tomo[:, gy * 20:(gy + 1) * 20, gx * 20:(gx + 1) * 20] - tomo.mean()) / tomo.std()
+    np.testing.assert_allclose(box7, expected, atol=1e-4)
+    assert vs == pytest.approx(10.0)
     assert len(table) == 40 and "cluster" in table.extra and "posterior" in table.extra
     np.testing.assert_allclose(table.xyz, xyz, atol=1e-3)   # positions and scores kept
     assert clustering_scores(truth, table.extra["cluster"])["homogeneity"] >= 0.8

@@ -35,7 +35,7 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         from tomo.constants import BOTTOM_LEFT_CORNER
         n = self.coords.getSize()
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, binning=2, kMin=2, kMax=4,
-                                iterations=3, useGpu=False)
+                                iterations=3, useGpu=False, outputClasses=True)
         self.launchProtocol(prot)
         out = prot.coordinates
         self.checkCoordinates(out, expectedSetSize=n, expectedBoxSize=BOX, expectedSRate=SAMPLING)
@@ -65,6 +65,14 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
             vol, _ = read_volume(prot._absPath(avg.getFileName()))
             self.assertEqual(vol.shape, (BOX, BOX, BOX))
         self.assertIn(f"{n} particles in {k} classes", " ".join(prot.summary()))
+        # sub-tomograms (one file per pick, coordinates = the input picks) and their classes,
+        # checked with tomo's own assertions; class sizes are the cluster sizes
+        self.checkExtractedSubtomos(self.coords, prot.subtomograms, expectedSetSize=n, expectedBoxSize=BOX,
+                                    expectedSRate=SAMPLING)
+        self.checkClasses(prot.classes, expectedSRate=SAMPLING, expectedSetSize=k)
+        self.assertEqual(sorted(c.getSize() for c in prot.classes), sorted(labels.count(i) for i in range(1, k + 1)))
+        for cls in prot.classes:
+            self.assertEqual(os.path.basename(cls.getRepresentative().getFileName()), f"class_{cls.getObjId():02d}.mrc")
         # the viewer renders the gallery and the clustering plots
         from PIL import Image
         from picker3d.viewers import Picker3DClassifyViewer

@@ -68,10 +68,11 @@ def bin_boxes(stack, binning):
     return s.mean(axis=(2, 4, 6))
 
 
-def extract_subvolumes(volume, xyz, box, out_of_volume="pad"):
+def extract_subvolumes(volume, xyz, box, out_of_volume="pad", per_box=True):
     """Boxes of side ``box`` centred on ``xyz`` (n, 3; voxels, x = last axis) of ``volume``.
 
-    The tomogram is normalised once (zero mean, unit std) and each box again. A box
+    The tomogram is normalised once (zero mean, unit std) and, with ``per_box``, each box
+    again (``per_box=False`` keeps the tomogram's scale, for :func:`box_contrast`). A box
     reaching outside the volume is padded with the tomogram mean (``"pad"``) or left out
     (``"skip"``). Returns ``(stack (m, box, box, box) float32, kept indices, n_outside)``.
     """
@@ -101,7 +102,19 @@ def extract_subvolumes(volume, xyz, box, out_of_volume="pad"):
         out.append((sub - mean) / std)
         kept.append(i)
     stack = np.stack(out) if out else np.zeros((0, box, box, box), np.float32)
-    return normalize_box(stack), np.asarray(kept, dtype=int), outside
+    return (normalize_box(stack) if per_box else stack), np.asarray(kept, dtype=int), outside
+
+
+def box_contrast(stack):
+    """(n, 2) log standard deviation and mean of each box, relative to the whole stack's.
+
+    Per-box normalisation (which the shape features need) removes how much density a box
+    holds; these two rotation-invariant numbers keep it: empty ice is weak, gold and
+    membranes are strong, a species' mass sets its contrast. They join the descriptors so
+    that junk can form clusters of its own (issue 6)."""
+    flat = np.asarray(stack, dtype=np.float32).reshape(len(stack), -1)
+    flat = (flat - flat.mean()) / (flat.std() + 1e-6)
+    return np.stack([np.log(flat.std(axis=1) + 1e-6), flat.mean(axis=1)], axis=1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------
@@ -319,12 +332,15 @@ def ddbi(Z, labels, reg=1e-3):
     return float(np.mean(worst))
 
 
-def _project(features, dim, seed):
-    """Standardise every column, then PCA-whiten to at most ``dim`` components (whitening keeps
-    the mixture's covariance regularisation on one scale)."""
+def _project(features, dim, seed, weights=None):
+    """Standardise every column (then multiply by ``weights``, if given), then PCA-whiten to
+    at most ``dim`` components (whitening keeps the mixture's covariance regularisation on
+    one scale)."""
     from sklearn.decomposition import PCA
     f = features - features.mean(axis=0)
     f /= f.std(axis=0) + 1e-6
+    if weights is not None:
+        f *= weights
     dim = max(1, min(dim, f.shape[1], len(f) - 1))
     return PCA(dim, whiten=True, random_state=seed).fit_transform(f)
 
@@ -355,7 +371,7 @@ def _train_head(model, feats, labels, k, steps=100, lr=1e-2):
 
 def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
           pca_dim=2, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
-          init="descriptors", combine=True, log=print, on_iteration=None):
+          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=3.0):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
@@ -363,9 +379,14 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     ``init="descriptors"`` runs the first E-step on :func:`invariant_descriptors`,
     ``"network"`` on the untrained network's features (the paper's start).
     ``on_iteration(it, labels)`` is called after every E-step (benchmarks score it).
+    ``contrast`` (n, c), e.g. :func:`box_contrast`, is appended to the features of every
+    E-step, each column weighted ``contrast_weight`` times a standardised feature column
+    (a few numbers among ~100 feature columns would otherwise hardly reach the PCA).
     """
     if init not in ("descriptors", "network"):
         raise InputError(f"--init: '{init}' must be descriptors or network")
+    if contrast is not None:
+        contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
     descriptors = invariant_descriptors(stack) if init == "descriptors" else None
     stack = np.ascontiguousarray(stack, dtype=np.float32)
     k_range = list(k_range)
@@ -389,7 +410,11 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
             feats = np.concatenate([descriptors, extract_features(model, stack, device)], 1)
         else:
             feats = extract_features(model, stack, device)
-        Z = _project(feats, pca_dim, seed)
+        weights = None
+        if contrast is not None:
+            weights = np.r_[np.ones(feats.shape[1]), np.full(contrast.shape[1], float(contrast_weight))]
+            feats = np.concatenate([feats, contrast], 1)
+        Z = _project(feats, pca_dim, seed, weights)
         fresh, bics = fit_gmm_bic(Z, k_range, seed=seed + it)
         chosen, source = fresh, "fresh"
         if prev is not None:

@@ -139,6 +139,13 @@ def _add_classify(sub):
     p.add_argument("--pca-dim", type=int, default=2,
                    help="PCA components the mixture sees (2 measured best on 500 boxes; 3-4 did better on "
                         "some 2,000-box sets)")
+    p.add_argument("--boxes-dir", default=None,
+                   help="also write every extracted sub-volume (full resolution, in the tomogram's normalised "
+                        "units) as DIR/particle_NNNNNN.mrc; the table gets a box_file column")
+    p.add_argument("--contrast-weight", type=float, default=3.0,
+                   help="weight of each box's contrast (log std and mean in the tomogram's units) next to "
+                        "the shape features: keeps empty ice, gold and membranes apart from particles "
+                        "(0: shape features only)")
     p.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
                    help="boxes reaching outside the tomogram: pad with the mean, or leave the particle out")
     p.add_argument("--device", default="auto")
@@ -365,9 +372,20 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
 
 
+def _write_boxes(folder, stack, voxel_size):
+    """Each sub-volume of ``stack`` as ``folder/particle_NNNNNN.mrc`` (1-based, table order);
+    returns the file names relative to ``folder``."""
+    from .mrcio import write_volume
+    os.makedirs(folder, exist_ok=True)
+    names = [f"particle_{i:06d}.mrc" for i in range(1, len(stack) + 1)]
+    for name, box in zip(names, stack):
+        write_volume(os.path.join(folder, name), box, voxel_size or 1.0)
+    return names
+
+
 def cmd_classify(a):
     import numpy as np
-    from .classify import bin_boxes, class_averages, disca, extract_subvolumes, normalize_box
+    from .classify import bin_boxes, box_contrast, class_averages, disca, extract_subvolumes, normalize_box
     from .coords import CoordTable, read_table, write_table, _atomic_text
     from .mrcio import read_volume, write_volume
     k_range = _k_range(a.k_range)
@@ -375,6 +393,8 @@ def cmd_classify(a):
         raise InputError(f"--bin: {a.bin} must be >= 1")
     if a.pca_dim < 1:
         raise InputError(f"--pca-dim: {a.pca_dim} must be >= 1")
+    if a.contrast_weight < 0:
+        raise InputError(f"--contrast-weight: {a.contrast_weight} must be >= 0")
     stacks, tables, vs = [], [], None
     if a.subtomograms:
         if a.tomograms or a.coords:
@@ -384,13 +404,13 @@ def cmd_classify(a):
         table = read_table(table_path) if os.path.exists(table_path) else CoordTable(np.zeros((len(stack), 3)))
         if len(table) != len(stack):
             raise InputError(f"{table_path}: {len(table)} rows for {len(stack)} boxes in {a.subtomograms}")
-        stacks.append(normalize_box(stack))
+        stacks.append(np.asarray(stack, dtype=np.float32))
         tables.append(table)
     else:
         if not a.tomograms:
             raise InputError("--tomograms: required (or give --subtomograms)")
         for t, c, vol, vs, tab in _iter_pairs(a.tomograms, a.coords, a.format, ""):
-            stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume)
+            stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume, per_box=False)
             if outside:
                 what = "left out" if a.out_of_volume == "skip" else "padded with the mean"
                 print(f"{c}: {outside} of {len(tab)} boxes reach outside {t}: {what}")
@@ -398,15 +418,23 @@ def cmd_classify(a):
             tab.extra["tomogram"] = np.asarray([os.path.basename(t)] * len(tab), dtype=object)
             stacks.append(stack)
             tables.append(tab)
+    # boxes in the tomogram's units (each tomogram normalised once): the contrast features
+    # need them; the shape features and the averages use per-box normalised boxes
     stack = np.concatenate(stacks)
-    res = disca(normalize_box(bin_boxes(stack, a.bin)), k_range=k_range, iterations=a.iterations,
-                epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=resolve_device(a.device), log=lambda m: print(m, flush=True))
+    binned = bin_boxes(stack, a.bin)
+    box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
+    stack = normalize_box(stack)
+    res = disca(normalize_box(binned), k_range=k_range, iterations=a.iterations, epochs=a.epochs, seed=a.seed,
+                pca_dim=a.pca_dim, device=resolve_device(a.device), log=lambda m: print(m, flush=True),
+                contrast=box_contrast(binned) if a.contrast_weight > 0 else None, contrast_weight=a.contrast_weight)
     labels = res["labels"]
     out = CoordTable(np.concatenate([t.xyz for t in tables]),
                      None if any(t.classes is None for t in tables) else np.concatenate([t.classes for t in tables]),
                      None if any(t.scores is None for t in tables) else np.concatenate([t.scores for t in tables]),
                      {k: np.concatenate([t.extra[k] for t in tables]) for k in tables[0].extra
                       if all(k in t.extra for t in tables)})
+    if box_files is not None:
+        out.extra["box_file"] = np.asarray(box_files, dtype=object)
     out.extra.update(cluster=labels + 1, posterior=np.round(res["posterior"], 4),
                      embed_x=np.round(res["embedding"][:, 0], 4), embed_y=np.round(res["embedding"][:, 1], 4))
     avg_dir = a.averages or os.path.splitext(a.out)[0] + "_averages"

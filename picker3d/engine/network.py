@@ -59,7 +59,9 @@ class ResUNet3D(nn.Module):
         self.binary = binary and n_classes == 1
         self.levels = len(channels)
         extra = 1 if pyramid else 0
-        cin = 1 + (3 if coord_conv else 0)
+        if coord_conv not in (True, False, "z"):
+            raise ValueError(f"coord_conv must be True, False or 'z', not {coord_conv!r}")
+        cin = 1 + {True: 3, False: 0, "z": 1}[coord_conv]
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
         for i, c in enumerate(channels):
@@ -106,6 +108,8 @@ class ResUNet3D(nn.Module):
             else:
                 cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype).expand(
                     x.shape[0], -1, -1, -1, -1)
+            if self.coord_conv == "z":
+                cc = cc[:, :1]      # depth in the tomogram only (where the ice slab is)
             x = torch.cat([x, cc], dim=1)
         skips = []
         for i, block in enumerate(self.enc):

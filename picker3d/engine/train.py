@@ -272,7 +272,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=48, batch=4,
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=3e-3, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
-          augment=True, labels="complete", prior=None, expected_particles=None, min_mask=3.0):
+          augment=True, labels="complete", prior=None, expected_particles=None, min_mask=3.0, coord_conv=True):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -346,7 +346,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     missing = [c for c in class_names if c not in annotated]
     if missing and len(class_names) > 1:
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
-    model = ResUNet3D(n_classes, channels=channels, heatmap=sparse).to(dev)
+    model = ResUNet3D(n_classes, channels=channels, heatmap=sparse, coord_conv=coord_conv).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
     step, train_seconds = 0, 0.0

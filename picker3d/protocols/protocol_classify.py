@@ -5,7 +5,8 @@ from enum import Enum
 
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
-from tomo.objects import AverageSubTomogram, SetOfAverageSubTomograms, SetOfCoordinates3D
+from tomo.objects import (AverageSubTomogram, SetOfAverageSubTomograms, SetOfClassesSubTomograms,
+                          SetOfCoordinates3D, SetOfSubTomograms, SubTomogram)
 
 from ..convert import CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomograms_by_ts_id
 from ..engine.coords import read_table, write_table
@@ -18,6 +19,8 @@ PICKED_CLASS_ATTR = "_picker3dPickedClass"
 class ClassifyOutputs(Enum):
     coordinates = SetOfCoordinates3D
     averages = SetOfAverageSubTomograms
+    subtomograms = SetOfSubTomograms
+    classes = SetOfClassesSubTomograms
 
 
 class ProtPicker3DClassify(ProtPicker3DBase):
@@ -58,10 +61,21 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Feature dimensions",
                       help="PCA components the Gaussian mixture sees. 2 was best on 500 particles; with "
                            "thousands, 3-4 separated more classes on simulated data.")
+        form.addParam("contrastWeight", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Weight of box contrast",
+                      help="Each box's contrast (how much density it holds, in the tomogram's units) joins the "
+                           "shape features with this weight, so that empty ice, gold and membranes form their "
+                           "own classes. 0: shape only (each box normalised on its own).")
         form.addParam("seed", params.IntParam, default=0, label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       help="Results are reproducible for a given seed; run a few seeds and keep the "
                            "lowest DDBI to be safe (seed 003, Discussion).")
         form.addParam("splitClasses", params.BooleanParam, default=True, label="One coordinate set per class?")
+        form.addParam("outputClasses", params.BooleanParam, default=False,
+                      label="Classes of sub-tomograms?",
+                      help="Also write every extracted sub-volume (full resolution, box size above, each "
+                           "tomogram normalised to zero mean and unit std) and output them as sub-tomograms "
+                           "grouped in a SetOfClassesSubTomograms, with the class averages as representatives. "
+                           "Needs disk space: one file per particle.")
         self._addComputeParams(form, gpu=True, threads=2)
 
     # ---- steps ---------------------------------------------------------------------
@@ -75,6 +89,9 @@ class ProtPicker3DClassify(ProtPicker3DBase):
 
     def _labelsFile(self):
         return self._getExtraPath("labels.tsv")
+
+    def _boxesDir(self):
+        return self._getExtraPath("subtomograms")
 
     def getAverageFile(self, i):
         """The average of class ``i`` (1-based), as the engine writes it."""
@@ -95,9 +112,11 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 f"--box {self._box()}", f"--bin {self.binning.get()}",
                 f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
                 f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
-                f"--pca-dim {self.pcaDim.get()}",
+                f"--pca-dim {self.pcaDim.get()}", f"--contrast-weight {self.contrastWeight.get()}",
                 f"--out {self._quote(self._labelsFile())}",
                 f"--averages {self._quote(os.path.dirname(self.getAverageFile(1)))}", self._deviceArg()]
+        if self.outputClasses.get():
+            args.append(f"--boxes-dir {self._quote(self._boxesDir())}")
         self.runEngine("classify", " ".join(args))
 
     def getResult(self):
@@ -152,9 +171,51 @@ class ProtPicker3DClassify(ProtPicker3DBase):
             avg.setObjComment(f"{info['sizes'][i - 1]} particles")
             averages.append(avg)
         outputs[self._possibleOutputs.averages.name] = averages
+        if self.outputClasses.get():
+            subtomos, classes = self._classesOfSubtomograms(result, names)
+            outputs[self._possibleOutputs.subtomograms.name] = subtomos
+            outputs[self._possibleOutputs.classes.name] = classes
         self._defineOutputs(**outputs)
         for out in outputs.values():
             self._defineSourceRelation(self.inputCoordinates, out)
+
+    def _classesOfSubtomograms(self, result, names):
+        """The extracted sub-volumes as sub-tomograms (coordinate = the input pick), grouped
+        by class; each class's representative is its average."""
+        coords = self.inputCoordinates.get()
+        tomos = tomograms_by_ts_id(coords.getPrecedents())
+        table = read_table(self._absPath(self._labelsFile()))
+        files = dict(zip((int(i) for i in table.extra["objId"]), table.extra["box_file"]))
+        sampling = coords.getPrecedents().getSamplingRate()
+        subtomos = self._createSetOfSubTomograms()
+        subtomos.setSamplingRate(sampling)
+        subtomos.setCoordinates3D(self.inputCoordinates)
+        for coord in coords.iterCoordinates():
+            if coord.getObjId() not in files:
+                continue   # left out (box outside the tomogram with 'skip')
+            tomo = tomos[coord.getTomoId()]
+            sub = SubTomogram()
+            sub.setFileName(os.path.join(self._boxesDir(), files[coord.getObjId()]))
+            sub.setSamplingRate(sampling)
+            new = coord.clone()
+            new.setVolume(coord.getVolume())
+            sub.setCoordinate3D(new)
+            sub.setVolName(tomo.getFileName())
+            sub.setClassId(result[coord.getObjId()][0])
+            if tomo.hasAcquisition():
+                sub.setAcquisition(tomo.getAcquisition())
+            subtomos.append(sub)
+        subtomos.write()
+        classes = self._createSetOfClassesSubTomograms(subtomos)
+
+        def representative(cls):
+            rep = cls.getRepresentative()
+            rep.setLocation(self.getAverageFile(cls.getObjId()))
+            rep.setSamplingRate(sampling)
+            cls.setObjComment(names[cls.getObjId() - 1])
+
+        classes.classifyItems(updateClassCallback=representative)
+        return subtomos, classes
 
     # ---- info ----------------------------------------------------------------------
     def _validate(self):
@@ -165,6 +226,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         if self.kMin.get() < 1 or self.kMax.get() < self.kMin.get():
             errors.append(f"Number of classes: min {self.kMin.get()} and max {self.kMax.get()} "
                           f"need 1 <= min <= max.")
+        if self.contrastWeight.get() is None or self.contrastWeight.get() < 0:
+            errors.append("Weight of box contrast must be 0 or more.")
         box = self._box()
         if box // max(self.binning.get(), 1) < 11:
             errors.append(f"Box size {box} px binned by {self.binning.get()} leaves fewer than 11 voxels: "
