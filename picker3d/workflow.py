@@ -12,7 +12,7 @@ import time
 
 
 def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minutes=5.0, box=None,
-                       binning=2, channels="16,32,48,64", pattern="tomo_??.mrc", classify=True,
+                       binning=2, channels="8,16,24,36", pattern="tomo_??.mrc", classify=True,
                        classify_binning=2):
     """Scipion workflow JSON (list of protocol dicts); paths may be relative to the JSON file.
 

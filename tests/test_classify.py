@@ -138,7 +138,7 @@ def test_contrast_separates_the_same_shape_at_two_densities():
     assert c.shape == (2 * n, 2)
     assert c[truth == 1, 0].min() > c[truth == 0, 0].max()      # log std ranks the densities
     with_contrast = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None,
-                          contrast=c)
+                          contrast=c, contrast_weight=3.0)
     without = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
     assert clustering_scores(truth, with_contrast["labels"])["homogeneity"] >= 0.95
     assert clustering_scores(truth, without["labels"])["homogeneity"] < 0.5

@@ -110,8 +110,10 @@ def box_contrast(stack):
 
     Per-box normalisation (which the shape features need) removes how much density a box
     holds; these two rotation-invariant numbers keep it: empty ice is weak, gold and
-    membranes are strong, a species' mass sets its contrast. They join the descriptors so
-    that junk can form clusters of its own (issue 6)."""
+    membranes are strong, a species' mass sets its contrast. Opt-in (``disca(contrast=...)``):
+    at low SNR a box's contrast is mostly noise — weight 3 lowered homogeneity from 0.96 to
+    0.81 on 2,000 simulated boxes at SNR 0.03 and left the junk run unchanged (15 % of the
+    junk in junk-majority classes)."""
     flat = np.asarray(stack, dtype=np.float32).reshape(len(stack), -1)
     flat = (flat - flat.mean()) / (flat.std() + 1e-6)
     return np.stack([np.log(flat.std(axis=1) + 1e-6), flat.mean(axis=1)], axis=1).astype(np.float32)
@@ -371,7 +373,7 @@ def _train_head(model, feats, labels, k, steps=100, lr=1e-2):
 
 def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
           pca_dim=2, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
-          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=3.0):
+          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
