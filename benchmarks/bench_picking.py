@@ -21,7 +21,7 @@ import torch
 
 from picker3d.engine.coords import CoordTable
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.network import ResUNet3D, count_parameters, flops_per_voxel
+from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
 from picker3d.engine.pick import pick_tomogram
 from picker3d.engine.simulate import simulate_tomogram
 from picker3d.engine.train import load_model, train
@@ -62,7 +62,7 @@ def main():
     p.add_argument("--big", action="store_true", help="also pick a 200x512x512 tomogram for real")
     p.add_argument("--no-augment", action="store_true", help="mirrors only (measure what augmentation brings)")
     p.add_argument("--iters", type=int, default=30, help="iterations per epoch (validation after each)")
-    p.add_argument("--coord-conv", default="xyz", choices=("xyz", "z", "none"),
+    p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=3.0, help="smallest label diameter (network voxels)")
     a = p.parse_args()
@@ -84,7 +84,7 @@ def main():
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=0, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
-                  coord_conv={"xyz": True, "z": "z", "none": False}[a.coord_conv])
+                  coord_conv=COORD_CONV[a.coord_conv])
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6

@@ -92,6 +92,9 @@ def _add_train(sub):
                    help="smallest weak-label diameter in network voxels (after --bin)")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
+    p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
+                   help="position channels of the network: z = depth in the tomogram only (default; "
+                        "measured better than x, y, z), xyz = DeepETPicker's three, none")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
@@ -279,6 +282,7 @@ def _read_pairs(tomos, coords, fmt, what):
 def cmd_train(a):
     import numpy as np
     from .coords import parse_diameters
+    from .network import COORD_CONV
     from .train import train
     diam = parse_diameters(a.diameters)
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
@@ -301,7 +305,8 @@ def cmd_train(a):
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
-          augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior, expected_particles=a.expected_particles)
+          augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
+          expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv])
     print(f"model written to {a.out}")
     return 0
 
@@ -370,6 +375,7 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
         write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
     counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
     print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
+
 
 
 def _write_boxes(folder, stack, voxel_size):

@@ -5,6 +5,8 @@
   position *in the whole tomogram* normalised to [-1, 1] (passed as the tile's offset and
   the volume's shape), not the position inside the patch: this keeps overlap-tile
   inference identical to whole-volume inference, and z carries where the ice slab is.
+  ``coord_conv="z"`` keeps the depth only (training's default: x and y let a network trained
+  on one tomogram tie targets to places, and measured worse), ``False`` none.
 - Image pyramid (seed 000 §A.4): the input, average-pooled to each encoder level's
   resolution, is concatenated to that level's features.
 - Channel widths per level, default [8, 16, 24, 36] (seed 000 §A.4 / Supplementary Table 13:
@@ -17,6 +19,10 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+# command-line names of the position channels -> ResUNet3D(coord_conv=...)
+COORD_CONV = {"z": "z", "xyz": True, "none": False}
 
 
 class ResBlock(nn.Module):
