@@ -196,6 +196,24 @@ def test_batched_coord_conv_equals_one_patch_at_a_time():
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
 
+def test_depth_only_coord_conv_ignores_x_and_y():
+    """coord_conv="z" (training's default): the output depends on the depth of the tile in the
+    tomogram, not on where it lies in x and y; with x, y, z it does."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16, 16)
+    full = (40, 64, 64)
+    for mode, xy_matters in (("z", False), (True, True)):
+        net = ResUNet3D(2, coord_conv=mode).eval()
+        with torch.inference_mode():
+            ref = net(x, offset=(0, 0, 0), full_shape=full)
+            moved_xy = net(x, offset=(0, 24, 40), full_shape=full)
+            moved_z = net(x, offset=(20, 0, 0), full_shape=full)
+        assert torch.allclose(ref, moved_xy, atol=1e-6) != xy_matters
+        assert not torch.allclose(ref, moved_z, atol=1e-4)
+    with pytest.raises(ValueError, match="coord_conv"):
+        ResUNet3D(2, coord_conv="xy")
+
+
 def test_hard_negatives_avoid_annotated_particles():
     from picker3d.engine.simulate import simulate_tomogram
     from picker3d.engine.train import TomogramData
