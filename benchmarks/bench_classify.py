@@ -16,8 +16,14 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classify import bin_boxes, box_contrast, clustering_scores, disca, extract_subvolumes, normalize_box
+from picker3d.engine.classify import clustering_scores, disca_on_boxes, extract_subvolumes
 from picker3d.engine.simulate import simulate_subtomograms, simulate_tomogram
+
+
+def _cluster(stack, args):
+    return disca_on_boxes(stack, args.bin, args.contrast_weight, k_range=range(args.kmin, args.kmax + 1),
+                          iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
+                          log=lambda s: print("   ", s, flush=True))
 
 
 def run_subtomograms(args, snr):
@@ -27,11 +33,7 @@ def run_subtomograms(args, snr):
     t_sim = time.time() - t0
     truth = [r["class"] for r in rows]
     t0 = time.time()
-    binned = bin_boxes(stack, args.bin)
-    res = disca(normalize_box(binned), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
-                contrast=box_contrast(binned) if args.contrast_weight > 0 else None,
-                contrast_weight=args.contrast_weight, log=lambda s: print("   ", s, flush=True))
+    res = _cluster(stack, args)
     t_cls = time.time() - t0
     s = clustering_scores(truth, res["labels"])
     print(f"SNR {snr:g}: n={len(stack)} box {args.box} bin {args.bin}: K={res['k']} (true {s['k_true']}) "
@@ -67,11 +69,7 @@ def run_junk(args):
         truth.append("gold")
     stack, kept, _ = extract_subvolumes(tomo, np.array(xyz), args.box, per_box=False)
     truth = np.array(truth)[kept]
-    binned = bin_boxes(stack, args.bin)
-    res = disca(normalize_box(binned), k_range=range(args.kmin, args.kmax + 1),
-                iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
-                contrast=box_contrast(binned) if args.contrast_weight > 0 else None,
-                contrast_weight=args.contrast_weight, log=lambda s: print("   ", s, flush=True))
+    res = _cluster(stack, args)
     s = clustering_scores(truth, res["labels"])
     labels = res["labels"]
     junk = np.isin(truth, ["empty", "gold"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from picker3d.engine.classify import (YOPO, align_labels, bin_boxes, class_averages, clustering_scores, ddbi,
-                                      box_contrast, disca, extract_features, extract_subvolumes, fit_gmm_bic,
+                                      box_contrast, disca, disca_on_boxes, extract_features, extract_subvolumes, fit_gmm_bic,
                                       normalize_box, rotate_boxes)
 
 
@@ -137,8 +137,7 @@ def test_contrast_separates_the_same_shape_at_two_densities():
     c = box_contrast(raw)
     assert c.shape == (2 * n, 2)
     assert c[truth == 1, 0].min() > c[truth == 0, 0].max()      # log std ranks the densities
-    with_contrast = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None,
-                          contrast=c, contrast_weight=3.0)
+    with_contrast = disca_on_boxes(raw, 1, 3.0, k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
     without = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
     assert clustering_scores(truth, with_contrast["labels"])["homogeneity"] >= 0.95
     assert clustering_scores(truth, without["labels"])["homogeneity"] < 0.5

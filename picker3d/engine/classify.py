@@ -477,6 +477,15 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
             "embedding": emb, "features": best["features"]}
 
 
+def disca_on_boxes(stack, binning=1, contrast_weight=0.0, **kw):
+    """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
+    per_box=False)``): binned, each box normalised for the shape features, and with
+    ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them."""
+    binned = bin_boxes(stack, binning)
+    contrast = box_contrast(binned) if contrast_weight > 0 else None
+    return disca(normalize_box(binned), contrast=contrast, contrast_weight=contrast_weight, **kw)
+
+
 def class_averages(stack, labels):
     """(K, b, b, b) plain (unaligned) averages of each cluster's members."""
     k = int(labels.max()) + 1 if len(labels) else 0

@@ -377,7 +377,6 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
 
 
-
 def _write_boxes(folder, stack, voxel_size):
     """Each sub-volume of ``stack`` as ``folder/particle_NNNNNN.mrc`` (1-based, table order);
     returns the file names relative to ``folder``."""
@@ -391,7 +390,7 @@ def _write_boxes(folder, stack, voxel_size):
 
 def cmd_classify(a):
     import numpy as np
-    from .classify import bin_boxes, box_contrast, class_averages, disca, extract_subvolumes, normalize_box
+    from .classify import class_averages, disca_on_boxes, extract_subvolumes, normalize_box
     from .coords import CoordTable, read_table, write_table, _atomic_text
     from .mrcio import read_volume, write_volume
     k_range = _k_range(a.k_range)
@@ -427,12 +426,11 @@ def cmd_classify(a):
     # boxes in the tomogram's units (each tomogram normalised once): the contrast features
     # need them; the shape features and the averages use per-box normalised boxes
     stack = np.concatenate(stacks)
-    binned = bin_boxes(stack, a.bin)
     box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
+    res = disca_on_boxes(stack, a.bin, a.contrast_weight, k_range=k_range, iterations=a.iterations,
+                         epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=resolve_device(a.device),
+                         log=lambda m: print(m, flush=True))
     stack = normalize_box(stack)
-    res = disca(normalize_box(binned), k_range=k_range, iterations=a.iterations, epochs=a.epochs, seed=a.seed,
-                pca_dim=a.pca_dim, device=resolve_device(a.device), log=lambda m: print(m, flush=True),
-                contrast=box_contrast(binned) if a.contrast_weight > 0 else None, contrast_weight=a.contrast_weight)
     labels = res["labels"]
     out = CoordTable(np.concatenate([t.xyz for t in tables]),
                      None if any(t.classes is None for t in tables) else np.concatenate([t.classes for t in tables]),
