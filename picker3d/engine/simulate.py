@@ -13,7 +13,13 @@ Geometry and conventions
   reconstruction is not z-mirrored (a wrong tilt sign mirrors it; a test checks this).
 - Density is positive protein potential; the CTF (under-focus, Δf > 0) makes the low
   frequencies negative, so particles are dark in the reconstruction, as in real data.
-- Per-projection SNR = var(CTF-modulated projection) / var(noise).
+- SNR = var(signal) / var(noise) per projection, where the signal of a tomogram is the
+  labelled particles' CTF-modulated projection inside their footprints (a particle box,
+  as Gum-Net defines a sub-tomogram's SNR, seed 004 §S3.5.1) and the noise is the same
+  for every tilt (constant dose). Gold, membranes and crowders therefore add contrast,
+  not noise. (Earlier builds let the whole field's variance per projection set the noise,
+  so distractors raised it: SNR 0.05 then gave the particles an SNR of 0.02-0.03.)
+  Sub-tomogram stacks use each box's whole variance.
 
 Particles are built deterministically from pseudo-atoms (points splatted into the
 grid, then blurred by one Gaussian), orientations are uniform on SO(3), and nothing
@@ -251,12 +257,14 @@ def _membrane_density(shape, rng, placer, kind):
 
 
 def render_scene(shape, species, counts, rng, crowders=0, vesicles=0, membranes=0, gold=0,
-                 slab_fraction=0.75):
+                 slab_fraction=0.75, with_particle_density=False):
     """Place particles and distractors; return density, ground-truth rows and instance labels.
 
     Returns ``(density, rows, occupancy)``: ``rows`` are dicts with x, y, z (voxels),
     class, rot, tilt, psi (ZYZ Euler angles, degrees); ``occupancy`` holds the 1-based
     row index of the ground-truth particle that owns each voxel (0 elsewhere).
+    ``with_particle_density=True`` appends the density of the labelled particles alone
+    (the signal the noise level is referred to, see ``image_volume``).
     """
     shape = tuple(int(s) for s in shape)
     thickness = shape[0] * slab_fraction
@@ -303,10 +311,16 @@ def render_scene(shape, species, counts, rng, crowders=0, vesicles=0, membranes=
             all_weights.append(np.full(len(pts), 6.0 / ATOM_DENSITY))  # gold scatters ~6x protein
             owners.append(0)
 
-    if all_points:
-        pts = np.concatenate(all_points)
-        density += ndimage.gaussian_filter(
-            _splat(shape, pts, np.concatenate(all_weights)), ATOM_SIGMA).astype(np.float32)
+    # labelled particles and distractors are blurred separately (the blur is linear, so
+    # their sum is the scene) to keep the particles' own density for the noise reference
+    particle_density = np.zeros(shape, dtype=np.float32)
+    for is_particle, target in ((True, particle_density), (False, density)):
+        sel = [i for i, o in enumerate(owners) if (o > 0) == is_particle]
+        if sel:
+            pts = np.concatenate([all_points[i] for i in sel])
+            w = np.concatenate([all_weights[i] for i in sel])
+            target += ndimage.gaussian_filter(_splat(shape, pts, w), ATOM_SIGMA).astype(np.float32)
+    density += particle_density
 
     # occupancy: voxels within ~1.5 voxel of a particle's atoms, cavities filled (a hollow
     # shell's centre belongs to the shell), for the SHREC-style hit test
@@ -328,6 +342,8 @@ def render_scene(shape, species, counts, rng, crowders=0, vesicles=0, membranes=
         local = ndimage.binary_fill_holes(closed | local)
         region = occupancy[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         region[local] = owner
+    if with_particle_density:
+        return density, rows, occupancy, particle_density
     return density, rows, occupancy
 
 
@@ -414,13 +430,44 @@ def tilt_angles(tilt_range=60.0, tilt_step=3.0):
     return np.linspace(-tilt_range, tilt_range, n)
 
 
+def particle_signal_variance(particle_density, voxel_size, angles, defocus_um, bfactor=200.0,
+                             device="cpu"):
+    """Variance of the CTF-modulated projections of the labelled particles, inside their
+    footprints (pixels crossing at least one voxel of protein), averaged over the tilts.
+
+    This is the signal of a particle box as Gum-Net defines a sub-tomogram's SNR (seed 004
+    §S3.5.1): it does not grow with gold, membranes or crowders and hardly depends on how
+    many particles a field holds, so a given SNR means the same particle visibility in
+    every scene. 0 when there are no particles.
+    """
+    vol = torch.as_tensor(np.ascontiguousarray(particle_density), dtype=torch.float32, device=device)
+    _, Y, X = vol.shape
+    ctf = torch.as_tensor(ctf_2d((Y, X), voxel_size, defocus_um, bfactor=bfactor),
+                          dtype=torch.float32, device=device)
+    variances = []
+    for a in angles:
+        p = project(vol, a)
+        footprint = p > ATOM_DENSITY
+        if int(footprint.sum()) < 2:
+            continue
+        img = torch.fft.irfft2(torch.fft.rfft2(p) * ctf, s=(Y, X))
+        variances.append(float(img[footprint].var()))
+    return float(np.mean(variances)) if variances else 0.0
+
+
 def image_volume(density, voxel_size, rng, snr=0.05, tilt_range=60.0, tilt_step=3.0,
-                 defocus_um=None, bfactor=200.0, device="cpu", batch_boxes=None):
+                 defocus_um=None, bfactor=200.0, device="cpu", batch_boxes=None,
+                 particle_density=None):
     """Tilt series with CTF and noise, then weighted back-projection.
 
     ``density`` is positive potential ``[z, y, x]``. With ``batch_boxes=b``, the y axis
     holds independent boxes of height ``b`` (sub-tomogram mode): the CTF is applied to
-    each box separately so that boxes do not leak into each other.
+    each box separately so that boxes do not leak into each other, and each projection's
+    noise follows the mean variance of its boxes.
+    With ``particle_density`` (tomogram mode), the noise is the same for every tilt (a
+    constant dose) and its variance is the labelled particles' signal variance
+    (``particle_signal_variance``) divided by ``snr``. Without it, each projection's noise
+    follows that projection's whole-field variance.
     Returns the reconstruction, normalised to zero mean and unit variance.
     ``snr=None`` or ``inf`` gives a noise-free reconstruction.
     """
@@ -429,6 +476,13 @@ def image_volume(density, voxel_size, rng, snr=0.05, tilt_range=60.0, tilt_step=
     angles = tilt_angles(tilt_range, tilt_step)
     if defocus_um is None:
         defocus_um = rng.uniform(2.0, 5.0)
+    noisy = snr is not None and np.isfinite(snr)
+    fixed_sigma = None
+    if noisy and particle_density is not None:
+        ref = particle_signal_variance(particle_density, voxel_size, angles, defocus_um,
+                                       bfactor=bfactor, device=device)
+        if ref > 0:
+            fixed_sigma = math.sqrt(ref / snr)
     filtered = []
     box = batch_boxes or Y
     for a in angles:
@@ -438,12 +492,13 @@ def image_volume(density, voxel_size, rng, snr=0.05, tilt_range=60.0, tilt_step=
                               dtype=torch.float32, device=device)
         pb = p.reshape(Y // box, box, X)
         img = torch.fft.irfft2(torch.fft.rfft2(pb) * ctf, s=(box, X)).reshape(Y, X)
-        if snr is not None and np.isfinite(snr):
-            if batch_boxes:
-                sig_var = img.reshape(Y // box, -1).var(dim=1).mean()
+        if noisy:
+            if fixed_sigma is not None:
+                sigma = fixed_sigma
+            elif batch_boxes:
+                sigma = float(torch.sqrt(img.reshape(Y // box, -1).var(dim=1).mean() / snr))
             else:
-                sig_var = img.var()
-            sigma = float(torch.sqrt(sig_var / snr))
+                sigma = float(torch.sqrt(img.var() / snr))
             noise = torch.as_tensor(rng.normal(0, sigma, size=(Y, X)), dtype=torch.float32, device=device)
             img = img + noise
         filtered.append(ramp_filter(img))
@@ -470,10 +525,11 @@ def simulate_tomogram(shape=(96, 256, 256), seed=0, snr=0.05, species=None, voxe
         counts = {n: max(1, int(round(DEFAULT_COUNTS.get(n, 15) * vol_scale))) for n in names}
     if crowders is None:
         crowders = int(round(50 * vol_scale))
-    density, rows, occupancy = render_scene(shape, sp, counts, rng, crowders=crowders,
-                                            vesicles=vesicles, membranes=membranes, gold=gold)
+    density, rows, occupancy, particles = render_scene(
+        shape, sp, counts, rng, crowders=crowders, vesicles=vesicles, membranes=membranes,
+        gold=gold, with_particle_density=True)
     tomo = image_volume(density, voxel_size, rng, snr=snr, tilt_range=tilt_range,
-                        tilt_step=tilt_step, device=device)
+                        tilt_step=tilt_step, device=device, particle_density=particles)
     manifest = {
         "seed": seed, "shape_zyx": list(shape), "voxel_size_A": voxel_size, "snr": snr,
         "tilt_range_deg": tilt_range, "tilt_step_deg": tilt_step,
