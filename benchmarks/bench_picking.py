@@ -65,6 +65,7 @@ def main():
     p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=3.0, help="smallest label diameter (network voxels)")
+    p.add_argument("--save-model", default=None, help="keep the first width's model file here")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr) for s in (100, 101, 102)]
@@ -88,6 +89,9 @@ def main():
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
+            if a.save_model and w == a.widths[0]:
+                import shutil
+                shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "coord_conv": a.coord_conv, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),

@@ -137,6 +137,7 @@ CASES = {
     "patch_not_multiple_of_8": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--patch", "20"),
                                 "--patch: 20 is not a multiple of 8"),
     "bin_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "0"), "--bin: 0"),
+    "ema_one": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--ema", "1"), "--ema: 1.0 must be"),
     "unknown_format": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--format", "pdb"), "--format"),
     "cuda_without_gpu": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--device", "cuda"), "--device: cuda"),
     "sparse_without_prior": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--labels", "sparse"), "--prior"),

@@ -253,6 +253,26 @@ def test_one_cycle_schedule_shape():
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_weight_average_follows_the_ramped_decay():
+    from picker3d.engine.train import WeightAverage
+    torch.manual_seed(0)
+    net = ResUNet3D(1, channels=(4, 8, 8, 8))
+    avg = WeightAverage(net, decay=0.99)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    avg.update(net, step=0)            # decay ramps: min(0.99, 1/10) = 0.1
+    for name, p in net.named_parameters():
+        expected = 0.1 * start[name] + 0.9 * p
+        assert torch.allclose(avg.state_dict()[name], expected, atol=1e-6), name
+    for step in range(1, 2000):        # the ramp ends at 0.99; the average converges to the weights
+        avg.update(net, step)
+    name, p = next(iter(net.named_parameters()))
+    assert torch.allclose(avg.state_dict()[name], p, atol=1e-5)
+    assert not any(q.requires_grad for q in avg.model.parameters())
+
+
 def test_large_plateaus_give_one_peak_each_next_to_small_particles():
     """A large class next to a small one: each large plateau yields exactly one particle
     (a window sized for the smallest class would split it into several)."""
