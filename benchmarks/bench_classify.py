@@ -82,7 +82,8 @@ def run_junk(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--snr", type=float, nargs="+", default=[0.1, 0.03, 0.01])
+    ap.add_argument("--snr", type=float, nargs="*", default=[0.1, 0.03, 0.01],
+                    help="sub-tomogram sets to run (none: only --junk)")
     ap.add_argument("--per-species", type=int, default=400)
     ap.add_argument("--box", type=int, default=32)
     ap.add_argument("--bin", type=int, default=2)

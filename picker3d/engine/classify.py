@@ -454,9 +454,10 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
                     losses.append(_train_step(model, opt, x, target))
             history[-1]["loss"] = float(np.mean(losses))
         history[-1]["seconds"] = time.time() - t0
+        # the last iteration (or a stable one) has no M-step, hence no loss
+        loss_txt = f"{history[-1]['loss']:.3f}" if "loss" in history[-1] else "- (no training)"
         log(f"iteration {it + 1}/{iterations}: K={k} ({source} fit) DDBI={score:.3f} "
-            f"label change={change:.3f} loss={history[-1].get('loss', float('nan')):.3f} "
-            f"{history[-1]['seconds']:.1f}s")
+            f"label change={change:.3f} loss={loss_txt} {history[-1]['seconds']:.1f}s")
         prev = labels
         if stop:
             log(f"labels stable (change {change:.4f} < {tol}): stopping")
