@@ -124,6 +124,8 @@ def test_cli_train_and_pick(tmp_path):
                  "--diameters", "barrel=17", "--out", str(tmp_path / "m.pt"), "--epochs", "1",
                  "--iters-per-epoch", "2", "--patch", "24", "--batch", "1", "--tile", "32", "--pad", "4",
                  "--device", "cpu"]) == 0
+    from picker3d.engine.train import load_model
+    assert load_model(str(tmp_path / "m.pt"))[1]["bin"] == 2      # --bin auto: a 17-voxel class
     assert main(["pick", "--model", str(tmp_path / "m.pt"), "--tomograms", str(tmp_path / "t.mrc"),
                  "--out-dir", str(tmp_path / "picks"), "--threshold", "0.0", "--score-map"]) == 0
     head = (tmp_path / "picks" / "t.tsv").read_text().splitlines()[0]
@@ -251,6 +253,13 @@ def test_one_cycle_schedule_shape():
     assert one_cycle_lr(2.0, 1.0) == pytest.approx(1e-4)   # past a time budget: stays at the floor
     lrs = [one_cycle_lr(f, 1.0) for f in np.linspace(0.2, 1, 20)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_auto_binning_keeps_small_species_at_full_resolution():
+    from picker3d.engine.train import auto_bin
+    assert auto_bin([25, 17, 16]) == 2
+    assert auto_bin([25, 17, 12, 24, 8]) == 1     # the simulator's five species: tiny needs bin 1
+    assert auto_bin([15.9]) == 1
 
 
 def test_weight_average_follows_the_ramped_decay():

@@ -83,9 +83,10 @@ def _add_train(sub):
                         "sets the prior from the diameters")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--tile", type=int, default=96, help="inference tile side for validation/picking (multiple of 8)")
-    p.add_argument("--bin", type=int, default=1,
-                   help="train and pick on tomograms binned by this factor (2 suits particles >= 12 voxels; "
-                        "the model stores it, coordinates stay in the original voxels)")
+    p.add_argument("--bin", default="auto",
+                   help="train and pick on tomograms binned by this factor; auto (default): 2 when every "
+                        "class is >= 16 voxels across, else 1 (the model stores it, coordinates stay in "
+                        "the original voxels)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies averaged in validation and, by default, picking")
     p.add_argument("--min-mask", type=float, default=3.0, metavar="VOX",

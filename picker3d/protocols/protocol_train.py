@@ -72,9 +72,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("minutes", params.FloatParam, default=10.0, condition="trainBy == 0",
                       label="Minutes", help="Wall-clock budget (the one-cycle schedule follows the time).")
         form.addParam("epochs", params.IntParam, default=20, condition="trainBy == 1", label="Epochs")
-        form.addParam("binning", params.IntParam, default=1, validators=[params.Positive], label="Binning",
+        form.addParam("binning", params.IntParam, default=0, validators=[params.GE(0)], label="Binning",
                       help="Train and pick on tomograms binned by this factor: 2 is much faster and suits "
-                           "particles of 12 px or more; coordinates stay in the original pixels.")
+                           "particles of 12 px or more; coordinates stay in the original pixels. "
+                           "0 = automatic: 2 when every class is at least 16 px across, else 1.")
         form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
                       help="tball (DeepETPicker's default), ball, cubic or sphere.")
         line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
@@ -143,7 +144,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
                 f"--val-tomograms {' '.join(q(v) for v in vvols)}", f"--val-coords {' '.join(q(t) for t in vtsvs)}",
                 f"--diameters {diam}", f"--out {q(self.getModelFile())}",
-                f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get()}",
+                f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}", f"--patch {self.patchSize.get()}",
                 f"--batch {self.batchSize.get()}",
