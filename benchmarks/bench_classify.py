@@ -93,8 +93,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pca-dim", type=int, default=2)
     ap.add_argument("--junk", action="store_true")
-    ap.add_argument("--contrast-weight", type=float, default=0.0,
-                    help="weight of the box-contrast features (0: shape features only)")
+    ap.add_argument("--contrast-weight", type=float, default=3.0,
+                    help="weight of the box-contrast features (the classify default; 0: shape features only)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     results = [run_subtomograms(args, snr) for snr in args.snr]

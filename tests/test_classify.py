@@ -143,6 +143,22 @@ def test_contrast_separates_the_same_shape_at_two_densities():
     assert clustering_scores(truth, without["labels"])["homogeneity"] < 0.5
 
 
+def test_centre_mass_tells_empty_boxes_from_particles():
+    """A picked particle puts density at the box centre; an empty-ice pick does not. The
+    second contrast feature (centre minus rim) must rank every particle box above every
+    empty one in a noisy stack, whatever the boxes' overall brightness."""
+    rng = np.random.default_rng(4)
+    box, n = 24, 20
+    boxes, truth = [], []
+    for i in range(2 * n):
+        noise = 0.3 * rng.standard_normal((box,) * 3).astype(np.float32) + rng.uniform(-0.5, 0.5)
+        boxes.append(noise + (_blob(box, (box / 2,) * 3, rng) if i % 2 == 0 else 0.0))
+        truth.append(i % 2 == 0)
+    c = box_contrast(np.stack(boxes))
+    truth = np.array(truth)
+    assert c[truth, 1].min() > c[~truth, 1].max()
+
+
 def test_disca_refuses_too_few_particles():
     from picker3d.engine.errors import InputError
     with pytest.raises(InputError, match="too few"):
