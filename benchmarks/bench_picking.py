@@ -66,6 +66,8 @@ def main():
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=3.0, help="smallest label diameter (network voxels)")
     p.add_argument("--save-model", default=None, help="keep the first width's model file here")
+    p.add_argument("--mask-diameter", type=float, default=None,
+                   help="one weak-label diameter for every class (network voxels; DeepETPicker's Const7/9)")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr) for s in (100, 101, 102)]
@@ -85,14 +87,14 @@ def main():
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=0, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
-                  coord_conv=COORD_CONV[a.coord_conv])
+                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter)
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
             if a.save_model and w == a.widths[0]:
                 import shutil
                 shutil.copyfile(out, a.save_model)
-        res = {"channels": list(ch), "coord_conv": a.coord_conv, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
+        res = {"channels": list(ch), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),

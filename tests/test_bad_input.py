@@ -139,6 +139,8 @@ CASES = {
     "bin_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "0"), "--bin: 0"),
     "bin_word": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "two"),
                  "--bin: 'two' must be a positive integer or auto"),
+    "mask_diameter_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--mask-diameter", "0"),
+                           "--mask-diameter: 0.0 must be 1 voxel or more"),
     "ema_one": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--ema", "1"), "--ema: 1.0 must be"),
     "unknown_format": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--format", "pdb"), "--format"),
     "cuda_without_gpu": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--device", "cuda"), "--device: cuda"),

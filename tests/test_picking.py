@@ -303,6 +303,27 @@ def test_large_plateaus_give_one_peak_each_next_to_small_particles():
     assert r["f1"] == 1.0 and r["mean_class_f1"] == 1.0
 
 
+def test_labels_wider_than_the_particle_give_one_peak_each():
+    """Constant-diameter weak labels (DeepETPicker's Const9) are wider than a small particle:
+    peak finding at the label's scale keeps one pick per plateau; at the particle's own scale
+    the noisy plateau splits into several picks."""
+    shape = (40, 64, 64)
+    names, diam, label = ["small"], {"small": 4.0}, {"small": 12.0}
+    rng = np.random.default_rng(5)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    probs = np.zeros((2,) + shape, np.float32)
+    centres = [(16, 16, 20), (46, 20, 20), (30, 48, 18)]
+    for x, y, z in centres:
+        r2 = (xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2
+        probs[1] = np.maximum(probs[1], (0.7 + 0.3 * rng.random(shape)) * (r2 <= 6 ** 2))
+    probs[0] = 1 - probs[1]
+    t = find_particles(probs, names, diam, t_seg=0.5, t_lm=0.1, label_diameters=label)
+    assert len(t) == 3
+    r = evaluate(t, CoordTable(np.array(centres, float), names * 3), diam)
+    assert r["f1"] == 1.0
+    assert len(find_particles(probs, names, diam, t_seg=0.5, t_lm=0.1)) > 3
+
+
 def test_border_margin_drops_particles_near_faces_for_every_class():
     shape = (30, 40, 40)
     zz, yy, xx = np.mgrid[:30, :40, :40]

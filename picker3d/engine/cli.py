@@ -96,6 +96,9 @@ def _add_train(sub):
     p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
                    help="position channels of the network: z = depth in the tomogram only (default; "
                         "measured better than x, y, z), xyz = DeepETPicker's three, none")
+    p.add_argument("--mask-diameter", type=float, default=None, metavar="VOX",
+                   help="one weak-label diameter for every class, in network voxels (after --bin), as "
+                        "DeepETPicker's constant masks (Const7/Const9); default: each class's diameter")
     p.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
                    help="validate and keep an exponential moving average of the weights with this "
                         "decay per step (0 = the last step's weights)")
@@ -311,7 +314,8 @@ def cmd_train(a):
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
-          expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema)
+          expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
+          mask_diameter=a.mask_diameter)
     print(f"model written to {a.out}")
     return 0
 

@@ -202,14 +202,16 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
 
 
 def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=1, mode="peaks",
-                   border=0, class_thresholds=None, smooth=0.25, dedupe=True):
+                   border=0, class_thresholds=None, smooth=0.25, dedupe=True, label_diameters=None):
     """Particles from class probabilities ``(K, Z, Y, X)``; returns a CoordTable with scores.
 
     ``diameters`` maps class name → diameter in voxels (for NMS windows and t_dist).
     ``class_thresholds`` (optional) maps class name → minimum score, e.g. calibrated on
     validation data; it overrides ``t_lm`` for that class. ``smooth`` is the Gaussian sigma
     applied before peak finding, as a fraction of the diameter (1/4 for segmentation
-    plateaus; a centre heatmap is already peaked and uses 1/12).
+    plateaus; a centre heatmap is already peaked and uses 1/12). ``label_diameters`` (the
+    weak labels' diameters, when they differ from the particles') sets the peak-finding
+    scale to the larger of the two, so a label wider than its particle gives one peak.
     """
     K = probs.shape[0]
     fg = 1.0 - probs[0]
@@ -231,7 +233,8 @@ def find_particles(probs, class_names, diameters, t_seg=0.5, t_lm=0.1, min_size=
         xyz = cent[keep][:, ::-1]
         scores = np.asarray(score)[keep]
     else:
-        xyz, scores, cls_idx = _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm, smooth)
+        scales = {c: max(float(diameters[c]), float((label_diameters or {}).get(c, 0.0))) for c in class_names}
+        xyz, scores, cls_idx = _peaks_per_class_scale(probs, fg, class_names, scales, t_seg, t_lm, smooth)
     names = np.array(class_names, dtype=object)[cls_idx - 1] if len(cls_idx) else np.array([], dtype=object)
     # per-class calibrated thresholds
     if class_thresholds:
@@ -381,7 +384,7 @@ def _postprocess_margin(meta):
     """Planes of context the peak finding needs around a slab (binned voxels): the Gaussian's
     reach, half the max-pooling window, the 3x3x3 vote and refinement (de-duplication is done
     once for the whole volume)."""
-    d = max(_binned_diameters(meta).values())
+    d = max(list(_binned_diameters(meta).values()) + list((meta.get("label_diameters") or {}).values()))
     sigma = max(d * peak_smoothing(meta), 0.5)
     return int(math.ceil(3.0 * sigma + 0.5)) + (max(3, int(math.ceil(d / 2)) | 1)) // 2 + 2
 
@@ -412,7 +415,8 @@ def particles_from_probs(probs, meta, threshold=None, mode="peaks", thresholds=N
     t_lm = 0.1 if threshold is None else threshold
     table = find_particles(probs, meta["classes"], _binned_diameters(meta), t_seg=t_seg, t_lm=t_lm, mode=mode,
                            class_thresholds=class_thr, min_size=max(1, int(meta.get("min_size", 1))),
-                           border=border / factor, smooth=peak_smoothing(meta), dedupe=dedupe)
+                           border=border / factor, smooth=peak_smoothing(meta), dedupe=dedupe,
+                           label_diameters=meta.get("label_diameters"))
     if z_offset and len(table):
         table.xyz = table.xyz + [0.0, 0.0, float(z_offset)]
     table.xyz = from_binned(table.xyz, factor)

@@ -188,12 +188,14 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
 # validation and threshold calibration
 # ----------------------------------------------------------------------------------------
 
-def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3, 0.5), smooth=0.25):
+def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3, 0.5), smooth=0.25,
+              label_diameters=None):
     """Thresholds (t_seg, per-class score) maximising validation F1; returns (thr, f1, mean class F1)."""
     grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     best = (None, -1.0, 0.0)
     for ts in t_segs:
-        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth) for p in probs_list]
+        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth,
+                                label_diameters=label_diameters) for p in probs_list]
         # per-class score threshold chosen independently (classes hardly interact after NMS)
         thr = {}
         for c in class_names:
@@ -288,7 +290,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=3e-3, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=3.0, coord_conv="z",
-          ema=0.99):
+          ema=0.99, mask_diameter=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -345,7 +347,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--bin: {bin} must be 1 or more")
     # network space: binned volumes, coordinates and diameters (masks at least 3 voxels wide)
     diam_b = {c: diam[c] / bin for c in class_names}
-    mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
+    if mask_diameter is not None and not float(mask_diameter) >= 1:
+        raise InputError(f"--mask-diameter: {mask_diameter} must be 1 voxel or more")
+    if mask_diameter is not None:
+        # DeepETPicker's constant-diameter weak labels (seed 000 §A.3, Supp. Table 2: Const7 / Const9)
+        mask_diam = {c: float(mask_diameter) for c in class_names}
+    else:
+        mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
     big = max(class_names, key=lambda c: diam_b[c])
     if diam_b[big] > tile - 2 * pad:
         raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
@@ -409,6 +417,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "patch": patch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
+                 "label_diameters": dict(mask_diam),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
     for epoch in range(start_epoch, epochs):
@@ -439,7 +448,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             probs = [predict_volume(evaluated, v, tile=tile, pad=pad, device=device, flips=flips) for v in val_vols]
             thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b,
                                      t_segs=(0.1, 0.3, 0.5) if sparse else (0.3, 0.5),
-                                     smooth=peak_smoothing(meta_base))
+                                     smooth=peak_smoothing(meta_base), label_diameters=mask_diam)
             entry.update(val_f1=f1, val_class_f1=cf1)
             if f1 > best_f1:
                 best_f1, best_thr = f1, thr
