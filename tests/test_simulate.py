@@ -137,3 +137,26 @@ def test_unknown_species_is_a_clear_error():
     from picker3d.engine.errors import InputError
     with pytest.raises(InputError, match="unknown species 'ribosome'"):
         simulate.build_species("ribosome")
+
+
+def _particle_cnr(distractors, referred, seed=3):
+    """Contrast of the particle centres against empty ice, in units of the ice's noise."""
+    from scipy import ndimage
+    rng = np.random.default_rng(seed)
+    kw = dict(gold=10, membranes=1, vesicles=1) if distractors else {}
+    dens, rows, _, part = simulate.render_scene((48, 96, 96), [simulate.build_species("large")], {"large": 6},
+                                                rng, with_particle_density=True, **kw)
+    tomo = simulate.image_volume(dens, 10.0, rng, snr=0.1, particle_density=part if referred else None)
+    centres = np.array([[r["z"], r["y"], r["x"]] for r in rows]).round().astype(int)
+    inside = np.mean([tomo[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2].mean() for z, y, x in centres])
+    bg = tomo[ndimage.binary_erosion(dens < 1e-3, iterations=4)]
+    return (bg.mean() - inside) / bg.std()
+
+
+def test_gold_and_membranes_add_contrast_not_noise():
+    """The noise is referred to the labelled particles' signal: adding gold beads, a membrane
+    and a vesicle leaves the particles' contrast-to-noise ratio where it was. Referred to
+    the whole field (the earlier definition) the same distractors bury the particles."""
+    clean, crowded = _particle_cnr(False, True), _particle_cnr(True, True)
+    assert 0.8 < crowded / clean < 1.25
+    assert _particle_cnr(True, False) / _particle_cnr(False, False) < 0.5

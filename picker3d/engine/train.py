@@ -300,8 +300,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     or derived from ``expected_particles`` per tomogram (:mod:`picker3d.engine.pu`).
 
     ``bin`` > 1 trains (and later picks) on the tomograms binned by that factor (``"auto"``:
-    :func:`auto_bin`): 8x fewer voxels per bin-2 step, which on a CPU budget buys many more iterations for particles
-    that stay >= ~6 voxels across after binning. ``flips`` is the test-time mirroring used
+    :func:`auto_bin`): 8x fewer voxels per bin-2 step, which on a CPU budget buys many more
+    iterations for particles that stay >= ~6 voxels across after binning. ``flips`` is the test-time mirroring used
     for validation and stored for picking (1, 2, 4 or 8). ``min_mask`` is the smallest label
     diameter in network voxels (small species binned away get a blob this wide).
 
@@ -407,8 +407,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         history, best_f1, best_state, best_thr = ck["history"], ck["best_f1"], ck["best_state"], ck["best_thr"]
-        if averaged is not None and ck.get("ema") is not None:
-            averaged.load_state_dict(ck["ema"])
+        if averaged is not None:
+            if ck.get("ema") is not None:
+                averaged.load_state_dict(ck["ema"])
+            else:       # a checkpoint written without averaging: start the average here
+                averaged = WeightAverage(model, ema)
         start_epoch = ck["epoch"] + 1
         log(f"resuming from epoch {start_epoch} ({ckpt_path})")
     val_probs_needed = bool(val_vols)
