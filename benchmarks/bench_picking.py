@@ -64,7 +64,7 @@ def main():
     p.add_argument("--iters", type=int, default=30, help="iterations per epoch (validation after each)")
     p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
-    p.add_argument("--min-mask", type=float, default=3.0, help="smallest label diameter (network voxels)")
+    p.add_argument("--min-mask", type=float, default=9.0, help="smallest label diameter (network voxels)")
     p.add_argument("--save-model", default=None, help="keep the first width's model file here")
     p.add_argument("--mask-diameter", type=float, default=None,
                    help="one weak-label diameter for every class (network voxels; DeepETPicker's Const7/9)")

@@ -89,8 +89,9 @@ def _add_train(sub):
                         "the original voxels)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies averaged in validation and, by default, picking")
-    p.add_argument("--min-mask", type=float, default=3.0, metavar="VOX",
-                   help="smallest weak-label diameter in network voxels (after --bin)")
+    p.add_argument("--min-mask", type=float, default=None, metavar="VOX",
+                   help="smallest weak-label diameter in network voxels (after --bin); default 9 for "
+                        "complete labels (measured better than 3), 3 for sparse labels")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
