@@ -125,7 +125,7 @@ def box_contrast(stack):
     flat = stack.reshape(len(stack), -1)
     n = stack.shape[1]
     r = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(n) - (n - 1) / 2] * 3, indexing="ij")))
-    centre = r <= n / 6.0
+    centre = r <= max(n / 6.0, 1.0)      # never empty, even for a tiny even-sized box
     shell = r > n / 3.0
     # density at the centre against the box's rim: what a particle puts where it was picked
     centre_mass = stack[:, centre].mean(axis=1) - stack[:, shell].mean(axis=1)
