@@ -466,8 +466,8 @@ def image_volume(density, voxel_size, rng, snr=0.05, tilt_range=60.0, tilt_step=
     noise follows the mean variance of its boxes.
     With ``particle_density`` (tomogram mode), the noise is the same for every tilt (a
     constant dose) and its variance is the labelled particles' signal variance
-    (``particle_signal_variance``) divided by ``snr``. Without it, each projection's noise
-    follows that projection's whole-field variance.
+    (``particle_signal_variance``) divided by ``snr``. Without it (or when it holds no
+    particle), each projection's noise follows that projection's whole-field variance.
     Returns the reconstruction, normalised to zero mean and unit variance.
     ``snr=None`` or ``inf`` gives a noise-free reconstruction.
     """
@@ -481,6 +481,8 @@ def image_volume(density, voxel_size, rng, snr=0.05, tilt_range=60.0, tilt_step=
     if noisy and particle_density is not None:
         ref = particle_signal_variance(particle_density, voxel_size, angles, defocus_um,
                                        bfactor=bfactor, device=device)
+        # a scene without labelled particles has no signal to refer to: the whole-field
+        # rule below applies to it
         if ref > 0:
             fixed_sigma = math.sqrt(ref / snr)
     filtered = []
