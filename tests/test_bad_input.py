@@ -167,6 +167,9 @@ CASES = {
                                            "--k-range", "9-3", "--out", o + ".tsv"], "--k-range"),
     "classify_box_too_small": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords", f["coords.tsv"],
                                              "--box", "3", "--out", o + ".tsv"], "--box: 3"),
+    "classify_negative_split_separation": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords",
+                                                         f["coords.tsv"], "--split-separation", "-1",
+                                                         "--out", o + ".tsv"], "--split-separation: -1"),
 }
 
 

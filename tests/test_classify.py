@@ -10,7 +10,7 @@ import torch
 
 from picker3d.engine.classify import (YOPO, align_labels, bin_boxes, class_averages, clustering_scores, ddbi,
                                       box_contrast, disca, disca_on_boxes, extract_features, extract_subvolumes, fit_gmm_bic,
-                                      normalize_box, rotate_boxes)
+                                      normalize_box, rotate_boxes, split_by_density)
 
 
 def _blob(box, centre, rng):
@@ -157,6 +157,27 @@ def test_centre_mass_tells_empty_boxes_from_particles():
     c = box_contrast(np.stack(boxes))
     truth = np.array(truth)
     assert c[truth, 1].min() > c[~truth, 1].max()
+
+
+def test_split_by_density_takes_empty_picks_out_of_a_particle_class():
+    """Class 0 holds 40 particles (centre density about -1) and 30 empty picks (about 0);
+    class 1 holds one species whose density is unimodal. Only class 0 is split, the empty
+    picks exactly form the new class, and a separation of 0 switches the split off."""
+    rng = np.random.default_rng(5)
+    density = np.r_[rng.normal(-1.0, 0.15, 40), rng.normal(0.05, 0.15, 30), rng.normal(-0.6, 0.15, 50)]
+    labels = np.r_[np.zeros(70, int), np.ones(50, int)]
+    posterior = np.full(120, 0.9)
+    new, post, splits = split_by_density(labels, density, posterior, log=lambda m: None)
+    assert [s[:3] for s in splits] == [(0, 2, [40, 30])] and splits[0][3] > 3.0
+    assert np.all(new[:40] == 0) and np.all(new[40:70] == 2) and np.all(new[70:] == 1)
+    assert post.shape == (120,) and np.all(post <= 0.9) and np.all(post[70:] == 0.9)
+    assert np.array_equal(labels, np.r_[np.zeros(70, int), np.ones(50, int)])    # input untouched
+    same, _, none = split_by_density(labels, density, posterior, min_separation=0, log=lambda m: None)
+    assert none == [] and np.array_equal(same, labels)
+    # two groups that overlap (D about 1.3) are one class with a spread, not two
+    close = np.r_[rng.normal(-0.2, 0.15, 40), rng.normal(0.0, 0.15, 30)]
+    _, _, none = split_by_density(np.zeros(70, int), close, log=lambda m: None)
+    assert none == []
 
 
 def test_disca_refuses_too_few_particles():

@@ -491,13 +491,82 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
             "embedding": emb, "features": best["features"]}
 
 
-def disca_on_boxes(stack, binning=1, contrast_weight=3.0, **kw):
+def split_by_density(labels, density, posterior=None, min_separation=3.0, min_size=5, seed=0, log=print):
+    """Split a class in two where its boxes' centre density is clearly bimodal.
+
+    A shape class can hold particles *and* empty-ice picks: at low SNR an empty box and a
+    particle box look alike once each is normalised, but the particle puts density at the
+    centre of its pick (:func:`box_contrast`'s second column). For every class of at least
+    ``2 * min_size`` boxes, one- and two-component Gaussian mixtures are fitted to that
+    density (standardised over all boxes); the class is split when BIC prefers two, both
+    hold ``min_size`` boxes or more, and the components are separated by Ashman's D ≥
+    ``min_separation`` (D = |mu1 - mu2| / sqrt((s1² + s2²) / 2); D > 2 is the usual mark of
+    a clean separation, Ashman et al. 1994). The default 3 was measured on the simulator
+    (benchmarks/bench_classify.py): splits of empty-ice picks from particles had D 3.4-4.4,
+    while the orientation-dependent centre density of a rod at SNR 0.1 (one species) had
+    D 2.4. The larger component keeps the class number; the other becomes a new class.
+    ``min_separation`` 0 disables the split. Returns (labels, posterior, splits) — splits
+    lists (class, new class, sizes, D)."""
+    from sklearn.mixture import GaussianMixture
+    labels = np.asarray(labels).copy()
+    posterior = None if posterior is None else np.asarray(posterior, dtype=np.float64).copy()
+    splits = []
+    if min_separation <= 0 or len(labels) == 0:
+        return labels, posterior, splits
+    d = np.asarray(density, dtype=np.float64).reshape(-1)
+    z = ((d - d.mean()) / (d.std() + 1e-12))[:, None]
+    next_label = int(labels.max()) + 1
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < 2 * min_size:
+            continue
+        zc = z[members]
+        fits = [GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=3, random_state=seed).fit(zc)
+                for k in (1, 2)]
+        two = fits[1]
+        if two.bic(zc) >= fits[0].bic(zc):
+            continue
+        part = two.predict(zc)
+        sizes = np.bincount(part, minlength=2)
+        mu, var = two.means_.ravel(), two.covariances_.ravel()
+        sep = abs(mu[0] - mu[1]) / np.sqrt((var[0] + var[1]) / 2)
+        if sizes.min() < min_size or sep < min_separation:
+            continue
+        moved = members[part == np.argmin(sizes)]
+        labels[moved] = next_label
+        if posterior is not None:
+            posterior[members] *= two.predict_proba(zc).max(axis=1)
+        splits.append((int(c), next_label, sizes.tolist(), float(sep)))
+        log(f"class {c} ({len(members)} boxes) split by centre density into {sizes.max()} + {sizes.min()} "
+            f"(class {next_label}; separation D={sep:.2f})")
+        next_label += 1
+    return labels, posterior, splits
+
+
+def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, **kw):
     """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
     per_box=False)``): binned, each box normalised for the shape features, and with
-    ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them."""
+    ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them; then, with
+    ``split_separation`` > 0, each class whose centre density is clearly bimodal is split
+    in two (:func:`split_by_density`: empty-ice picks that share a class with particles).
+
+    Measured on picks of simulated tomograms with gold and empty-ice picks (three seeds):
+    empty boxes in empty-majority classes 0.72 / 0.34 / 0.43 without the split, 0.72 / 1.00
+    / 0.96 with it; 2,000 sub-tomograms of five species at SNR 0.1 / 0.03 / 0.01 were not
+    split (K and homogeneity unchanged)."""
     binned = bin_boxes(stack, binning)
-    contrast = box_contrast(binned) if contrast_weight > 0 else None
-    return disca(normalize_box(binned), contrast=contrast, contrast_weight=contrast_weight, **kw)
+    need_contrast = contrast_weight > 0 or split_separation > 0
+    contrast = box_contrast(binned) if need_contrast else None
+    res = disca(normalize_box(binned), contrast=contrast if contrast_weight > 0 else None,
+                contrast_weight=contrast_weight, **kw)
+    if split_separation > 0:
+        log = kw.get("log", print)
+        labels, post, splits = split_by_density(res["labels"], contrast[:, 1], res["posterior"],
+                                                min_separation=split_separation, seed=kw.get("seed", 0), log=log)
+        if splits:
+            res.update(labels=labels, posterior=post, k=int(labels.max()) + 1)
+        res["splits"] = splits
+    return res
 
 
 def class_averages(stack, labels):

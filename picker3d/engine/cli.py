@@ -158,6 +158,10 @@ def _add_classify(sub):
                         "in the tomogram's units) next to the shape features (default 3: empty-ice picks "
                         "gather in their own classes more often, shape sorting unchanged on simulated "
                         "sets; 4 isolated junk in every run but cost homogeneity at SNR 0.03; 0: shape only)")
+    p.add_argument("--split-separation", type=float, default=3.0,
+                   help="after clustering, split a class in two where its boxes' centre density is clearly "
+                        "bimodal (two Gaussians separated by Ashman's D of at least this; empty-ice picks "
+                        "sharing a class with particles measured D 3.4-4.4); 0: no split")
     p.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
                    help="boxes reaching outside the tomogram: pad with the mean, or leave the particle out")
     p.add_argument("--device", default="auto")
@@ -410,6 +414,8 @@ def cmd_classify(a):
         raise InputError(f"--pca-dim: {a.pca_dim} must be >= 1")
     if a.contrast_weight < 0:
         raise InputError(f"--contrast-weight: {a.contrast_weight} must be >= 0")
+    if a.split_separation < 0:
+        raise InputError(f"--split-separation: {a.split_separation} must be >= 0 (0: no split)")
     stacks, tables, vs = [], [], None
     if a.subtomograms:
         if a.tomograms or a.coords:
@@ -437,7 +443,7 @@ def cmd_classify(a):
     # need them; the shape features and the averages use per-box normalised boxes
     stack = np.concatenate(stacks)
     box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
-    res = disca_on_boxes(stack, a.bin, a.contrast_weight, k_range=k_range, iterations=a.iterations,
+    res = disca_on_boxes(stack, a.bin, a.contrast_weight, a.split_separation, k_range=k_range, iterations=a.iterations,
                          epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=resolve_device(a.device),
                          log=lambda m: print(m, flush=True))
     stack = normalize_box(stack)
@@ -458,7 +464,9 @@ def cmd_classify(a):
     history = [{k: v for k, v in h.items()} for h in res["history"]]
     _atomic_text(os.path.splitext(a.out)[0] + "_disca.json", json.dumps(
         {"k": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": history,
-         "sizes": np.bincount(labels).tolist()}, indent=1) + "\n")
+         "sizes": np.bincount(labels).tolist(),
+         "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
+                            for c, n, sz, d in res.get("splits", [])]}, indent=1) + "\n")
     write_table(a.out, out)
     sizes = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(np.bincount(labels)))
     print(f"{a.out}: {len(labels)} particles in {res['k']} classes ({sizes}); averages in {avg_dir}")
