@@ -7,7 +7,11 @@ time, inference seconds and voxels per second, the extrapolation to 200x512x512,
 RSS, model size, FLOPs per voxel and the tile-overlap overhead. With --big, one
 200x512x512 tomogram is also picked for real with the first width.
 
+Also picks the training tomogram itself (``train_tomogram_flips2``): a test F1 far below
+it means the data limit the model, a low one there that the training budget does.
+
 Usage: python benchmarks/bench_picking.py [--minutes 10] [--bin 2] [--widths 16,32,48,64 8,16,24,36] [--big]
+       [--patch auto] [--batch auto] [--seed 0] [--train-tomograms 1] [--save-model FILE]
 """
 import argparse
 import json
@@ -53,8 +57,8 @@ def main():
     p.add_argument("--widths", nargs="+", default=["16,32,48,64", "8,16,24,36"])
     p.add_argument("--shape", type=int, nargs=3, default=[96, 256, 256])
     p.add_argument("--snr", type=float, default=0.05)
-    p.add_argument("--patch", type=int, default=48)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--patch", type=int, default=None, help="training patch (default: train's automatic choice)")
+    p.add_argument("--batch", type=int, default=None, help="patches per step (default: automatic)")
     p.add_argument("--bin", type=int, default=2)
     p.add_argument("--flips", type=int, default=2, help="test-time flips used in validation (stored in the model)")
     p.add_argument("--loss", default="dice+ce")
@@ -65,16 +69,22 @@ def main():
     p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=9.0, help="smallest label diameter (network voxels)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
+    p.add_argument("--train-tomograms", type=int, default=1,
+                   help="annotated training tomograms (validation and test stay tomograms 101 and 102)")
     p.add_argument("--save-model", default=None, help="keep the first width's model file here")
     p.add_argument("--mask-diameter", type=float, default=None,
                    help="one weak-label diameter for every class (network voxels; DeepETPicker's Const7/9)")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr) for s in (100, 101, 102)]
+    # tomograms 100 (train), 101 (validation), 102 (test); extra training tomograms 103, 104, ...
+    seeds = [100, 101, 102] + [103 + i for i in range(a.train_tomograms - 1)]
+    sims = [simulate_tomogram(shape=tuple(a.shape), seed=s, snr=a.snr) for s in seeds]
     tabs = [CoordTable.from_rows(s["rows"]) for s in sims]
+    train_idx = [0] + list(range(3, len(sims)))
     diam = {k: v["diameter_vox"] for k, v in sims[0]["manifest"]["species"].items()}
     classes = list(diam)
-    print(f"dataset: 3 tomograms {tuple(a.shape)} SNR {a.snr}, species {diam}, "
+    print(f"dataset: {len(sims)} tomograms ({a.train_tomograms} for training) {tuple(a.shape)} SNR {a.snr}, species {diam}, "
           f"particles {[len(t) for t in tabs]}, bin {a.bin}", flush=True)
     results = {}
     nvox = int(np.prod(a.shape))
@@ -83,9 +93,9 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "m.pt")
             t0 = time.time()
-            train([sims[0]["tomogram"]], [tabs[0]], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
+            train([sims[i]["tomogram"] for i in train_idx], [tabs[i] for i in train_idx], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
-                  channels=ch, seed=0, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
+                  channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
                   coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter)
             t_train = time.time() - t0
@@ -94,7 +104,8 @@ def main():
             if a.save_model and w == a.widths[0]:
                 import shutil
                 shutil.copyfile(out, a.save_model)
-        res = {"channels": list(ch), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
+        res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
+               "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
@@ -111,6 +122,12 @@ def main():
                 "ap": round(r["ap"], 3), "per_class_f1": {k: round(v["f1"], 3) for k, v in r["per_class"].items()},
                 "pick_s": round(t_pick, 2), "mvox_per_s": round(nvox / t_pick / 1e6, 3),
                 "extrapolated_200x512x512_s": round(np.prod(BIG) / (nvox / t_pick), 1)}
+        # the training tomogram itself: a large gap to the test F1 means the data, not the
+        # optimisation, limits the model
+        picked, _ = pick_tomogram(model, meta, sims[0]["tomogram"], flips=2)
+        r = score(picked, tabs[0], diam)
+        res["train_tomogram_flips2"] = {"f1": round(r["f1"], 3), "f1_d>=12": round(score(picked, tabs[0], diam, True)["f1"], 3),
+                                        "mean_class_f1": round(r["mean_class_f1"], 3)}
         res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         results[w] = (res, model, meta)
         print(json.dumps(res), flush=True)

@@ -136,6 +136,8 @@ CASES = {
                               "--coords: 1 coordinate files for 2 tomograms"),
     "patch_not_multiple_of_8": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--patch", "20"),
                                 "--patch: 20 is not a multiple of 8"),
+    "patch_not_a_number": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--patch", "big"),
+                           "--patch: 'big' must be a positive integer or auto"),
     "bin_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "0"), "--bin: 0"),
     "bin_word": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "two"),
                  "--bin: 'two' must be a positive integer or auto"),

@@ -262,6 +262,21 @@ def test_auto_binning_keeps_small_species_at_full_resolution():
     assert auto_bin([15.9]) == 1
 
 
+def test_automatic_patch_holds_the_largest_particle(tmp_path):
+    from picker3d.engine.train import auto_patch, load_model, train
+    assert auto_patch([12.5, 8.5, 6, 12, 4]) == (32, 8)       # the simulator's species at bin 2
+    assert auto_patch([25, 17, 12, 24, 8]) == (40, 4)         # ... at bin 1: 25 + 8 voxels need 40
+    assert auto_patch([30], sparse=True) == (48, 4)
+    # train() without patch and batch uses the rule, says so and records it
+    vol, tab = _small_dataset(31)
+    lines = []
+    out = str(tmp_path / "m.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, epochs=1, iters_per_epoch=1, tile=32, pad=4,
+          channels=(4, 8), bin=2, log=lines.append)
+    assert "patches 32³ in batches of 8" in lines
+    assert load_model(out)[1]["patch"] == 32 and load_model(out)[1]["batch"] == 8
+
+
 def test_weight_average_follows_the_ramped_decay():
     from picker3d.engine.train import WeightAverage
     torch.manual_seed(0)

@@ -53,6 +53,19 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
+def _int_or_auto(text, flag):
+    """A positive integer, or None for 'auto' (the engine chooses)."""
+    if text is None or str(text) == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"{flag}: '{text}' must be a positive integer or auto") from None
+    if value < 1:
+        raise InputError(f"{flag}: {value} must be 1 or more (or auto)")
+    return value
+
+
 def _add_train(sub):
     p = sub.add_parser("train", help="train a 3D-ResUNet picker from coordinates (weak labels)")
     p.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
@@ -66,8 +79,11 @@ def _add_train(sub):
     g.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
     g.add_argument("--minutes", type=float, default=None, help="time budget in minutes instead of epochs")
     p.add_argument("--iters-per-epoch", type=int, default=40)
-    p.add_argument("--patch", type=int, default=48, help="training patch side (multiple of 8)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--patch", default="auto",
+                   help="training patch side in network voxels (multiple of 8; auto, the default: the "
+                        "smallest of at least 32 that holds the largest particle plus 8 voxels; sparse labels: 48)")
+    p.add_argument("--batch", default="auto",
+                   help="patches per step (auto, the default: 8 for 32-voxel patches, else 4)")
     p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
     p.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
                    help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu "
@@ -298,6 +314,7 @@ def cmd_train(a):
     from .network import COORD_CONV
     from .train import train
     diam = parse_diameters(a.diameters)
+    patch, batch = _int_or_auto(a.patch, "--patch"), _int_or_auto(a.batch, "--batch")   # before reading
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
     vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
     classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})
@@ -315,7 +332,8 @@ def cmd_train(a):
     channels = tuple(int(c) for c in a.channels.split(","))
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
-          iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=a.patch, batch=a.batch, channels=channels,
+          iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch,
+          batch=batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,

@@ -256,8 +256,12 @@ class ProtPicker3DClassify(ProtPicker3DBase):
             return ["Classification not finished yet."]
         _, info = self.getResult()
         sizes = ", ".join(f"class {i}: {n}" for i, n in enumerate(info["sizes"], start=1))
-        return [f"{out.getSize()} particles in {info['k']} classes ({sizes}).",
-                f"Result of iteration {info['iteration']} (lowest DDBI {info['ddbi']:.3f})."]
+        lines = [f"{out.getSize()} particles in {info['k']} classes ({sizes}).",
+                 f"Result of iteration {info['iteration']} (lowest DDBI {info['ddbi']:.3f})."]
+        for sp in info.get("density_splits", []):
+            lines.append(f"Class {sp['new_class']} was split from class {sp['class']} by centre density "
+                         f"(separation {sp['separation']:.1f}): look there for empty picks.")
+        return lines
 
     def _methods(self):
         return ["Picked particles were sorted into classes with picker3d's implementation of "

@@ -85,9 +85,14 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips")
         form.addParam("iterationsPerEpoch", params.IntParam, default=30, expertLevel=params.LEVEL_ADVANCED,
                       label="Iterations per epoch")
-        form.addParam("patchSize", params.IntParam, default=48, expertLevel=params.LEVEL_ADVANCED,
-                      label="Patch size (px, multiple of 8)")
-        form.addParam("batchSize", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED, label="Batch size")
+        form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Patch size (px, multiple of 8)",
+                      help="Side of the training patches in (binned) voxels. 0 = automatic: the smallest "
+                           "multiple of 8 of at least 32 that holds the largest particle plus 8 voxels "
+                           "(48 for sparse labels). 32 in batches of 8 fitted the data much better than 48 "
+                           "in batches of 4 in the same time on the CPU benchmark.")
+        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Batch size",
+                      help="Patches per training step. 0 = automatic: 8 for 32-voxel patches, else 4.")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Loss", help="dice+ce (class-weighted), soft Dice (seed 000 §A.5), cross-entropy, focal.")
         form.addParam("learningRate", params.FloatParam, default=3e-3, expertLevel=params.LEVEL_ADVANCED,
@@ -146,10 +151,13 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--diameters {diam}", f"--out {q(self.getModelFile())}",
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
-                f"--iters-per-epoch {self.iterationsPerEpoch.get()}", f"--patch {self.patchSize.get()}",
-                f"--batch {self.batchSize.get()}",
+                f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
                 f"--lr {self.learningRate.get()}", f"--seed {self.seed.get()}", self._deviceArg()]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
+        if self.patchSize.get():       # 0 = the engine's automatic choice
+            args.append(f"--patch {self.patchSize.get()}")
+        if self.batchSize.get():
+            args.append(f"--batch {self.batchSize.get()}")
         if self.labels.get() == 1:
             args.append("--labels sparse --loss pu")
             args.append(f"--prior {self.prior.get()}" if self.prior.get() else
@@ -205,8 +213,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             errors.append("Sparse annotation needs the number of particles per tomogram (or the class prior).")
         if self.labels.get() == 1 and self.prior.get() and not 0 < self.prior.get() < 1:
             errors.append(f"Class prior {self.prior.get()} must be a fraction between 0 and 1.")
-        if self.patchSize.get() % 8:
-            errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8.")
+        if self.patchSize.get() < 0 or self.patchSize.get() % 8:
+            errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8 (0 = automatic).")
+        if self.batchSize.get() < 0:
+            errors.append(f"Batch size {self.batchSize.get()} must be 0 (automatic) or more.")
         try:
             [int(c) for c in self.channels.get().split(",")]
         except ValueError:
