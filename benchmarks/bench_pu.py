@@ -48,7 +48,7 @@ def run(mode, frac, sims, tabs, classes, diam, a):
         out = os.path.join(d, "m.pt")
         t0 = time.time()
         train([sims[0]["tomogram"]], [annotated], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
-              epochs=1000, minutes=a.minutes, iters_per_epoch=30, patch=48, batch=4, channels=(16, 32, 48, 64),
+              epochs=1000, minutes=a.minutes, iters_per_epoch=30, patch=a.patch, batch=a.batch, channels=(16, 32, 48, 64),
               seed=0, bin=a.bin, flips=2, log=lambda m: print("    " + m, flush=True), **kw)
         t_train = time.time() - t0
         model, meta = load_model(out)
@@ -76,6 +76,8 @@ def main():
     p.add_argument("--bin", type=int, default=2)
     p.add_argument("--count", type=int, default=None,
                    help="particles per species and tomogram (default: 50 for one species, the simulator's otherwise)")
+    p.add_argument("--patch", type=int, default=48, help="training patch (48: the measured sparse-label setting)")
+    p.add_argument("--batch", type=int, default=4)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))

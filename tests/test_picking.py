@@ -275,6 +275,17 @@ def test_automatic_patch_holds_the_largest_particle(tmp_path):
           channels=(4, 8), bin=2, log=lines.append)
     assert "patches 32³ in batches of 8" in lines
     assert load_model(out)[1]["patch"] == 32 and load_model(out)[1]["batch"] == 8
+    # resuming keeps the interrupted run's patches; a checkpoint from before the automatic
+    # choice has none recorded, and those runs used 48 x 4
+    ck = torch.load(out + ".ckpt", weights_only=False)
+    assert (ck["patch"], ck["batch"]) == (32, 8)
+    del ck["patch"], ck["batch"]
+    torch.save(ck, out + ".ckpt")
+    lines.clear()
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, epochs=2, iters_per_epoch=1, tile=32, pad=4,
+          channels=(4, 8), bin=2, log=lines.append, resume=True)
+    assert "patches 48³ in batches of 4 (as the interrupted run)" in lines
+    assert load_model(out)[1]["patch"] == 48
 
 
 def test_weight_average_follows_the_ramped_decay():

@@ -44,7 +44,7 @@ def test_non_negative_clamp_engages_when_unlabeled_risk_is_small():
     loss.backward()
     assert torch.all(logits.grad[..., 1:] == 0)          # no push on the unlabeled voxels
     # the unclamped (unbiased) estimator is lower, i.e. it went negative
-    assert float(pu_loss(logits.detach(), heat, prior, non_negative=False)) < float(loss)
+    assert float(pu_loss(logits.detach(), heat, prior, non_negative=False)) < float(loss.detach())
 
 
 def test_heatmap_targets_and_prior_helpers():

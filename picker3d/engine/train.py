@@ -379,6 +379,14 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         mask_diam = {c: float(mask_diameter) for c in class_names}
     else:
         mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
+    ckpt_path = out_path + ".ckpt"
+    if resume and os.path.exists(ckpt_path) and (patch is None or batch is None):
+        # resume with the patches the interrupted run used (checkpoints written before the
+        # automatic choice do not record them: those runs used 48 x 4)
+        prev = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        patch = prev.get("patch", 48) if patch is None else patch
+        batch = prev.get("batch", 4) if batch is None else batch
+        log(f"patches {patch}³ in batches of {batch} (as the interrupted run)")
     if patch is None or batch is None:
         auto_p, auto_b = auto_patch(diam_b.values(), sparse)
         patch = auto_p if patch is None else patch
@@ -428,7 +436,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
         class_weight = torch.tensor(np.minimum(w / w[0], 20.0), dtype=torch.float32, device=dev)
     history, best_f1, best_state, best_thr, start_epoch = [], -1.0, None, None, 0
-    ckpt_path = out_path + ".ckpt"
     if resume and os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -502,7 +509,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
-                    "ema": averaged.state_dict() if averaged is not None else None},
+                    "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         final = copy.deepcopy(model)
