@@ -53,19 +53,6 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
-def _int_or_auto(text, flag):
-    """A positive integer, or None for 'auto' (the engine chooses)."""
-    if text is None or str(text) == "auto":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InputError(f"{flag}: '{text}' must be a positive integer or auto") from None
-    if value < 1:
-        raise InputError(f"{flag}: {value} must be 1 or more (or auto)")
-    return value
-
-
 def _add_train(sub):
     p = sub.add_parser("train", help="train a 3D-ResUNet picker from coordinates (weak labels)")
     p.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
@@ -312,9 +299,9 @@ def cmd_train(a):
     import numpy as np
     from .coords import parse_diameters
     from .network import COORD_CONV
-    from .train import train
+    from .train import int_or_auto, train
     diam = parse_diameters(a.diameters)
-    patch, batch = _int_or_auto(a.patch, "--patch"), _int_or_auto(a.batch, "--batch")   # before reading
+    patch, batch = int_or_auto(a.patch, "--patch"), int_or_auto(a.batch, "--batch")   # before reading
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
     vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
     classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})

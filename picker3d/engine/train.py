@@ -273,6 +273,19 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 AUTO_BIN_MIN_DIAMETER = 16.0
 
 
+def int_or_auto(value, flag):
+    """A positive integer, or None for 'auto' (the engine chooses: --bin, --patch, --batch)."""
+    if value is None or str(value) == "auto":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag}: '{value}' must be a positive integer or auto") from None
+    if number < 1:
+        raise InputError(f"{flag}: {number} must be 1 or more (or auto)")
+    return number
+
+
 def auto_bin(diameters):
     """The binning ``--bin auto`` chooses: 2 when every class is at least
     ``AUTO_BIN_MIN_DIAMETER`` voxels across (8 or more after binning), else 1.
@@ -359,15 +372,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     dev = torch.device(device)
     n_classes = len(class_names)
     diam = {c: float(diameter_of(diameters, c)) for c in class_names}
-    if bin == "auto":
+    bin = int_or_auto(bin, "--bin")
+    if bin is None:
         bin = auto_bin(diam.values())
         log(f"binning {bin} (auto: smallest diameter {min(diam.values()):g} voxels)")
-    try:
-        bin = int(bin)
-    except (TypeError, ValueError):
-        raise InputError(f"--bin: '{bin}' must be a positive integer or auto") from None
-    if bin < 1:
-        raise InputError(f"--bin: {bin} must be 1 or more")
     # network space: binned volumes, coordinates and diameters (masks at least 3 voxels wide)
     diam_b = {c: diam[c] / bin for c in class_names}
     if min_mask is None:
@@ -380,12 +388,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     else:
         mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
     ckpt_path = out_path + ".ckpt"
-    if resume and os.path.exists(ckpt_path) and (patch is None or batch is None):
+    ck = torch.load(ckpt_path, map_location=dev, weights_only=False) if resume and os.path.exists(ckpt_path) else None
+    if ck is not None and (patch is None or batch is None):
         # resume with the patches the interrupted run used (checkpoints written before the
         # automatic choice do not record them: those runs used 48 x 4)
-        prev = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        patch = prev.get("patch", 48) if patch is None else patch
-        batch = prev.get("batch", 4) if batch is None else batch
+        patch = ck.get("patch", 48) if patch is None else patch
+        batch = ck.get("batch", 4) if batch is None else batch
         log(f"patches {patch}³ in batches of {batch} (as the interrupted run)")
     if patch is None or batch is None:
         auto_p, auto_b = auto_patch(diam_b.values(), sparse)
@@ -436,8 +444,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         w = (counts.sum() / np.maximum(counts, 1)) ** 0.5
         class_weight = torch.tensor(np.minimum(w / w[0], 20.0), dtype=torch.float32, device=dev)
     history, best_f1, best_state, best_thr, start_epoch = [], -1.0, None, None, 0
-    if resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, train_seconds = ck["step"], ck["train_seconds"]
@@ -578,4 +585,4 @@ def _version():
         return "unknown"
 
 
-__all__ = ["train", "load_model", "save_model", "calibrate", "compute_loss", "auto_bin"]
+__all__ = ["train", "load_model", "save_model", "calibrate", "compute_loss", "auto_bin", "int_or_auto"]
