@@ -77,3 +77,23 @@ def test_match_by_class_needs_the_right_class():
     assert ref_hit.tolist() == [True, False]
     r = evaluate(pred, ref, {"a": 6, "b": 6})
     assert r["tp"] == 2 and r["class_aware"]["tp"] == 1 and r["class_aware"]["fn"] == 1
+
+
+def test_matched_filter_dprime_follows_signal_norm_over_noise():
+    """In white noise, the oracle's d' is ||template|| / sigma; a particle-free box gives ~0."""
+    from picker3d.engine.metrics import matched_filter_dprime
+    rng = np.random.default_rng(3)
+    clean = np.zeros((40, 64, 64))
+    zz, yy, xx = np.mgrid[-4:5, -4:5, -4:5]
+    ball = (zz ** 2 + yy ** 2 + xx ** 2 <= 9).astype(float)
+    clean[16:25, 28:37, 28:37] = 0.5 * ball
+    noisy = clean + rng.normal(0, 1.0, clean.shape)
+    template = clean[16:25, 28:37, 28:37] - clean[16:25, 28:37, 28:37].mean()
+    expected = np.linalg.norm(template) / 1.0
+    d = matched_filter_dprime(noisy, clean, (20, 32, 32), 4, np.random.default_rng(0))
+    assert expected > 3 and abs(d - expected) < 0.3 * expected
+    empty = matched_filter_dprime(noisy, np.roll(clean, -20, axis=2), (20, 32, 12), 4,
+                                  np.random.default_rng(0))
+    assert abs(empty) < 3.0 < d
+    with pytest.raises(ValueError, match="border"):
+        matched_filter_dprime(noisy, clean, (2, 32, 32), 4, np.random.default_rng(0))

@@ -192,3 +192,33 @@ def shrec_hits(pred, ref, occupancy):
             "outside": int((~hit).sum()), "missed": int(len(ref) - len(uniq)),
             "class_correct": class_ok,
             "recall": float(len(uniq) / len(ref)) if len(ref) else 1.0}
+
+
+def matched_filter_dprime(noisy, clean, centre_zyx, half, rng, n_background=300):
+    """Detectability of one particle for an oracle: d' of its own noise-free box as a matched filter.
+
+    The box of side ``2 * half + 1`` around ``centre_zyx`` in ``clean`` (the same scene
+    without noise; mean removed) is correlated with ``noisy`` at the centre and at
+    ``n_background`` random places at least ``2 * half`` voxels (city-block) away; returns
+    (response at the centre - mean elsewhere) / std elsewhere. No picker can do better:
+    the filter knows the particle's exact shape, orientation, CTF and missing wedge. In
+    white noise of std sigma this is about ||template|| / sigma.
+    """
+    Z, Y, X = noisy.shape
+    z, y, x = (int(v) for v in centre_zyx)
+    if not (half <= z < Z - half and half <= y < Y - half and half <= x < X - half):
+        raise ValueError(f"centre {centre_zyx} is closer than {half} voxels to the border")
+    template = clean[z - half:z + half + 1, y - half:y + half + 1, x - half:x + half + 1].astype(np.float64)
+    template = (template - template.mean()).ravel()
+
+    def response(zz, yy, xx):
+        b = noisy[zz - half:zz + half + 1, yy - half:yy + half + 1, xx - half:xx + half + 1].astype(np.float64)
+        return float((b - b.mean()).ravel() @ template)
+
+    background = []
+    while len(background) < n_background:
+        zz, yy, xx = rng.integers(half, Z - half), rng.integers(half, Y - half), rng.integers(half, X - half)
+        if abs(zz - z) + abs(yy - y) + abs(xx - x) > 2 * half:
+            background.append(response(zz, yy, xx))
+    background = np.asarray(background)
+    return (response(z, y, x) - background.mean()) / background.std()
