@@ -1,7 +1,8 @@
 """Picking benchmark (issue 3): train / validate / test on the simulated default dataset.
 
 For each channel width: trains within a time budget on tomogram 1 (validation on
-tomogram 2), picks tomogram 3 (and, with --test-tomograms N, more held-out ones; figures are means) with 1, 2 and 4 test-time flips, and prints localisation
+tomogram 2), picks tomogram 3 (with --test-tomograms N, N held-out tomograms, and the
+figures are their means) with 1, 2 and 4 test-time flips, and prints localisation
 P/R/F1 (all species and species >= 12 voxels), per-class F1 and mean, AP, training wall
 time, inference seconds and voxels per second, the extrapolation to 200x512x512, peak
 RSS, model size, FLOPs per voxel and the tile-overlap overhead. With --big, one
@@ -90,7 +91,8 @@ def main():
     test_idx = [2] + list(range(3 + a.train_tomograms - 1, len(sims)))
     diam = {k: v["diameter_vox"] for k, v in sims[0]["manifest"]["species"].items()}
     classes = list(diam)
-    print(f"dataset: {len(sims)} tomograms ({a.train_tomograms} for training, {a.test_tomograms} for testing) {tuple(a.shape)} SNR {a.snr}, species {diam}, "
+    print(f"dataset: {len(sims)} tomograms ({a.train_tomograms} for training, {a.test_tomograms} for testing) "
+          f"{tuple(a.shape)} SNR {a.snr}, species {diam}, "
           f"particles {[len(t) for t in tabs]}, bin {a.bin}", flush=True)
     results = {}
     nvox = int(np.prod(a.shape))
