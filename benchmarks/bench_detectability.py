@@ -4,8 +4,9 @@ For every particle of a simulated tomogram, the matched filter with that particl
 noise-free signal (the same scene reconstructed without noise, a box around the centre) is
 applied at the true centre and at 300 random places away from it; d' = (response at the
 centre - mean elsewhere) / std elsewhere (:func:`picker3d.engine.metrics.matched_filter_dprime`).
-No picker can beat this filter: it knows the exact shape, orientation, CTF and wedge of
-the particle.
+It is a practical upper bound for any picker: it knows the exact shape, orientation, CTF
+and wedge of the particle (optimal in white noise; against the coloured noise of a
+reconstruction a prewhitened filter could gain a little).
 
 Searching a tomogram means comparing each particle against about N = volume / d³
 independent noise positions, whose largest response is about sqrt(2 ln N) standard

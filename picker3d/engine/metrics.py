@@ -11,6 +11,9 @@ interpolated precision-recall curve (seed 000, §A.9 evaluates pickers by such c
 
 CZII F-beta (CryoET Object Identification challenge): beta = 4, a prediction matches a
 reference of its class within 0.5 × the particle radius (= 0.25 × diameter).
+
+:func:`matched_filter_dprime` bounds what any picker can find in simulated data (d' of an
+oracle matched filter per particle; ``benchmarks/bench_detectability.py``).
 """
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -200,9 +203,11 @@ def matched_filter_dprime(noisy, clean, centre_zyx, half, rng, n_background=300)
     The box of side ``2 * half + 1`` around ``centre_zyx`` in ``clean`` (the same scene
     without noise; mean removed) is correlated with ``noisy`` at the centre and at
     ``n_background`` random places at least ``2 * half`` voxels (city-block) away; returns
-    (response at the centre - mean elsewhere) / std elsewhere. No picker can do better:
-    the filter knows the particle's exact shape, orientation, CTF and missing wedge. In
-    white noise of std sigma this is about ||template|| / sigma.
+    (response at the centre - mean elsewhere) / std elsewhere. A practical upper bound for
+    any picker: the filter knows the particle's exact shape, orientation, CTF and missing
+    wedge (it is the optimal detector in white noise, where d' is about ||template|| /
+    sigma; against the coloured noise of a reconstruction a prewhitened filter could gain
+    a little).
     """
     Z, Y, X = noisy.shape
     z, y, x = (int(v) for v in centre_zyx)
