@@ -319,8 +319,7 @@ def cmd_train(a):
     channels = tuple(int(c) for c in a.channels.split(","))
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
-          iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch,
-          batch=batch, channels=channels,
+          iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch, batch=batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
