@@ -263,10 +263,12 @@ def test_auto_binning_keeps_small_species_at_full_resolution():
 
 
 def test_automatic_patch_holds_the_largest_particle(tmp_path):
-    from picker3d.engine.train import auto_patch, load_model, train
+    from picker3d.engine.train import auto_batch, auto_patch, load_model, train
     assert auto_patch([12.5, 8.5, 6, 12, 4]) == (32, 8)       # the simulator's species at bin 2
     assert auto_patch([25, 17, 12, 24, 8]) == (40, 4)         # ... at bin 1: 25 + 8 voxels need 40
     assert auto_patch([30], sparse=True) == (48, 4)
+    # an explicit patch without a batch follows the same rule as the automatic one
+    assert (auto_batch(24), auto_batch(32), auto_batch(40), auto_batch(32, sparse=True)) == (8, 8, 4, 4)
     # train() without patch and batch uses the rule, says so and records it
     vol, tab = _small_dataset(31)
     lines = []

@@ -31,6 +31,24 @@ def test_pu_loss_equals_hand_computed_value_on_four_voxels():
     assert float(pu_loss(logits, heat, prior)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_correction_weights_centres_and_neighbourhood_by_their_voxels():
+    # one centre, three soft positives, four unlabeled voxels: the positive risk weighs the
+    # centre 1/2 (TP_SHARE), the subtracted pi_p R_p- by voxels (1/4 centre, 3/4 neighbourhood)
+    logits = torch.tensor([4.0, 0.2, -0.5, 1.0, -2.0, 0.3, -1.0, 0.8]).reshape(1, 1, 1, 1, 8)
+    heat = torch.tensor([1.0, 0.5, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0]).reshape(1, 1, 1, 1, 8)
+    prior = 0.05
+    r_tp_pos, r_sp_pos, r_tp_neg, r_sp_neg, r_u_neg, vox_tp, vox_sp = (float(t) for t in pu_risks(logits, heat))
+    assert (vox_tp, vox_sp) == (0.25, 0.75)
+    positive = prior * (0.5 * r_tp_pos + 0.5 * r_sp_pos)
+    by_voxels = positive + max(0.0, r_u_neg - prior * (0.25 * r_tp_neg + 0.75 * r_sp_neg))
+    as_positive = positive + max(0.0, r_u_neg - prior * (0.5 * r_tp_neg + 0.5 * r_sp_neg))
+    assert float(pu_loss(logits, heat, prior)) == pytest.approx(by_voxels, rel=1e-5)
+    assert float(pu_loss(logits, heat, prior, correction_share="same")) == pytest.approx(as_positive, rel=1e-5)
+    assert abs(by_voxels - as_positive) > 1e-4            # the toy tells the two apart
+    with pytest.raises(ValueError, match="correction_share"):
+        pu_loss(logits, heat, prior, correction_share="half")
+
+
 def test_non_negative_clamp_engages_when_unlabeled_risk_is_small():
     # unlabeled voxels confidently negative, annotated centre confidently positive:
     # R_u- < pi_p R_p-, so the negative part is clamped to 0

@@ -70,7 +70,7 @@ def _add_train(sub):
                    help="training patch side in network voxels (multiple of 8; auto, the default: the "
                         "smallest of at least 32 that holds the largest particle plus 8 voxels; sparse labels: 48)")
     p.add_argument("--batch", default="auto",
-                   help="patches per step (auto, the default: 8 for 32-voxel patches, else 4)")
+                   help="patches per step (auto, the default: 8 for patches of at most 32 voxels, else 4; 4 with sparse labels)")
     p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
     p.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
                    help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu "

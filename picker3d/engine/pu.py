@@ -109,21 +109,36 @@ def pu_risks(logits, heat, alpha=ALPHA, beta=BETA):
     return r_tp_pos, r_sp_pos, r_tp_neg, r_sp_neg, r_u_neg, n_tp / n_pos, n_sp / n_pos
 
 
-def pu_loss(logits, heat, prior, alpha=ALPHA, beta=BETA, non_negative=True, tp_share="default"):
+def pu_loss(logits, heat, prior, alpha=ALPHA, beta=BETA, non_negative=True, tp_share="default",
+            correction_share="voxels"):
     """Non-negative PU risk (seed 002 Eq. 7), summed over classes. ``prior``: float or (C,).
 
-    ``tp_share``: the weight pi_tp of the centre term (pi_sp = 1 - pi_tp); None takes the
-    voxel-count shares.
+    ``tp_share``: the weight pi_tp of the centre term in the positive risk (pi_sp = 1 - pi_tp);
+    None takes the voxel-count shares. ``correction_share``: the weights in the subtracted
+    term pi_p R_p-, "voxels" (default) or "same" (as in the positive risk).
     """
-    r_tp_pos, r_sp_pos, r_tp_neg, r_sp_neg, r_u_neg, pi_tp, pi_sp = pu_risks(logits, heat, alpha, beta)
+    r_tp_pos, r_sp_pos, r_tp_neg, r_sp_neg, r_u_neg, vox_tp, vox_sp = pu_risks(logits, heat, alpha, beta)
     tp_share = TP_SHARE if tp_share == "default" else tp_share
+    pi_tp, pi_sp = vox_tp, vox_sp
     if tp_share is not None:     # fixed weights where both kinds of positive are present
-        both = (pi_tp > 0) & (pi_sp > 0)
-        pi_tp = torch.where(both, torch.full_like(pi_tp, tp_share), pi_tp)
-        pi_sp = torch.where(both, 1.0 - pi_tp, pi_sp)
+        both = (vox_tp > 0) & (vox_sp > 0)
+        pi_tp = torch.where(both, torch.full_like(vox_tp, tp_share), vox_tp)
+        pi_sp = torch.where(both, 1.0 - pi_tp, vox_sp)
+    if correction_share == "voxels":
+        # pi_p R_p- stands for the unannotated particles inside the unlabeled risk, which
+        # holds their centres and neighbourhoods in proportion to voxels: one centre per
+        # ~340 heatmap voxels (barrel at bin 2). With the positive risk's 1/2 it claimed ~170x
+        # too many centres, and as soon as the network was confident on them (-log(1 - p)
+        # grows without bound) the clamp engaged on every step after the first epoch: the
+        # unlabeled risk then gave no gradient, so nothing taught what is *not* a particle.
+        c_tp, c_sp = vox_tp, vox_sp
+    elif correction_share == "same":
+        c_tp, c_sp = pi_tp, pi_sp
+    else:
+        raise ValueError(f"correction_share: {correction_share!r} is not 'voxels' or 'same'")
     prior = torch.as_tensor(prior, dtype=logits.dtype, device=logits.device).expand_as(r_u_neg)
     positive = prior * (pi_tp * r_tp_pos + pi_sp * r_sp_pos)
-    negative = r_u_neg - prior * (pi_tp * r_tp_neg + pi_sp * r_sp_neg)
+    negative = r_u_neg - prior * (c_tp * r_tp_neg + c_sp * r_sp_neg)
     if non_negative:
         negative = torch.clamp(negative, min=0.0)
     return (positive + negative).sum()

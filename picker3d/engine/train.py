@@ -312,10 +312,16 @@ def auto_patch(network_diameters, sparse=False):
     voxels (32³ at bin 2 is DeepETPicker's recommended minimum N = 64, seed 000 §A.8).
     Sparse labels keep 48³ in batches of 4 (their benchmark was measured so)."""
     if sparse:
-        return 48, 4
+        return 48, auto_batch(48, sparse)
     largest = max(float(d) for d in network_diameters)
     patch = max(32, 8 * int(math.ceil((largest + 8) / 8.0)))
-    return patch, (8 if patch <= 32 else 4)
+    return patch, auto_batch(patch, sparse)
+
+
+def auto_batch(patch, sparse=False):
+    """The batch ``--batch auto`` takes for a given patch, also when the patch is explicit:
+    8 for patches of at most 32 voxels with complete labels, else 4 (see ``auto_patch``)."""
+    return 8 if patch <= 32 and not sparse else 4
 
 
 def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
@@ -396,9 +402,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         batch = ck.get("batch", 4) if batch is None else batch
         log(f"patches {patch}³ in batches of {batch} (as the interrupted run)")
     if patch is None or batch is None:
-        auto_p, auto_b = auto_patch(diam_b.values(), sparse)
-        patch = auto_p if patch is None else patch
-        batch = (auto_b if patch == auto_p else 4) if batch is None else batch
+        patch = auto_patch(diam_b.values(), sparse)[0] if patch is None else patch
+        batch = auto_batch(patch, sparse) if batch is None else batch
         log(f"patches {patch}³ in batches of {batch}")
     big = max(class_names, key=lambda c: diam_b[c])
     if diam_b[big] > tile - 2 * pad:
