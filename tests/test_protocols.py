@@ -220,6 +220,8 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertIn("Sparse annotation needs the number of particles", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1, prior=3.0)
         self.assertIn("Class prior 3.0 must be a fraction", " ".join(prot.validate()))
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, learningRate=-0.01)
+        self.assertIn("Peak learning rate -0.01 must be 0 (automatic)", " ".join(prot.validate()))
         # an empty coordinate set is named in the message
         empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptycoords%s.sqlite")
         empty.setObjLabel("no picks")

@@ -91,6 +91,15 @@ def test_sparse_training_needs_a_prior(tmp_path):
         train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), loss="pu", epochs=1)
 
 
+def test_learning_rate_defaults_by_label_kind_and_parses_auto():
+    from picker3d.engine.train import default_lr, float_or_auto
+    assert default_lr(sparse=True) == 1e-3 and default_lr(sparse=False) == 3e-3   # seed 002 §4.2 for sparse
+    assert float_or_auto("auto", "--lr") is None and float_or_auto("2e-3", "--lr") == 2e-3
+    for bad in ("fast", "0", "-1e-3"):
+        with pytest.raises(InputError, match="--lr"):
+            float_or_auto(bad, "--lr")
+
+
 def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
     from picker3d.engine.pick import pick_tomogram

@@ -84,7 +84,9 @@ def _add_train(sub):
     p.add_argument("--expected-particles", type=float, default=None, metavar="N",
                    help="sparse labels: rough number of particles per training tomogram (all classes); "
                         "sets the prior from the diameters")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--lr", default="auto",
+                   help="peak learning rate of the one-cycle schedule (auto, the default: 3e-3 with complete "
+                        "labels, 1e-3 with sparse labels)")
     p.add_argument("--tile", type=int, default=96, help="inference tile side for validation/picking (multiple of 8)")
     p.add_argument("--bin", default="auto",
                    help="train and pick on tomograms binned by this factor; auto (default): 2 when every "
@@ -299,9 +301,10 @@ def cmd_train(a):
     import numpy as np
     from .coords import parse_diameters
     from .network import COORD_CONV
-    from .train import int_or_auto, train
+    from .train import float_or_auto, int_or_auto, train
     diam = parse_diameters(a.diameters)
     patch, batch = int_or_auto(a.patch, "--patch"), int_or_auto(a.batch, "--batch")   # before reading
+    lr = float_or_auto(a.lr, "--lr")
     vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
     vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
     classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})
@@ -320,7 +323,7 @@ def cmd_train(a):
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch, batch=batch, channels=channels,
-          loss=a.loss, mask_type=a.mask, lr=a.lr, seed=a.seed, device=resolve_device(a.device),
+          loss=a.loss, mask_type=a.mask, lr=lr, seed=a.seed, device=resolve_device(a.device),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,

@@ -95,8 +95,11 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Patches per training step. 0 = automatic: 8 for 32-voxel patches, else 4.")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Loss", help="dice+ce (class-weighted), soft Dice (seed 000 §A.5), cross-entropy, focal.")
-        form.addParam("learningRate", params.FloatParam, default=3e-3, expertLevel=params.LEVEL_ADVANCED,
-                      label="Peak learning rate")
+        form.addParam("learningRate", params.FloatParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Peak learning rate",
+                      help="Peak of the one-cycle schedule. 0 = automatic: 3e-3 for complete annotations, "
+                           "1e-3 for sparse ones (the sparse-label paper's rate; it overfits a few "
+                           "annotated particles less).")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
         self._addComputeParams(form, gpu=True, threads=2)
 
@@ -152,7 +155,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
-                f"--lr {self.learningRate.get()}", f"--seed {self.seed.get()}", self._deviceArg()]
+                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg()]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
             args.append(f"--patch {self.patchSize.get()}")
@@ -217,6 +220,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8 (0 = automatic).")
         if self.batchSize.get() < 0:
             errors.append(f"Batch size {self.batchSize.get()} must be 0 (automatic) or more.")
+        if not 0 <= self.learningRate.get() < 1:
+            errors.append(f"Peak learning rate {self.learningRate.get()} must be 0 (automatic) or between 0 and 1.")
         try:
             [int(c) for c in self.channels.get().split(",")]
         except ValueError:
