@@ -12,7 +12,7 @@ each within ``--minutes``, and prints F1 / AP at a radius of half the diameter, 
 AP at radius 2 and 5 voxels (r2, r5), per-class F1 and the training time.
 
 Usage: python benchmarks/bench_pu.py [--species large | --species all] [--fractions 0.1 0.3]
-       [--modes pu pn dense] [--minutes 10] [--snr 0.05] [--bin 2] [--lr 1e-3] [--seed 0]
+       [--modes pu pn dense] [--minutes 10] [--snr 0.05] [--bin 2] [--lr 1e-3] [--seed 0] [--consistency 0.1]
 """
 import argparse
 import json
@@ -49,7 +49,7 @@ def run(mode, frac, sims, tabs, classes, diam, a):
         t0 = time.time()
         train([sims[0]["tomogram"]], [annotated], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
               epochs=1000, minutes=a.minutes, iters_per_epoch=30, patch=a.patch, batch=a.batch, channels=(16, 32, 48, 64),
-              seed=a.seed, lr=a.lr, bin=a.bin, flips=2, log=lambda m: print("    " + m, flush=True), **kw)
+              seed=a.seed, lr=a.lr, consistency=a.consistency, bin=a.bin, flips=2, log=lambda m: print("    " + m, flush=True), **kw)
         t_train = time.time() - t0
         model, meta = load_model(out)
     picked, _ = pick_tomogram(model, meta, sims[2]["tomogram"])
@@ -81,6 +81,7 @@ def main():
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default: the engine's, 1e-3 sparse / 3e-3 dense)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
+    p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term (seed 002 Eq. 14)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))

@@ -220,8 +220,10 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertIn("Sparse annotation needs the number of particles", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1, prior=3.0)
         self.assertIn("Class prior 3.0 must be a fraction", " ".join(prot.validate()))
-        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, learningRate=-0.01)
-        self.assertIn("Peak learning rate -0.01 must be 0 (automatic)", " ".join(prot.validate()))
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, learningRate=-0.01, consistency=-1.0)
+        msg = " ".join(prot.validate())
+        self.assertIn("Peak learning rate -0.01 must be 0 (automatic)", msg)
+        self.assertIn("Consistency weight -1.0 must be 0 (off)", msg)
         # an empty coordinate set is named in the message
         empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptycoords%s.sqlite")
         empty.setObjLabel("no picks")

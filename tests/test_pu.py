@@ -100,6 +100,24 @@ def test_learning_rate_defaults_by_label_kind_and_parses_auto():
             float_or_auto(bad, "--lr")
 
 
+def test_consistency_view_flips_back_exactly():
+    from picker3d.engine.train import consistency_loss, consistency_view
+    rng = np.random.default_rng(3)
+    x = torch.randn(2, 1, 8, 10, 12)
+    for _ in range(8):
+        view, dims = consistency_view(x, rng)
+        assert view.shape == x.shape and dims and set(dims) <= {3, 4}      # mirrors in y / x only
+        logits = torch.randn(2, 3, 8, 10, 12)
+        for sparse in (True, False):
+            # a network that mirrors its output with its input is perfectly consistent
+            assert float(consistency_loss(logits, torch.flip(logits, dims), dims, sparse)) == pytest.approx(0.0, abs=1e-7)
+            assert float(consistency_loss(logits, logits + 1.0 * (torch.rand_like(logits) > 0.5), dims, sparse)) > 1e-3
+    vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
+    from picker3d.engine.train import train
+    with pytest.raises(InputError, match="--consistency"):
+        train([vol], [CoordTable([[16, 16, 16]], ["a"])], ["a"], {"a": 8}, "unused.pt", consistency=-1, epochs=1)
+
+
 def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
     from picker3d.engine.pick import pick_tomogram
@@ -114,9 +132,10 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
     out = str(tmp_path / "pu.pt")
     train([s["tomogram"]], [annotated], ["barrel"], {"barrel": 17}, out, [s["tomogram"]], [full], epochs=5,
           iters_per_epoch=12, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None,
-          labels="sparse", expected_particles=len(full))
+          labels="sparse", expected_particles=len(full), consistency=0.1)
     model, meta = load_model(out)
     assert meta["labels"] == "sparse" and meta["loss"] == "pu" and 0 < meta["prior"] < 0.2
+    assert meta["consistency"] == 0.1
     picked, _ = pick_tomogram(model, meta, s["tomogram"])
     r = evaluate(picked, hidden, {"barrel": 17})
     assert r["recall"] >= 0.7, r        # particles nobody annotated are found

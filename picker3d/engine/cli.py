@@ -105,6 +105,9 @@ def _add_train(sub):
     p.add_argument("--mask-diameter", type=float, default=None, metavar="VOX",
                    help="one weak-label diameter for every class, in network voxels (after --bin), as "
                         "DeepETPicker's constant masks (Const7/Const9); default: each class's diameter")
+    p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of the consistency term between a batch and a mirrored, re-noised view of it "
+                        "(seed 002 Eq. 14; 0.1 there; 0, the default, = off; doubles the cost of a step)")
     p.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
                    help="validate and keep an exponential moving average of the weights with this "
                         "decay per step (0 = the last step's weights)")
@@ -327,7 +330,7 @@ def cmd_train(a):
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
-          mask_diameter=a.mask_diameter)
+          consistency=a.consistency, mask_diameter=a.mask_diameter)
     print(f"model written to {a.out}")
     return 0
 

@@ -142,6 +142,25 @@ def augment_patch(v, lab, rng, max_angle=20.0):
     return v.astype(np.float32), lab
 
 
+def consistency_view(x, rng):
+    """A second view of a batch for the consistency term (seed 002 Eq. 14) and the output
+    dimensions to flip back: mirrored in y and/or x (at least one; mirrors keep the missing
+    wedge of a tilt axis along y where it is, and the default depth-only coord-conv channel
+    unchanged), contrast x U(0.8, 1.25) and fresh Gaussian noise of 0.3 std."""
+    dims = [d for d, flip in ((3, rng.random() < 0.5), (4, rng.random() < 0.5)) if flip] or [int(rng.choice([3, 4]))]
+    view = torch.flip(x, dims) * float(rng.uniform(0.8, 1.25))
+    noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(x.device)
+    return view + 0.3 * noise, dims
+
+
+def consistency_loss(logits, view_logits, dims, sparse):
+    """MSE between the output probabilities of a batch and of its view flipped back (Eq. 14)."""
+    back = torch.flip(view_logits, dims)
+    if sparse:      # per-class sigmoid heatmaps
+        return F.mse_loss(torch.sigmoid(logits), torch.sigmoid(back))
+    return F.mse_loss(torch.softmax(logits, dim=1), torch.softmax(back, dim=1))
+
+
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False):
     """Class-balanced patches around particles plus random background patches, mirrored
     (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`)."""
@@ -352,7 +371,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=None, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
-          ema=0.99, mask_diameter=None):
+          ema=0.99, mask_diameter=None, consistency=0.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -379,6 +398,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     average of the weights (Polyak averaging, decay per step) instead of the last step's.
 
     ``lr``: the peak of the one-cycle schedule; None takes :func:`default_lr`.
+
+    ``consistency`` (0 = off): weight of the consistency term of seed 002 (Eq. 14, lambda_3 =
+    0.1 there), the mean squared difference between the output probabilities of each batch and
+    of a mirrored, re-noised view of it (:func:`consistency_view`); each step then runs the
+    network twice.
     """
     for c in class_names:
         diameter_of(diameters, c)
@@ -398,6 +422,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--patch: {patch} is not a multiple of 8")
     if not 0 <= ema < 1:
         raise InputError(f"--ema: {ema} must be a decay in [0, 1) (0 = off)")
+    if not consistency >= 0:
+        raise InputError(f"--consistency: {consistency} must be a weight of 0 (off) or more")
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
@@ -494,7 +520,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_probs_needed = bool(val_vols)
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
-                 "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss, "lr": lr,
+                 "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss, "lr": lr, "consistency": float(consistency),
                  "patch": patch, "batch": batch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
                  "label_diameters": dict(mask_diam),
@@ -509,6 +535,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             x, y = x.to(dev), y.to(dev)
             logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
             lval = compute_loss(loss, logits, y, n_classes, class_weight, priors)
+            if consistency:
+                view, dims = consistency_view(x, rng)
+                view_logits = model(view, offset=offs, full_shape=shapes)
+                lval = lval + consistency * consistency_loss(logits, view_logits, dims, sparse)
             opt.zero_grad(set_to_none=True)
             lval.backward()
             # one-cycle position: by steps, or by elapsed time when a time budget is given

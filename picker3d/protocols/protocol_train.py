@@ -92,7 +92,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                            "(48 for sparse labels). 32 in batches of 8 fitted the data much better than 48 "
                            "in batches of 4 in the same time on the CPU benchmark.")
         form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Batch size",
-                      help="Patches per training step. 0 = automatic: 8 for 32-voxel patches, else 4.")
+                      help="Patches per training step. 0 = automatic: 8 for patches of at most 32 voxels "
+                           "with complete annotations, else 4.")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Loss", help="dice+ce (class-weighted), soft Dice (seed 000 §A.5), cross-entropy, focal.")
         form.addParam("learningRate", params.FloatParam, default=0, expertLevel=params.LEVEL_ADVANCED,
@@ -100,6 +101,11 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Peak of the one-cycle schedule. 0 = automatic: 3e-3 for complete annotations, "
                            "1e-3 for sparse ones (the sparse-label paper's rate; it overfits a few "
                            "annotated particles less).")
+        form.addParam("consistency", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Consistency weight",
+                      help="Weight of the sparse-label paper's consistency term (Eq. 14; 0.1 there): the "
+                           "outputs for a batch and for a mirrored, re-noised copy of it should agree. "
+                           "0 = off. Each training step then runs the network twice.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
         self._addComputeParams(form, gpu=True, threads=2)
 
@@ -161,6 +167,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             args.append(f"--patch {self.patchSize.get()}")
         if self.batchSize.get():
             args.append(f"--batch {self.batchSize.get()}")
+        if self.consistency.get():
+            args.append(f"--consistency {self.consistency.get()}")
         if self.labels.get() == 1:
             args.append("--labels sparse --loss pu")
             args.append(f"--prior {self.prior.get()}" if self.prior.get() else
@@ -220,6 +228,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8 (0 = automatic).")
         if self.batchSize.get() < 0:
             errors.append(f"Batch size {self.batchSize.get()} must be 0 (automatic) or more.")
+        if self.consistency.get() < 0:
+            errors.append(f"Consistency weight {self.consistency.get()} must be 0 (off) or more.")
         if not 0 <= self.learningRate.get() < 1:
             errors.append(f"Peak learning rate {self.learningRate.get()} must be 0 (automatic) or between 0 and 1.")
         try:
