@@ -520,7 +520,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_probs_needed = bool(val_vols)
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
-                 "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss, "lr": lr, "consistency": float(consistency),
+                 "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
+                 "lr": lr, "consistency": float(consistency),
                  "patch": patch, "batch": batch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
                  "label_diameters": dict(mask_diam),
