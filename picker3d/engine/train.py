@@ -292,28 +292,28 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 AUTO_BIN_MIN_DIAMETER = 16.0
 
 
-def float_or_auto(value, flag):
-    """A positive number, or None for 'auto' (the engine chooses: --lr)."""
+def _auto_or(value, flag, convert, kind):
+    """None for 'auto' (or nothing given), else ``convert(value)``; a one-line error otherwise."""
     if value is None or str(value) == "auto":
         return None
     try:
-        number = float(value)
+        return convert(value)
     except (TypeError, ValueError):
-        raise InputError(f"{flag}: '{value}' must be a number or auto") from None
-    if not number > 0:
+        raise InputError(f"{flag}: '{value}' must be {kind} or auto") from None
+
+
+def float_or_auto(value, flag):
+    """A positive number, or None for 'auto' (the engine chooses: --lr)."""
+    number = _auto_or(value, flag, float, "a number")
+    if number is not None and not number > 0:
         raise InputError(f"{flag}: {number} must be above 0 (or auto)")
     return number
 
 
 def int_or_auto(value, flag):
     """A positive integer, or None for 'auto' (the engine chooses: --bin, --patch, --batch)."""
-    if value is None or str(value) == "auto":
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag}: '{value}' must be a positive integer or auto") from None
-    if number < 1:
+    number = _auto_or(value, flag, int, "a positive integer")
+    if number is not None and number < 1:
         raise InputError(f"{flag}: {number} must be 1 or more (or auto)")
     return number
 
