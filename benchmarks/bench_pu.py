@@ -13,6 +13,7 @@ AP at radius 2 and 5 voxels (r2, r5), per-class F1 and the training time.
 
 Usage: python benchmarks/bench_pu.py [--species large | --species all] [--fractions 0.1 0.3]
        [--modes pu pn dense] [--minutes 10] [--snr 0.05] [--bin 2] [--lr 1e-3] [--seed 0] [--consistency 0.1]
+       [--network slice2d] [--patch-depth 16]
 """
 import argparse
 import json
@@ -49,7 +50,8 @@ def run(mode, frac, sims, tabs, classes, diam, a):
         t0 = time.time()
         train([sims[0]["tomogram"]], [annotated], classes, diam, out, [sims[1]["tomogram"]], [tabs[1]],
               epochs=1000, minutes=a.minutes, iters_per_epoch=30, patch=a.patch, batch=a.batch, channels=(16, 32, 48, 64),
-              seed=a.seed, lr=a.lr, consistency=a.consistency, bin=a.bin, flips=2, log=lambda m: print("    " + m, flush=True), **kw)
+              seed=a.seed, lr=a.lr, consistency=a.consistency, bin=a.bin,
+              network=a.network, patch_depth=a.patch_depth, flips=2, log=lambda m: print("    " + m, flush=True), **kw)
         t_train = time.time() - t0
         model, meta = load_model(out)
     picked, _ = pick_tomogram(model, meta, sims[2]["tomogram"])
@@ -60,7 +62,7 @@ def run(mode, frac, sims, tabs, classes, diam, a):
            "f1": round(r["f1"], 3), "precision": round(r["precision"], 3), "recall": round(r["recall"], 3),
            "ap": round(r["ap"], 3), "ap_r2": round(r2["ap"], 3), "ap_r5": round(r5["ap"], 3),
            "per_class_f1": {k: round(v["f1"], 3) for k, v in r["per_class"].items()},
-           "epochs": len(meta["history"]), "train_s": round(t_train, 1)}
+           "epochs": len(meta["history"]), "train_s": round(t_train, 1), "network": meta.get("network", "resunet3d")}
     print(json.dumps(res), flush=True)
     return res
 
@@ -77,7 +79,9 @@ def main():
     p.add_argument("--count", type=int, default=None,
                    help="particles per species and tomogram (default: 50 for one species, the simulator's otherwise)")
     p.add_argument("--patch", type=int, default=48, help="training patch (48: the measured sparse-label setting)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=None, help="patches per step (default: the engine's, 4 cubes / 12 slabs)")
+    p.add_argument("--network", default="resunet3d", choices=("resunet3d", "slice2d"))
+    p.add_argument("--patch-depth", type=int, default=None, help="slab thickness (default: the engine's)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default: the engine's, 1e-3 sparse / 3e-3 dense)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")

@@ -7,22 +7,24 @@ import torch
 
 from picker3d.engine.coords import CoordTable, read_table, write_table
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.network import ResUNet3D
+from picker3d.engine.network import ResUNet3D, SliceUNet
 from picker3d.engine.pick import find_particles, predict_volume
 
 
+@pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])
 @pytest.mark.parametrize("shape", [(24, 40, 56), (8, 16, 32)])
-def test_network_output_shape(shape):
-    net = ResUNet3D(3).eval()
+def test_network_output_shape(shape, network):
+    net = network(3).eval()
     with torch.inference_mode():
         out = net(torch.zeros((2, 1) + shape))
     assert out.shape == (2, 4) + shape
 
 
+@pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])
 @pytest.mark.parametrize("vol_shape", [(37, 53, 61), (20, 90, 70)])
-def test_tiling_equals_whole_volume_away_from_borders(vol_shape):
+def test_tiling_equals_whole_volume_away_from_borders(vol_shape, network):
     torch.manual_seed(0)
-    net = ResUNet3D(2).eval()
+    net = network(2).eval()
     vol = np.random.default_rng(0).normal(size=vol_shape).astype(np.float32)
     tiled = predict_volume(net, vol, tile=32, pad=8)
     # whole volume in one tile of a multiple-of-8 size, same mirror padding
@@ -214,6 +216,36 @@ def test_depth_only_coord_conv_ignores_x_and_y():
         assert not torch.allclose(ref, moved_z, atol=1e-4)
     with pytest.raises(ValueError, match="coord_conv"):
         ResUNet3D(2, coord_conv="xy")
+
+
+def test_slice_network_sees_two_slices_either_side_only():
+    """SliceUNet (seed 002 §3.3): 2-D layers per slice, then two 3x3x3 convolutions, so a change
+    in slice k reaches the output at slices k-2..k+2 and nowhere else; the 3-D U-Net's
+    receptive field spans the whole patch."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 24, 32, 32)
+    y = x.clone()
+    y[0, 0, 12] += torch.randn(32, 32)
+    for net, reach in ((SliceUNet(2, coord_conv="z").eval(), 2), (ResUNet3D(2, coord_conv="z").eval(), None)):
+        with torch.inference_mode():
+            changed = (net(x) - net(y)).abs().amax(dim=(0, 1, 3, 4)) > 1e-6
+        z = torch.nonzero(changed).ravel().tolist()
+        if reach is None:
+            assert z[0] < 12 - 2 and z[-1] > 12 + 2
+        else:
+            assert z == list(range(12 - reach, 12 + reach + 1))
+
+
+def test_slice_network_model_file_round_trip(tmp_path):
+    from picker3d.engine.train import load_model, save_model
+    torch.manual_seed(0)
+    net = SliceUNet(2, channels=(4, 8, 8, 8), heatmap=True, coord_conv="z").eval()
+    save_model(str(tmp_path / "m.pt"), net, {"classes": ["a", "b"]})
+    back, meta = load_model(str(tmp_path / "m.pt"))
+    x = torch.randn(1, 1, 16, 16, 16)
+    assert isinstance(back, SliceUNet) and meta["arch"]["network"] == "slice2d"
+    with torch.inference_mode():
+        torch.testing.assert_close(back(x), net(x))
 
 
 def test_hard_negatives_avoid_annotated_particles():

@@ -232,6 +232,30 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
             prot.inputCoordinates.set(empty)
             self.assertIn("no picks is empty", " ".join(prot.validate()))
 
+    def test_train_command_line_carries_the_advanced_options(self):
+        """What the form says reaches the engine: the protocol's command line parses with the
+        engine's own parser into the values set in the form."""
+        import shlex
+        from picker3d.engine.cli import build_parser
+        from picker3d.protocols import ProtPicker3DTrain
+        coords = self._importAnnotations().coordinates
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
+                                labels=1, expectedParticles=40, consistency=0.1, network=1, learningRate=0.002,
+                                patchSize=48, batchSize=6, seed=3, trainBy=1, epochs=7)
+        prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
+        a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
+        self.assertEqual((a.network, a.consistency, float(a.lr), a.patch, a.batch, a.seed, a.epochs),
+                         ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
+        self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior), ("sparse", "pu", 40.0, None))
+        # no validation set: the training tomogram calibrates the thresholds
+        self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
+        # the defaults leave the automatic choices to the engine
+        prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}")
+        prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
+        a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
+        self.assertEqual((a.network, a.consistency, a.lr, a.patch, a.batch, a.labels, a.minutes),
+                         ("resunet3d", 0.0, "auto", "auto", "auto", "complete", 10.0))
+
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel
         from picker3d.protocols import ProtPicker3DPick

@@ -118,6 +118,29 @@ def test_consistency_view_flips_back_exactly():
         train([vol], [CoordTable([[16, 16, 16]], ["a"])], ["a"], {"a": 8}, "unused.pt", consistency=-1, epochs=1)
 
 
+def test_slice_network_options_are_checked(tmp_path):
+    """--network and --patch-depth: bad values and a resume with the other network are
+    one-line errors naming the flag; slabs of the slice network are sampled thin."""
+    from picker3d.engine.train import auto_batch, sample_batch, TomogramData, train
+    rng = np.random.default_rng(0)
+    vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
+    table = CoordTable([[16, 16, 16]], ["a"])
+    kw = dict(epochs=1, iters_per_epoch=1, patch=16, batch=1, tile=32, pad=4, log=lambda m: None)
+    with pytest.raises(InputError, match="--network"):
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), network="vit", **kw)
+    with pytest.raises(InputError, match="--patch-depth"):
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), patch_depth=12, **kw)
+    out = str(tmp_path / "m.pt")
+    train([vol], [table], ["a"], {"a": 8}, out, network="slice2d", patch_depth=4, **kw)
+    with pytest.raises(InputError, match="--network.*slice2d"):
+        train([vol], [table], ["a"], {"a": 8}, out, resume=True, **dict(kw, epochs=2))
+    assert auto_batch(48, sparse=True, depth=16) == 12 and auto_batch(48, sparse=True) == 4
+    data = [TomogramData(vol, table, ["a"], {"a": 8.0}, sparse=True)]
+    x, y, offs, _ = sample_batch(data, rng, (4, 16, 16), 3, 1)
+    assert x.shape == (3, 1, 4, 16, 16) and y.shape == (3, 1, 4, 16, 16)
+    assert all(0 <= o[0] <= 28 and 0 <= o[1] <= 16 for o in offs)      # inside the volume
+
+
 def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
     from picker3d.engine.pick import pick_tomogram

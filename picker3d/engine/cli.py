@@ -72,6 +72,12 @@ def _add_train(sub):
     p.add_argument("--batch", default="auto",
                    help="patches per step (auto, the default: 8 for patches of at most 32 voxels, else 4; 4 with sparse labels)")
     p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
+    p.add_argument("--network", default="resunet3d", choices=("resunet3d", "slice2d"),
+                   help="resunet3d: 3-D residual U-Net (default); slice2d: the same U-Net in 2-D layers on "
+                        "every z-slice, fused by 3-D layers (the sparse-label paper's backbone)")
+    p.add_argument("--patch-depth", type=int, default=None,
+                   help="z thickness of the training patches (default: the patch side for resunet3d, "
+                        "16 slices for slice2d)")
     p.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
                    help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu "
                         "(default, positive-unlabeled) or pn (unlabeled taken as negative, a baseline)")
@@ -330,7 +336,8 @@ def cmd_train(a):
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
-          consistency=a.consistency, mask_diameter=a.mask_diameter)
+          consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
+          patch_depth=a.patch_depth)
     print(f"model written to {a.out}")
     return 0
 

@@ -13,6 +13,8 @@
   as good as [24, 48, 72, 108] at a fraction of the cost).
 - Output: logits for background + C classes (softmax), or one logit (sigmoid) when C = 1
   and ``binary=True``. Patch sides must be multiples of 2**(levels-1) (8 for 4 levels).
+- :class:`SliceUNet` (``train --network slice2d``): the same U-Net in 2-D layers run on every
+  z-slice, fused by 3-D layers at the end (the sparse-label paper's backbone, seed 002 §3.3).
 """
 import math
 
@@ -25,15 +27,28 @@ import torch.nn.functional as F
 COORD_CONV = {"z": "z", "xyz": True, "none": False}
 
 
+# names of the networks -> classes (``train --network``); a model file records its choice
+# in its architecture config ("network"; files without it are ResUNet3D)
+NETWORKS = ("resunet3d", "slice2d")
+
+
+def _layers(dims):
+    """(Conv, BatchNorm, ConvTranspose) classes for 2-D or 3-D layers."""
+    if dims == 3:
+        return nn.Conv3d, nn.BatchNorm3d, nn.ConvTranspose3d
+    return nn.Conv2d, nn.BatchNorm2d, nn.ConvTranspose2d
+
+
 class ResBlock(nn.Module):
-    def __init__(self, cin, cout):
+    def __init__(self, cin, cout, dims=3):
         super().__init__()
-        self.c1 = nn.Conv3d(cin, cout, 3, padding=1, bias=False)
-        self.b1 = nn.BatchNorm3d(cout)
-        self.c2 = nn.Conv3d(cout, cout, 3, padding=1, bias=False)
-        self.b2 = nn.BatchNorm3d(cout)
+        Conv, Norm, _ = _layers(dims)
+        self.c1 = Conv(cin, cout, 3, padding=1, bias=False)
+        self.b1 = Norm(cout)
+        self.c2 = Conv(cout, cout, 3, padding=1, bias=False)
+        self.b2 = Norm(cout)
         self.skip = nn.Identity() if cin == cout else nn.Sequential(
-            nn.Conv3d(cin, cout, 1, bias=False), nn.BatchNorm3d(cout))
+            Conv(cin, cout, 1, bias=False), Norm(cout))
 
     def forward(self, x):
         y = F.relu(self.b1(self.c1(x)), inplace=True)
@@ -52,11 +67,14 @@ def coord_channels(shape, offset, full_shape, device, dtype):
 
 
 class ResUNet3D(nn.Module):
+    dims = 3        # dimensionality of the U-Net's layers (SliceUNet: 2)
+
     def __init__(self, n_classes, channels=(8, 16, 24, 36), coord_conv=True, pyramid=True, binary=False,
                  heatmap=False):
         super().__init__()
         self.config = {"n_classes": n_classes, "channels": list(channels), "coord_conv": coord_conv,
                        "pyramid": pyramid, "binary": binary, "heatmap": heatmap}
+        Conv, _, ConvT = _layers(self.dims)
         # heatmap head (sparse-label / PU training, seed 002): one sigmoid centre heatmap per class
         self.heatmap = heatmap
         self.n_classes = n_classes
@@ -71,17 +89,17 @@ class ResUNet3D(nn.Module):
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
         for i, c in enumerate(channels):
-            self.enc.append(ResBlock(cin + (extra if i > 0 else 0), c))
+            self.enc.append(ResBlock(cin + (extra if i > 0 else 0), c, self.dims))
             if i < self.levels - 1:
-                self.down.append(nn.Conv3d(c, c, 2, stride=2, bias=False))
+                self.down.append(Conv(c, c, 2, stride=2, bias=False))
             cin = c
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for i in range(self.levels - 1, 0, -1):
-            self.up.append(nn.ConvTranspose3d(channels[i], channels[i - 1], 2, stride=2, bias=False))
-            self.dec.append(ResBlock(2 * channels[i - 1], channels[i - 1]))
+            self.up.append(ConvT(channels[i], channels[i - 1], 2, stride=2, bias=False))
+            self.dec.append(ResBlock(2 * channels[i - 1], channels[i - 1], self.dims))
         n_out = n_classes if heatmap else (1 if self.binary else n_classes + 1)
-        self.head = nn.Conv3d(channels[0], n_out, 1)
+        self.head = nn.Conv3d(channels[0], n_out, 1)     # always 3-D (SliceUNet's output is a volume)
         if heatmap:
             # start from p = 0.01 everywhere (focal-loss practice): from p = 0.5 the millions
             # of background voxels swamp the few centres in the first steps
@@ -89,7 +107,14 @@ class ResUNet3D(nn.Module):
         # channels-last 3D layout: oneDNN's fast convolution path on CPUs (measured 1.45x
         # faster training and 1.8x faster inference for [16,32,48,64] on 2 cores); the
         # input is converted in forward(), so callers need not care
-        self.to(memory_format=torch.channels_last_3d)
+        self._channels_last()
+
+    def _channels_last(self):
+        for m in self.modules():
+            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+                m.to(memory_format=torch.channels_last_3d)
+            elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.to(memory_format=torch.channels_last)
 
     @property
     def multiple(self):
@@ -103,32 +128,41 @@ class ResUNet3D(nn.Module):
         different places.
         """
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        inp = x
-        if self.coord_conv:
-            full_shape = full_shape or x.shape[2:]
-            if isinstance(offset[0], (tuple, list)):
-                # one offset (and volume shape) per batch item: patches from different places
-                shapes = full_shape if isinstance(full_shape[0], (tuple, list)) else [full_shape] * len(offset)
-                cc = torch.cat([coord_channels(x.shape[2:], o, s, x.device, x.dtype)
-                                for o, s in zip(offset, shapes)])
-            else:
-                cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype).expand(
-                    x.shape[0], -1, -1, -1, -1)
-            if self.coord_conv == "z":
-                cc = cc[:, :1]      # depth in the tomogram only (where the ice slab is)
-            x = torch.cat([x, cc], dim=1)
+        return self.head(self._unet(self._with_coords(x, offset, full_shape), x)).contiguous()
+
+    def _with_coords(self, x, offset, full_shape):
+        """``x`` with the coord-conv channels appended (as configured)."""
+        if not self.coord_conv:
+            return x
+        full_shape = full_shape or x.shape[2:]
+        if isinstance(offset[0], (tuple, list)):
+            # one offset (and volume shape) per batch item: patches from different places
+            shapes = full_shape if isinstance(full_shape[0], (tuple, list)) else [full_shape] * len(offset)
+            cc = torch.cat([coord_channels(x.shape[2:], o, s, x.device, x.dtype)
+                            for o, s in zip(offset, shapes)])
+        else:
+            cc = coord_channels(x.shape[2:], offset, full_shape, x.device, x.dtype).expand(
+                x.shape[0], -1, -1, -1, -1)
+        if self.coord_conv == "z":
+            cc = cc[:, :1]      # depth in the tomogram only (where the ice slab is)
+        return torch.cat([x, cc], dim=1)
+
+    def _unet(self, x, inp):
+        """Encoder-decoder features at full resolution; ``inp`` (the density alone) feeds the
+        image pyramid."""
+        pool = F.avg_pool3d if self.dims == 3 else F.avg_pool2d
         skips = []
         for i, block in enumerate(self.enc):
             if i > 0:
                 x = self.down[i - 1](x)
                 if self.pyramid:
-                    x = torch.cat([x, F.avg_pool3d(inp, 2 ** i)], dim=1)
+                    x = torch.cat([x, pool(inp, 2 ** i)], dim=1)
             x = block(x)
             skips.append(x)
         for j, (up, dec) in enumerate(zip(self.up, self.dec)):
             x = up(x)
             x = dec(torch.cat([x, skips[-2 - j]], dim=1))
-        return self.head(x).contiguous()
+        return x
 
     def probabilities(self, logits):
         """(B, K, ...) class probabilities, background first (K = C + 1). A heatmap head gives
@@ -143,6 +177,47 @@ class ResUNet3D(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class SliceUNet(ResUNet3D):
+    """Slice encoding fused by 3-D layers (sparse-label paper, seed 002 §3.3 / Fig. 2a).
+
+    The U-Net above, built from 2-D layers, runs on every z-slice independently (the x-y
+    view is the one without missing-wedge distortion); a residual block of two 3x3x3
+    convolutions then fuses neighbouring slices (the paper's "3-D convolutional layers
+    only in the last two layers") before the same 1x1x1 head. Same inputs, outputs,
+    coord-conv and pyramid options as :class:`ResUNet3D`, so training, tiling and picking
+    need not know which network they run.
+    """
+    dims = 2
+
+    def __init__(self, n_classes, channels=(8, 16, 24, 36), coord_conv=True, pyramid=True, binary=False,
+                 heatmap=False):
+        super().__init__(n_classes, channels, coord_conv, pyramid, binary, heatmap)
+        self.config["network"] = "slice2d"
+        self.fusion = ResBlock(channels[0], channels[0], dims=3)
+        self._channels_last()
+
+    def forward(self, x, offset=(0, 0, 0), full_shape=None):
+        B, _, Z, Y, X = x.shape
+
+        def slices(t):      # (B, C, Z, Y, X) -> (B*Z, C, Y, X)
+            return t.permute(0, 2, 1, 3, 4).reshape(B * Z, t.shape[1], Y, X).contiguous(
+                memory_format=torch.channels_last)
+
+        f = self._unet(slices(self._with_coords(x, offset, full_shape)), slices(x))
+        f = f.reshape(B, Z, f.shape[1], Y, X).permute(0, 2, 1, 3, 4).contiguous(
+            memory_format=torch.channels_last_3d)
+        return self.head(self.fusion(f)).contiguous()
+
+
+def build_network(config):
+    """The network a model file's architecture config describes."""
+    config = dict(config)
+    kind = config.pop("network", "resunet3d")
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network '{kind}' (known: {', '.join(NETWORKS)})")
+    return (SliceUNet if kind == "slice2d" else ResUNet3D)(**config)
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -152,14 +227,15 @@ def flops_per_voxel(model, size=32):
     total = [0]
 
     def hook(mod, inp, out):
-        k = mod.weight.shape
-        per_out = k[1] * k[2] * k[3] * k[4] * (1 if isinstance(mod, nn.Conv3d) else 1)
-        if isinstance(mod, nn.ConvTranspose3d):
-            total[0] += 2 * inp[0].numel() * k[1] * k[2] * k[3] * k[4]
+        # weights are (out, in, k...) for convolutions, (in, out, k...) for transposed ones
+        per_item = math.prod(mod.weight.shape[1:])
+        if isinstance(mod, (nn.ConvTranspose3d, nn.ConvTranspose2d)):
+            total[0] += 2 * inp[0].numel() * per_item
         else:
-            total[0] += 2 * out.numel() * per_out
+            total[0] += 2 * out.numel() * per_item
 
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))]
+    convs = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, convs)]
     was = model.training
     model.eval()
     with torch.inference_mode():

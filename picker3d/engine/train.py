@@ -33,7 +33,7 @@ from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
-from .network import ResUNet3D, count_parameters
+from .network import NETWORKS, ResUNet3D, SliceUNet, build_network, count_parameters
 from .pick import bin_volume, find_particles, normalize, peak_smoothing, predict_volume, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, pn_loss, prior_from_counts, pu_loss
 
@@ -163,8 +163,11 @@ def consistency_loss(logits, view_logits, dims, sparse):
 
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False):
     """Class-balanced patches around particles plus random background patches, mirrored
-    (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`)."""
-    jitter = patch // 4 if jitter is None else jitter
+    (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`).
+    ``patch``: a side, or (z, y, x) sides for thin slabs (the slice network)."""
+    size = np.array(patch if isinstance(patch, (tuple, list)) else (patch,) * 3, dtype=int)
+    if jitter is None:      # a quarter of the patch (a scalar for cubes: the same random stream as before)
+        jitter = size // 4 if isinstance(patch, (tuple, list)) else patch // 4
     xs, ys, offs, shapes = [], [], [], []
     present = sorted({c for d in datasets for c in d.cls.tolist() if c > 0})
     for _ in range(batch):
@@ -181,13 +184,13 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
             centre = d.negatives[rng.integers(len(d.negatives))] + rng.integers(-jitter, jitter + 1, size=3)
         else:
             centre = rng.uniform([0, 0, 0], [Z, Y, X])
-        lo = np.clip(np.round(centre).astype(int) - patch // 2, 0, np.maximum(np.array([Z, Y, X]) - patch, 0))
-        sl = tuple(slice(a, a + patch) for a in lo)
+        lo = np.clip(np.round(centre).astype(int) - size // 2, 0, np.maximum(np.array([Z, Y, X]) - size, 0))
+        sl = tuple(slice(a, a + n) for a, n in zip(lo, size))
         v = d.volume[sl]
         lab = d.labels[(Ellipsis,) + sl]       # dense: (Z, Y, X) labels; sparse: (C, Z, Y, X) heatmaps
         lead = lab.ndim - 3
-        if v.shape != (patch,) * 3:   # volume smaller than the patch: pad
-            padw = [(0, patch - s) for s in v.shape]
+        if v.shape != tuple(size):   # volume smaller than the patch: pad
+            padw = [(0, n - s) for s, n in zip(v.shape, size)]
             v = np.pad(v, padw, mode="reflect" if min(v.shape) > 1 else "edge")
             lab = np.pad(lab, [(0, 0)] * lead + padw, mode="constant")
         for ax in range(3):
@@ -275,7 +278,7 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
     if ck.get("version", 0) > MODEL_VERSION:
         raise InputError(f"{path}: model format version {ck['version']} is newer than this picker3d "
                          f"({MODEL_VERSION}); update picker3d")
-    model = ResUNet3D(**ck["arch"])
+    model = build_network(ck["arch"])
     model.load_state_dict(ck["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("state_dict",)}
@@ -360,10 +363,18 @@ def default_lr(sparse=False):
     return 1e-3 if sparse else 3e-3
 
 
-def auto_batch(patch, sparse=False):
+def auto_batch(patch, sparse=False, depth=None):
     """The batch ``--batch auto`` takes for a given patch, also when the patch is explicit:
-    8 for patches of at most 32 voxels with complete labels, else 4 (see ``auto_patch``)."""
-    return 8 if patch <= 32 and not sparse else 4
+    8 for patches of at most 32 voxels with complete labels, else 4 (see ``auto_patch``);
+    slabs ``depth`` voxels thick hold the voxels of that many cubes in more, thinner patches."""
+    cubes = 8 if patch <= 32 and not sparse else 4
+    return cubes * max(1, patch // depth) if depth else cubes
+
+
+# slab thickness of the slice network's training patches: its 3-D fusion block sees 5
+# slices (two 3x3x3 convolutions; seed 002 §4.2 trains on 64 x 64 x 5 crops), so thin slabs
+# waste little and the same voxels cover three times as many particles as cubes
+SLICE_PATCH_DEPTH = 16
 
 
 def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
@@ -371,7 +382,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=None, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
-          ema=0.99, mask_diameter=None, consistency=0.0):
+          ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -403,6 +414,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     0.1 there), the mean squared difference between the output probabilities of each batch and
     of a mirrored, re-noised view of it (:func:`consistency_view`); each step then runs the
     network twice.
+
+    ``network``: ``"resunet3d"`` (default) or ``"slice2d"``, the sparse-label paper's 2-D slice
+    encoder fused by 3-D layers (:class:`picker3d.engine.network.SliceUNet`), which trains on
+    slabs ``patch_depth`` voxels thick (default :data:`SLICE_PATCH_DEPTH`; the 3-D network's
+    patches are cubes unless ``patch_depth`` is given, a multiple of 8).
     """
     for c in class_names:
         diameter_of(diameters, c)
@@ -422,6 +438,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--patch: {patch} is not a multiple of 8")
     if not 0 <= ema < 1:
         raise InputError(f"--ema: {ema} must be a decay in [0, 1) (0 = off)")
+    if network not in NETWORKS:
+        raise InputError(f"--network: '{network}' must be one of {', '.join(NETWORKS)}")
+    if patch_depth is not None and (int(patch_depth) < 1 or (network == "resunet3d" and int(patch_depth) % 8)):
+        raise InputError(f"--patch-depth: {patch_depth} must be a positive number of slices"
+                         + (" and a multiple of 8 for resunet3d" if network == "resunet3d" else ""))
     if not consistency >= 0:
         raise InputError(f"--consistency: {consistency} must be a weight of 0 (off) or more")
     lr = default_lr(sparse) if lr is None else float(lr)
@@ -449,16 +470,23 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
     ckpt_path = out_path + ".ckpt"
     ck = torch.load(ckpt_path, map_location=dev, weights_only=False) if resume and os.path.exists(ckpt_path) else None
+    if ck is not None and ck.get("network", "resunet3d") != network:
+        raise InputError(f"--network: the checkpoint {ckpt_path} was trained with --network "
+                         f"{ck.get('network', 'resunet3d')}, not {network}")
     if ck is not None and (patch is None or batch is None):
         # resume with the patches the interrupted run used (checkpoints written before the
         # automatic choice do not record them: those runs used 48 x 4)
         patch = ck.get("patch", 48) if patch is None else patch
         batch = ck.get("batch", 4) if batch is None else batch
+        patch_depth = ck.get("patch_depth") if patch_depth is None else patch_depth
         log(f"patches {patch}³ in batches of {batch} (as the interrupted run)")
+    if patch_depth is None and network == "slice2d":
+        patch_depth = SLICE_PATCH_DEPTH
     if patch is None or batch is None:
         patch = auto_patch(diam_b.values(), sparse)[0] if patch is None else patch
-        batch = auto_batch(patch, sparse) if batch is None else batch
-        log(f"patches {patch}³ in batches of {batch}")
+        batch = auto_batch(patch, sparse, patch_depth) if batch is None else batch
+    depth = int(patch_depth) if patch_depth else patch
+    log(f"patches {depth}x{patch}x{patch} (z, y, x) in batches of {batch}")
     big = max(class_names, key=lambda c: diam_b[c])
     if diam_b[big] > tile - 2 * pad:
         raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
@@ -491,7 +519,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     missing = [c for c in class_names if c not in annotated]
     if missing and len(class_names) > 1:
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
-    model = ResUNet3D(n_classes, channels=channels, heatmap=sparse, coord_conv=coord_conv).to(dev)
+    net_class = SliceUNet if network == "slice2d" else ResUNet3D
+    model = net_class(n_classes, channels=channels, heatmap=sparse, coord_conv=coord_conv).to(dev)
     averaged = WeightAverage(model, ema) if ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
@@ -522,7 +551,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "lr": lr, "consistency": float(consistency),
-                 "patch": patch, "batch": batch, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
+                 "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
                  "label_diameters": dict(mask_diam),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
@@ -532,7 +561,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         losses = []
         t_epoch = time.time()
         for _ in range(iters_per_epoch):
-            x, y, offs, shapes = sample_batch(data, rng, patch, batch, n_classes, augment=augment)
+            x, y, offs, shapes = sample_batch(data, rng, (depth, patch, patch) if depth != patch else patch,
+                                              batch, n_classes, augment=augment)
             x, y = x.to(dev), y.to(dev)
             logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
             lval = compute_loss(loss, logits, y, n_classes, class_weight, priors)
@@ -580,7 +610,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
-                    "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch},
+                    "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch,
+                    "patch_depth": depth, "network": network},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         final = copy.deepcopy(model)

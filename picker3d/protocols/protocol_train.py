@@ -12,6 +12,7 @@ from .protocol_base import ProtPicker3DBase
 MASKS = ["tball", "ball", "cubic", "sphere"]
 LOSSES = ["dice+ce", "dice", "ce", "focal"]
 FLIPS = [1, 2, 4, 8]
+NETWORKS = ["resunet3d", "slice2d"]      # engine.network.NETWORKS (not imported: no torch at GUI start)
 
 
 class TrainOutputs(Enum):
@@ -83,6 +84,12 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="U-Net widths per level. [8,16,24,36] (default) beat [16,32,48,64] on the "
                            "10-minute CPU benchmark: test F1 1.19x, 1.78x faster picking.")
         line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips")
+        form.addParam("network", params.EnumParam, choices=list(NETWORKS), default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Network",
+                      help="resunet3d: 3-D residual U-Net (DeepETPicker's). slice2d: the same U-Net in 2-D "
+                           "layers on every z-slice, fused by 3-D layers at the end (the sparse-label "
+                           "paper's backbone); it trains on slabs 16 slices thick. See the README for "
+                           "the comparison on the benchmark.")
         form.addParam("iterationsPerEpoch", params.IntParam, default=30, expertLevel=params.LEVEL_ADVANCED,
                       label="Iterations per epoch")
         form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
@@ -149,6 +156,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         return self._getExtraPath("model.pt")
 
     def trainStep(self):
+        self.runEngine("train", self._trainArgs())
+
+    def _trainArgs(self):
+        """The engine's command line for the prepared training (and validation) pairs."""
         vols, tsvs = self._pairs("train")
         vvols, vtsvs = self._pairs("validation")
         if not vvols:
@@ -161,7 +172,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
-                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg()]
+                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg(),
+                f"--network {NETWORKS[self.network.get()]}"]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
             args.append(f"--patch {self.patchSize.get()}")
@@ -177,7 +189,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             args.append(f"--loss {LOSSES[self.loss.get()]}")
         if os.path.exists(self.getModelFile() + ".ckpt"):
             args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
-        self.runEngine("train", " ".join(args))
+        return " ".join(args)
 
     def createOutputStep(self):
         from ..engine.train import load_model
