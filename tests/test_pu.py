@@ -130,6 +130,8 @@ def test_slice_network_options_are_checked(tmp_path):
         train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), network="vit", **kw)
     with pytest.raises(InputError, match="--patch-depth"):
         train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), patch_depth=12, **kw)
+    with pytest.raises(InputError, match="--contrastive.*sparse"):
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), contrastive=0.1, **kw)
     out = str(tmp_path / "m.pt")
     train([vol], [table], ["a"], {"a": 8}, out, network="slice2d", patch_depth=4, **kw)
     with pytest.raises(InputError, match="--network.*slice2d"):
@@ -155,10 +157,61 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
     out = str(tmp_path / "pu.pt")
     train([s["tomogram"]], [annotated], ["barrel"], {"barrel": 17}, out, [s["tomogram"]], [full], epochs=5,
           iters_per_epoch=12, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None,
-          labels="sparse", expected_particles=len(full), consistency=0.1)
+          labels="sparse", expected_particles=len(full), consistency=0.1, contrastive=0.1)
     model, meta = load_model(out)
     assert meta["labels"] == "sparse" and meta["loss"] == "pu" and 0 < meta["prior"] < 0.2
-    assert meta["consistency"] == 0.1
+    assert meta["consistency"] == 0.1 and meta["contrastive"] == 0.1
     picked, _ = pick_tomogram(model, meta, s["tomogram"])
     r = evaluate(picked, hidden, {"barrel": 17})
     assert r["recall"] >= 0.7, r        # particles nobody annotated are found
+
+
+def test_contrastive_loss_matches_the_debiased_formula_by_hand():
+    """seed 002 Eq. 8-13 with Chuang et al.'s debiased negatives, recomputed in numpy on a batch
+    of six voxels: two annotated centres, four unlabeled (all sampled)."""
+    from picker3d.engine.pu import contrastive_loss
+    rng = np.random.default_rng(0)
+    t, prior, lam2 = 0.5, 0.2, 0.5
+    f, fv = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+    heat = np.array([1.0, 1.0, 0.3, 0.0, 0.0, 0.0])
+    prob = np.array([0.9, 0.8, 0.6, 0.1, 0.2, 0.05])
+
+    def vol(a):     # (6, D) -> (1, D, 1, 1, 6)
+        return torch.tensor(a.T[None, :, None, None, :], dtype=torch.float64)
+
+    got = float(contrastive_loss(vol(f), vol(fv), vol(heat[:, None]), vol(prob[:, None]), [prior],
+                                 temperature=t, unsup_weight=lam2))
+    n = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    f, fv = n(f), n(fv)
+    floor = np.exp(-1 / t)
+
+    def term(pos, neg, tau):
+        return -np.log(pos / (pos + max((neg - tau * pos) / (1 - tau), floor)))
+
+    P = np.concatenate([f[:2], fv[:2]])             # anchors and positives: the centres, both views
+    U = np.concatenate([f[2:], fv[2:]])             # negatives: the unlabeled voxels, both views
+    sup = np.mean([term(np.mean([np.exp(P[i] @ P[j] / t) for j in range(4) if j != i]),
+                        np.mean(np.exp(U @ P[i] / t)), prior) for i in range(4)])
+    w = np.concatenate([prob[2:], prob[2:]])
+    uns = []
+    for k in range(8):
+        pair = (k + 4) % 8
+        pos = np.exp(U[k] @ U[pair] / t)
+        neg = np.mean([np.exp(U[k] @ U[l] / t) for l in range(8) if l not in (k, pair)])
+        uns.append(w[k] * term(pos, neg, prior) + (1 - w[k]) * term(pos, neg, 1 - prior))
+    assert got == pytest.approx(sup + lam2 * np.mean(uns), rel=1e-9)
+
+
+def test_contrastive_loss_rewards_centres_that_look_alike():
+    from picker3d.engine.pu import contrastive_loss
+    rng = np.random.default_rng(1)
+    heat = torch.zeros(1, 1, 4, 8, 8)
+    heat[0, 0, 1, 2, 2] = heat[0, 0, 2, 5, 6] = heat[0, 0, 3, 1, 7] = 1.0
+    probs = torch.full_like(heat, 0.1)
+    noise, view = (torch.tensor(rng.normal(size=(1, 8, 4, 8, 8)), dtype=torch.float32) for _ in range(2))
+    alike, alike_view = noise.clone(), view.clone()
+    for a in (alike, alike_view):
+        a[:, :, heat[0, 0] == 1] = torch.ones(8, 1) * 3.0      # centres share one feature vector
+    kw = dict(unsup_weight=0.0, generator=torch.Generator().manual_seed(0))
+    assert float(contrastive_loss(alike, alike_view, heat, probs, [0.01], **kw)) < \
+        0.1 * float(contrastive_loss(noise, view, heat, probs, [0.01], **kw))

@@ -114,6 +114,9 @@ def _add_train(sub):
     p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
                    help="weight of the consistency term between a batch and a mirrored, re-noised view of it "
                         "(seed 002 Eq. 14; 0.1 there; 0, the default, = off; doubles the cost of a step)")
+    p.add_argument("--contrastive", type=float, default=0.0, metavar="WEIGHT",
+                   help="sparse labels: weight of the voxel-level debiased contrastive module (seed 002 "
+                        "Eq. 8-13; 0.1 there; 0, the default, = off; doubles the cost of a step)")
     p.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
                    help="validate and keep an exponential moving average of the weights with this "
                         "decay per step (0 = the last step's weights)")
@@ -337,7 +340,7 @@ def cmd_train(a):
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
-          patch_depth=a.patch_depth)
+          patch_depth=a.patch_depth, contrastive=a.contrastive)
     print(f"model written to {a.out}")
     return 0
 

@@ -120,15 +120,20 @@ class ResUNet3D(nn.Module):
     def multiple(self):
         return 2 ** (self.levels - 1)
 
-    def forward(self, x, offset=(0, 0, 0), full_shape=None):
-        """``x``: (B, 1, Z, Y, X) normalised density; returns logits (B, K, Z, Y, X).
+    def forward(self, x, offset=(0, 0, 0), full_shape=None, features=False):
+        """``x``: (B, 1, Z, Y, X) normalised density; returns logits (B, K, Z, Y, X), and with
+        ``features`` also the last feature map the head reads (B, channels[0], Z, Y, X).
 
         ``offset`` is the patch's corner in the whole volume of shape ``full_shape`` (for
         coord-conv); give a list of corners (and of shapes) to batch patches from
         different places.
         """
         x = x.contiguous(memory_format=torch.channels_last_3d)
-        return self.head(self._unet(self._with_coords(x, offset, full_shape), x)).contiguous()
+        return self._head(self._unet(self._with_coords(x, offset, full_shape), x), features)
+
+    def _head(self, f, features):
+        out = self.head(f).contiguous()
+        return (out, f) if features else out
 
     def _with_coords(self, x, offset, full_shape):
         """``x`` with the coord-conv channels appended (as configured)."""
@@ -196,7 +201,7 @@ class SliceUNet(ResUNet3D):
         self.fusion = ResBlock(channels[0], channels[0], dims=3)
         self._channels_last()
 
-    def forward(self, x, offset=(0, 0, 0), full_shape=None):
+    def forward(self, x, offset=(0, 0, 0), full_shape=None, features=False):
         B, _, Z, Y, X = x.shape
 
         def slices(t):      # (B, C, Z, Y, X) -> (B*Z, C, Y, X)
@@ -206,7 +211,7 @@ class SliceUNet(ResUNet3D):
         f = self._unet(slices(self._with_coords(x, offset, full_shape)), slices(x))
         f = f.reshape(B, Z, f.shape[1], Y, X).permute(0, 2, 1, 3, 4).contiguous(
             memory_format=torch.channels_last_3d)
-        return self.head(self.fusion(f)).contiguous()
+        return self._head(self.fusion(f), features)
 
 
 def build_network(config):

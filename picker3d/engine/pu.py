@@ -179,3 +179,77 @@ def prior_from_counts(n_particles, tables, class_names, diameters, shape):
     share = _annotation_shares(tables, class_names)
     return float(sum(prior_from_count(n_particles * s, diameter_of(diameters, c), shape)
                      for s, c in zip(share, class_names)))
+
+
+# ----------------------------------------------------------------------------------------
+# voxel-level debiased contrastive module (seed 002 Eq. 8-13)
+# ----------------------------------------------------------------------------------------
+
+TEMPERATURE = 0.07          # seed 002 §4.2 (EMPIAR-10304)
+UNSUP_WEIGHT = 0.5          # lambda_2 of seed 002 Eq. 15
+N_UNLABELED = 256           # unlabeled voxels sampled per batch and view
+
+
+def _debiased_term(pos, neg_mean, same_class, temperature):
+    """-log(pos / (pos + g)) with Chuang et al.'s debiased negative term
+    g = max((neg_mean - tau+ pos) / (1 - tau+), e^(-1/t)), tau+ = ``same_class`` the chance
+    that a "negative" shares the anchor's class."""
+    g = torch.clamp((neg_mean - same_class * pos) / (1.0 - same_class), min=math.exp(-1.0 / temperature))
+    return -torch.log(pos / (pos + g))
+
+
+def contrastive_loss(feats, view_feats, heat, probs, prior, generator=None, n_unlabeled=N_UNLABELED,
+                     temperature=TEMPERATURE, unsup_weight=UNSUP_WEIGHT):
+    """Supervised + unlabeled debiased contrastive loss on projected voxel features.
+
+    ``feats`` / ``view_feats``: (B, D, Z, Y, X) projections of a batch and of its augmented
+    view, already mapped back onto the batch's voxels (normalised here); ``heat``: (B, C, ...)
+    targets; ``probs``: (B, C, ...) the predicted heatmap (no gradient needed), which weighs
+    each unlabeled anchor between "particle" and "background" (Eq. 11); ``prior``: (C,)
+    class priors pi_p. Returns L_sup + ``unsup_weight`` L_unsup (the bracket of Eq. 15).
+
+    - Eq. 8-9, per class: every annotated centre, in both views, is an anchor whose positives
+      are the other centres of its class (other particles are its "natural augmentations");
+      ``n_unlabeled`` sampled voxels that are not centres (both views) are its negatives.
+    - Eq. 10-13: each sampled unlabeled voxel's positive is its own other view; all other
+      sampled vectors are negatives.
+    The debiased denominators follow Chuang et al. (seed 002's ref. [7]): a particle anchor's
+    negatives are particles with probability pi_p, a background anchor's with pi_n = 1 - pi_p
+    (Eq. 12 and 13 print the prior inside the bracket the other way round; with voxel priors of
+    ~0.02 that reading would cancel almost every negative of a particle anchor).
+    """
+    B, D = feats.shape[:2]
+    f = F.normalize(feats.permute(0, 2, 3, 4, 1).reshape(-1, D), dim=1)
+    fv = F.normalize(view_feats.permute(0, 2, 3, 4, 1).reshape(-1, D), dim=1)
+    heat = heat.permute(0, 2, 3, 4, 1).reshape(f.shape[0], -1)
+    p_hat = probs.permute(0, 2, 3, 4, 1).reshape(f.shape[0], -1).amax(dim=1)
+    prior = torch.as_tensor(prior, dtype=f.dtype, device=f.device).reshape(-1).expand(heat.shape[1])
+    centre = heat >= 1.0 - 1e-6
+    unl = torch.nonzero(~centre.any(dim=1)).ravel()
+    pick = torch.randperm(len(unl), generator=generator)[:n_unlabeled].to(unl.device)
+    unl = unl[pick]
+    u = torch.cat([f[unl], fv[unl]])                     # 2 n_u unlabeled vectors
+    sup, n_anchor = f.new_zeros(()), 0
+    for c in range(heat.shape[1]):
+        idx = torch.nonzero(centre[:, c]).ravel()
+        if len(idx) == 0:
+            continue
+        pv = torch.cat([f[idx], fv[idx]])               # 2 n_p anchors
+        sim = torch.exp(pv @ pv.T / temperature)
+        pos = (sim.sum(1) - sim.diagonal()) / (len(pv) - 1)
+        neg = torch.exp(pv @ u.T / temperature).mean(1)
+        sup = sup + _debiased_term(pos, neg, prior[c], temperature).sum()
+        n_anchor += len(pv)
+    sup = sup / max(n_anchor, 1)
+    if unsup_weight == 0 or len(unl) == 0:
+        return sup
+    n = len(unl)
+    sim = torch.exp(u @ u.T / temperature)
+    pair = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(u.device)
+    pos = sim[torch.arange(2 * n, device=u.device), pair]
+    neg = (sim.sum(1) - sim.diagonal() - pos) / max(2 * n - 2, 1)
+    w = p_hat[unl].repeat(2).to(f.dtype)
+    pi_p = prior.sum().clamp(max=1.0 - 1e-3)
+    unsup = (w * _debiased_term(pos, neg, pi_p, temperature)
+             + (1 - w) * _debiased_term(pos, neg, 1.0 - pi_p, temperature)).mean()
+    return sup + unsup_weight * unsup

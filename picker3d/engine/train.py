@@ -35,7 +35,7 @@ from .masks import label_mask
 from .metrics import evaluate, match
 from .network import NETWORKS, ResUNet3D, SliceUNet, build_network, count_parameters
 from .pick import bin_volume, find_particles, normalize, peak_smoothing, predict_volume, to_binned
-from .pu import centre_heatmaps, check_prior, class_priors, pn_loss, prior_from_counts, pu_loss
+from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
 MODEL_FORMAT = "picker3d-model"
 MODEL_VERSION = 1
@@ -159,6 +159,16 @@ def consistency_loss(logits, view_logits, dims, sparse):
     if sparse:      # per-class sigmoid heatmaps
         return F.mse_loss(torch.sigmoid(logits), torch.sigmoid(back))
     return F.mse_loss(torch.softmax(logits, dim=1), torch.softmax(back, dim=1))
+
+
+def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, rng):
+    """seed 002's contrastive module on a batch: project both views' features (the view mapped
+    back onto the batch's voxels) and take :func:`picker3d.engine.pu.contrastive_loss`."""
+    def project(f):     # (B, C, Z, Y, X) -> (B, 32, Z, Y, X): the 1x1x1 projection head
+        return projection(f.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+    return contrastive_loss(project(feats), project(torch.flip(view_feats, dims)), heat,
+                            torch.sigmoid(logits.detach()), priors, generator=gen)
 
 
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False):
@@ -382,7 +392,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=None, seed=0,
           device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
-          ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None):
+          ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
+          contrastive=0.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -415,6 +426,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     of a mirrored, re-noised view of it (:func:`consistency_view`); each step then runs the
     network twice.
 
+    ``contrastive`` (0 = off; sparse labels only): weight lambda_1 of seed 002's voxel-level
+    debiased contrastive module (Eq. 8-13, :func:`picker3d.engine.pu.contrastive_loss`; 0.1
+    there) on a 32-dimensional linear projection of the last feature map, between a batch and
+    the same mirrored, re-noised view the consistency term uses (one more network pass per
+    step; the projection is trained with the network and kept in the checkpoint only).
+
     ``network``: ``"resunet3d"`` (default) or ``"slice2d"``, the sparse-label paper's 2-D slice
     encoder fused by 3-D layers (:class:`picker3d.engine.network.SliceUNet`), which trains on
     slabs ``patch_depth`` voxels thick (default :data:`SLICE_PATCH_DEPTH`; the 3-D network's
@@ -445,6 +462,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                          + (" and a multiple of 8 for resunet3d" if network == "resunet3d" else ""))
     if not consistency >= 0:
         raise InputError(f"--consistency: {consistency} must be a weight of 0 (off) or more")
+    if not contrastive >= 0:
+        raise InputError(f"--contrastive: {contrastive} must be a weight of 0 (off) or more")
+    if contrastive and not sparse:
+        raise InputError("--contrastive: the contrastive module needs --labels sparse")
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
@@ -473,20 +494,21 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     if ck is not None and ck.get("network", "resunet3d") != network:
         raise InputError(f"--network: the checkpoint {ckpt_path} was trained with --network "
                          f"{ck.get('network', 'resunet3d')}, not {network}")
-    if ck is not None and (patch is None or batch is None):
+    resumed = ck is not None and (patch is None or batch is None)
+    if resumed:
         # resume with the patches the interrupted run used (checkpoints written before the
         # automatic choice do not record them: those runs used 48 x 4)
         patch = ck.get("patch", 48) if patch is None else patch
         batch = ck.get("batch", 4) if batch is None else batch
         patch_depth = ck.get("patch_depth") if patch_depth is None else patch_depth
-        log(f"patches {patch}³ in batches of {batch} (as the interrupted run)")
     if patch_depth is None and network == "slice2d":
         patch_depth = SLICE_PATCH_DEPTH
     if patch is None or batch is None:
         patch = auto_patch(diam_b.values(), sparse)[0] if patch is None else patch
         batch = auto_batch(patch, sparse, patch_depth) if batch is None else batch
     depth = int(patch_depth) if patch_depth else patch
-    log(f"patches {depth}x{patch}x{patch} (z, y, x) in batches of {batch}")
+    shape = f"{patch}³" if depth == patch else f"{depth}x{patch}x{patch} (z, y, x)"
+    log(f"patches {shape} in batches of {batch}" + (" (as the interrupted run)" if resumed else ""))
     big = max(class_names, key=lambda c: diam_b[c])
     if diam_b[big] > tile - 2 * pad:
         raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
@@ -522,7 +544,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     net_class = SliceUNet if network == "slice2d" else ResUNet3D
     model = net_class(n_classes, channels=channels, heatmap=sparse, coord_conv=coord_conv).to(dev)
     averaged = WeightAverage(model, ema) if ema else None
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    # the contrastive module's projection head (seed 002 Fig. 2b; a 1x1x1 convolution, applied
+    # to the sampled voxels only); not part of the picking model
+    projection = torch.nn.Linear(channels[0], 32).to(dev) if contrastive else None
+    trained = list(model.parameters()) + (list(projection.parameters()) if projection is not None else [])
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=1e-4)
     total_steps = epochs * iters_per_epoch
     step, train_seconds = 0, 0.0
     # background voxels dominate: weight CE classes by inverse frequency (capped)
@@ -534,6 +560,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     history, best_f1, best_state, best_thr, start_epoch = [], -1.0, None, None, 0
     if ck is not None:
         model.load_state_dict(ck["model"])
+        if projection is not None:
+            if ck.get("projection") is None:
+                raise InputError(f"--contrastive: the checkpoint {ckpt_path} was trained without it")
+            projection.load_state_dict(ck["projection"])
         opt.load_state_dict(ck["opt"])
         step, train_seconds = ck["step"], ck["train_seconds"]
         rng.bit_generator.state = ck["rng"]
@@ -550,7 +580,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
-                 "lr": lr, "consistency": float(consistency),
+                 "lr": lr, "consistency": float(consistency), "contrastive": float(contrastive),
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile, "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
                  "label_diameters": dict(mask_diam),
@@ -564,12 +594,17 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             x, y, offs, shapes = sample_batch(data, rng, (depth, patch, patch) if depth != patch else patch,
                                               batch, n_classes, augment=augment)
             x, y = x.to(dev), y.to(dev)
-            logits = model(x, offset=offs, full_shape=shapes)   # coord-conv: one offset per patch
+            # coord-conv: one offset per patch
+            logits, feats = model(x, offset=offs, full_shape=shapes, features=True)
             lval = compute_loss(loss, logits, y, n_classes, class_weight, priors)
-            if consistency:
+            if consistency or contrastive:
                 view, dims = consistency_view(x, rng)
-                view_logits = model(view, offset=offs, full_shape=shapes)
+                view_logits, view_feats = model(view, offset=offs, full_shape=shapes, features=True)
+            if consistency:
                 lval = lval + consistency * consistency_loss(logits, view_logits, dims, sparse)
+            if contrastive:
+                lval = lval + contrastive * contrastive_term(projection, feats, view_feats, dims, y, logits,
+                                                             priors if priors is not None else [0.01] * n_classes, rng)
             opt.zero_grad(set_to_none=True)
             lval.backward()
             # one-cycle position: by steps, or by elapsed time when a time budget is given
@@ -611,7 +646,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
                     "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch,
-                    "patch_depth": depth, "network": network},
+                    "patch_depth": patch_depth, "network": network,     # patch_depth None: cubes
+                    "projection": projection.state_dict() if projection is not None else None},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         final = copy.deepcopy(model)

@@ -113,6 +113,12 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Weight of the sparse-label paper's consistency term (Eq. 14; 0.1 there): the "
                            "outputs for a batch and for a mirrored, re-noised copy of it should agree. "
                            "0 = off. Each training step then runs the network twice.")
+        form.addParam("contrastive", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      condition="labels == 1", label="Contrastive weight",
+                      help="Sparse annotation: weight of the sparse-label paper's voxel-level debiased "
+                           "contrastive module (Eq. 8-13; 0.1 there): features of annotated centres are "
+                           "pulled together and away from the rest. 0 = off. Each training step then "
+                           "runs the network twice. See the README for what it did on the benchmark.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
         self._addComputeParams(form, gpu=True, threads=2)
 
@@ -183,6 +189,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             args.append(f"--consistency {self.consistency.get()}")
         if self.labels.get() == 1:
             args.append("--labels sparse --loss pu")
+            if self.contrastive.get():
+                args.append(f"--contrastive {self.contrastive.get()}")
             args.append(f"--prior {self.prior.get()}" if self.prior.get() else
                         f"--expected-particles {self.expectedParticles.get()}")
         else:
@@ -242,6 +250,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             errors.append(f"Batch size {self.batchSize.get()} must be 0 (automatic) or more.")
         if self.consistency.get() < 0:
             errors.append(f"Consistency weight {self.consistency.get()} must be 0 (off) or more.")
+        if self.contrastive.get() < 0:
+            errors.append(f"Contrastive weight {self.contrastive.get()} must be 0 (off) or more.")
         if not 0 <= self.learningRate.get() < 1:
             errors.append(f"Peak learning rate {self.learningRate.get()} must be 0 (automatic) or between 0 and 1.")
         try:
