@@ -66,6 +66,8 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--big", action="store_true", help="also pick a 200x512x512 tomogram for real")
     p.add_argument("--no-augment", action="store_true", help="mirrors only (measure what augmentation brings)")
+    p.add_argument("--rotation", type=float, default=None,
+                   help="largest augmentation rotation about z in degrees (default: the engine's)")
     p.add_argument("--iters", type=int, default=30, help="iterations per epoch (validation after each)")
     p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
@@ -105,7 +107,8 @@ def main():
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
-                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter)
+                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter,
+                  **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
@@ -113,7 +116,7 @@ def main():
                 import shutil
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
-               "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "loss": a.loss,
+               "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss,
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),

@@ -13,7 +13,7 @@ AP at radius 2 and 5 voxels (r2, r5), per-class F1 and the training time.
 
 Usage: python benchmarks/bench_pu.py [--species large | --species all] [--fractions 0.1 0.3]
        [--modes pu pn dense] [--minutes 10] [--snr 0.05] [--bin 2] [--lr 1e-3] [--seed 0] [--consistency 0.1]
-       [--network slice2d] [--patch-depth 16] [--contrastive 0.1]
+       [--network slice2d] [--patch-depth 16] [--contrastive 0.1] [--rotation 180]
 """
 import argparse
 import json
@@ -52,7 +52,7 @@ def run(mode, frac, sims, tabs, classes, diam, a):
               epochs=1000, minutes=a.minutes, iters_per_epoch=30, patch=a.patch, batch=a.batch, channels=(16, 32, 48, 64),
               seed=a.seed, lr=a.lr, consistency=a.consistency, bin=a.bin,
               network=a.network, patch_depth=a.patch_depth,
-              contrastive=a.contrastive if mode != "dense" else 0.0, flips=2,
+              contrastive=a.contrastive if mode != "dense" else 0.0, rotation=a.rotation, flips=2,
               log=lambda m: print("    " + m, flush=True), **kw)
         t_train = time.time() - t0
         model, meta = load_model(out)
@@ -88,6 +88,8 @@ def main():
                    help="peak learning rate (default: the engine's, 1e-3 sparse / 3e-3 dense)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
     p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term (seed 002 Eq. 14)")
+    p.add_argument("--rotation", type=float, default=None,
+                   help="largest augmentation rotation about z in degrees (default: the engine's)")
     p.add_argument("--contrastive", type=float, default=0.0, help="weight of the contrastive module (seed 002 Eq. 8-13)")
     p.add_argument("--json", default=None)
     a = p.parse_args()

@@ -310,6 +310,7 @@ def test_automatic_patch_holds_the_largest_particle(tmp_path):
     assert "patches 32³ in batches of 8" in lines
     assert load_model(out)[1]["patch"] == 32 and load_model(out)[1]["batch"] == 8
     assert load_model(out)[1]["lr"] == 3e-3          # no lr given: the complete-label default
+    assert load_model(out)[1]["rotation"] == 20.0    # ... and rotation
     # resuming keeps the interrupted run's patches; a checkpoint from before the automatic
     # choice has none recorded, and those runs used 48 x 4
     ck = torch.load(out + ".ckpt", weights_only=False)

@@ -130,6 +130,8 @@ def test_slice_network_options_are_checked(tmp_path):
         train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), network="vit", **kw)
     with pytest.raises(InputError, match="--patch-depth"):
         train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), patch_depth=12, **kw)
+    with pytest.raises(InputError, match="--rotation"):
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), rotation=270, **kw)
     with pytest.raises(InputError, match="--contrastive.*sparse"):
         train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), contrastive=0.1, **kw)
     out = str(tmp_path / "m.pt")
@@ -161,6 +163,7 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
     model, meta = load_model(out)
     assert meta["labels"] == "sparse" and meta["loss"] == "pu" and 0 < meta["prior"] < 0.2
     assert meta["consistency"] == 0.1 and meta["contrastive"] == 0.1
+    assert meta["rotation"] == 180.0          # sparse labels: any in-plane angle by default
     picked, _ = pick_tomogram(model, meta, s["tomogram"])
     r = evaluate(picked, hidden, {"barrel": 17})
     assert r["recall"] >= 0.7, r        # particles nobody annotated are found

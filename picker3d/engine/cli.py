@@ -103,6 +103,9 @@ def _add_train(sub):
     p.add_argument("--min-mask", type=float, default=None, metavar="VOX",
                    help="smallest weak-label diameter in network voxels (after --bin); default 9 for "
                         "complete labels (measured better than 3), 3 for sparse labels")
+    p.add_argument("--rotation", type=float, default=None, metavar="DEG",
+                   help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default 20: "
+                        "the missing wedge stays close to where the data have it; 180 = any in-plane angle)")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
@@ -340,7 +343,7 @@ def cmd_train(a):
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
-          patch_depth=a.patch_depth, contrastive=a.contrastive)
+          patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation)
     print(f"model written to {a.out}")
     return 0
 
