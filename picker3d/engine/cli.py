@@ -104,8 +104,9 @@ def _add_train(sub):
                    help="smallest weak-label diameter in network voxels (after --bin); default 9 for "
                         "complete labels (measured better than 3), 3 for sparse labels")
     p.add_argument("--rotation", type=float, default=None, metavar="DEG",
-                   help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default 20: "
-                        "the missing wedge stays close to where the data have it; 180 = any in-plane angle)")
+                   help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default: 20 "
+                        "for complete labels, which keeps the missing wedge close to where the data have it; "
+                        "180, any in-plane angle, for sparse labels, where it measured better)")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
