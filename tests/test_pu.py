@@ -218,3 +218,23 @@ def test_contrastive_loss_rewards_centres_that_look_alike():
     kw = dict(unsup_weight=0.0, generator=torch.Generator().manual_seed(0))
     assert float(contrastive_loss(alike, alike_view, heat, probs, [0.01], **kw)) < \
         0.1 * float(contrastive_loss(noise, view, heat, probs, [0.01], **kw))
+
+
+def test_contrastive_loss_projects_only_what_it_uses_with_the_same_result():
+    """The projection head applied to the sampled voxels inside the loss gives the loss of the
+    projected whole maps (a per-voxel linear map commutes with picking voxels)."""
+    from picker3d.engine.pu import contrastive_loss
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(8, 32)
+    f, fv = torch.randn(2, 8, 6, 10, 10), torch.randn(2, 8, 6, 10, 10)
+    heat = torch.zeros(2, 1, 6, 10, 10)
+    heat[0, 0, 2, 3, 4] = heat[1, 0, 4, 5, 6] = heat[1, 0, 1, 1, 1] = 1.0
+    probs = torch.rand_like(heat)
+
+    def whole(t):
+        return proj(t.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+    with torch.no_grad():
+        a = contrastive_loss(whole(f), whole(fv), heat, probs, [0.02], generator=torch.Generator().manual_seed(1))
+        b = contrastive_loss(f, fv, heat, probs, [0.02], generator=torch.Generator().manual_seed(1), projection=proj)
+    assert float(b) == pytest.approx(float(a), rel=1e-5)

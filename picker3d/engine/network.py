@@ -220,7 +220,7 @@ def build_network(config):
     kind = config.pop("network", "resunet3d")
     if kind not in NETWORKS:
         raise ValueError(f"unknown network '{kind}' (known: {', '.join(NETWORKS)})")
-    return (SliceUNet if kind == "slice2d" else ResUNet3D)(**config)
+    return {"resunet3d": ResUNet3D, "slice2d": SliceUNet}[kind](**config)
 
 
 def count_parameters(model):

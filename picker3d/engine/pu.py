@@ -91,6 +91,11 @@ def check_prior(prior, heat):
     return None
 
 
+def centre_mask(heat):
+    """True at annotated centres (heatmap exactly 1, up to float rounding)."""
+    return heat >= 1.0 - 1e-6
+
+
 def pu_risks(logits, heat, alpha=ALPHA, beta=BETA):
     """Per-class risk terms (each a (C,) tensor): R_tp+, R_sp+, R_tp-, R_sp-, R_u-, pi_tp, pi_sp.
 
@@ -98,7 +103,7 @@ def pu_risks(logits, heat, alpha=ALPHA, beta=BETA):
     """
     p = torch.sigmoid(logits)
     logp, log1mp = F.logsigmoid(logits), F.logsigmoid(-logits)      # stable log p, log(1 - p)
-    tp = heat >= 1.0 - 1e-6
+    tp = centre_mask(heat)
     sp = (heat > SOFT_MIN) & ~tp
     un = heat <= SOFT_MIN
     dims = (0, 2, 3, 4)
@@ -156,7 +161,7 @@ def pn_loss(logits, heat, alpha=ALPHA, beta=BETA):
     an annotated centre is a (down-weighted near centres) negative), per annotated centre."""
     p = torch.sigmoid(logits)
     logp, log1mp = F.logsigmoid(logits), F.logsigmoid(-logits)
-    tp = heat >= 1.0 - 1e-6
+    tp = centre_mask(heat)
     pos = (-(1 - p) ** alpha * logp * tp).sum()
     neg = (-(1 - heat) ** beta * p ** alpha * log1mp * ~tp).sum()
     return (pos + neg) / tp.sum().clamp(min=1)
@@ -199,11 +204,13 @@ def _debiased_term(pos, neg_mean, same_class, temperature):
 
 
 def contrastive_loss(feats, view_feats, heat, probs, prior, generator=None, n_unlabeled=N_UNLABELED,
-                     temperature=TEMPERATURE, unsup_weight=UNSUP_WEIGHT):
+                     temperature=TEMPERATURE, unsup_weight=UNSUP_WEIGHT, projection=None):
     """Supervised + unlabeled debiased contrastive loss on projected voxel features.
 
-    ``feats`` / ``view_feats``: (B, D, Z, Y, X) projections of a batch and of its augmented
-    view, already mapped back onto the batch's voxels (normalised here); ``heat``: (B, C, ...)
+    ``feats`` / ``view_feats``: (B, D, Z, Y, X) features of a batch and of its augmented
+    view, already mapped back onto the batch's voxels; ``projection`` (the projection head, a
+    per-voxel map; None = the features as they are) is applied to the voxels the loss uses
+    only, then each vector is normalised; ``heat``: (B, C, ...)
     targets; ``probs``: (B, C, ...) the predicted heatmap (no gradient needed), which weighs
     each unlabeled anchor between "particle" and "background" (Eq. 11); ``prior``: (C,)
     class priors pi_p. Returns L_sup + ``unsup_weight`` L_unsup (the bracket of Eq. 15).
@@ -218,23 +225,29 @@ def contrastive_loss(feats, view_feats, heat, probs, prior, generator=None, n_un
     (Eq. 12 and 13 print the prior inside the bracket the other way round; with voxel priors of
     ~0.02 that reading would cancel almost every negative of a particle anchor).
     """
-    B, D = feats.shape[:2]
-    f = F.normalize(feats.permute(0, 2, 3, 4, 1).reshape(-1, D), dim=1)
-    fv = F.normalize(view_feats.permute(0, 2, 3, 4, 1).reshape(-1, D), dim=1)
-    heat = heat.permute(0, 2, 3, 4, 1).reshape(f.shape[0], -1)
-    p_hat = probs.permute(0, 2, 3, 4, 1).reshape(f.shape[0], -1).amax(dim=1)
-    prior = torch.as_tensor(prior, dtype=f.dtype, device=f.device).reshape(-1).expand(heat.shape[1])
-    centre = heat >= 1.0 - 1e-6
+    def voxels(t):      # (B, K, Z, Y, X) -> (voxels, K)
+        return t.permute(0, 2, 3, 4, 1).reshape(-1, t.shape[1])
+
+    f_all, fv_all = voxels(feats), voxels(view_feats)
+
+    def embed(rows, which):     # projected, normalised vectors of some voxels
+        v = which[rows]
+        return F.normalize(projection(v) if projection is not None else v, dim=1)
+
+    heat = voxels(heat)
+    p_hat = voxels(probs).amax(dim=1)
+    prior = torch.as_tensor(prior, dtype=f_all.dtype, device=f_all.device).reshape(-1).expand(heat.shape[1])
+    centre = centre_mask(heat)
     unl = torch.nonzero(~centre.any(dim=1)).ravel()
     pick = torch.randperm(len(unl), generator=generator)[:n_unlabeled].to(unl.device)
     unl = unl[pick]
-    u = torch.cat([f[unl], fv[unl]])                     # 2 n_u unlabeled vectors
-    sup, n_anchor = f.new_zeros(()), 0
+    u = torch.cat([embed(unl, f_all), embed(unl, fv_all)])      # 2 n_u unlabeled vectors
+    sup, n_anchor = u.new_zeros(()), 0
     for c in range(heat.shape[1]):
         idx = torch.nonzero(centre[:, c]).ravel()
         if len(idx) == 0:
             continue
-        pv = torch.cat([f[idx], fv[idx]])               # 2 n_p anchors
+        pv = torch.cat([embed(idx, f_all), embed(idx, fv_all)])     # 2 n_p anchors
         sim = torch.exp(pv @ pv.T / temperature)
         pos = (sim.sum(1) - sim.diagonal()) / (len(pv) - 1)
         neg = torch.exp(pv @ u.T / temperature).mean(1)
@@ -248,7 +261,7 @@ def contrastive_loss(feats, view_feats, heat, probs, prior, generator=None, n_un
     pair = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(u.device)
     pos = sim[torch.arange(2 * n, device=u.device), pair]
     neg = (sim.sum(1) - sim.diagonal() - pos) / max(2 * n - 2, 1)
-    w = p_hat[unl].repeat(2).to(f.dtype)
+    w = p_hat[unl].repeat(2).to(u.dtype)
     pi_p = prior.sum().clamp(max=1.0 - 1e-3)
     unsup = (w * _debiased_term(pos, neg, pi_p, temperature)
              + (1 - w) * _debiased_term(pos, neg, 1.0 - pi_p, temperature)).mean()

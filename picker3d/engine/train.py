@@ -33,7 +33,7 @@ from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
-from .network import NETWORKS, ResUNet3D, SliceUNet, build_network, count_parameters
+from .network import NETWORKS, build_network, count_parameters
 from .pick import bin_volume, find_particles, normalize, peak_smoothing, predict_volume, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
@@ -163,13 +163,12 @@ def consistency_loss(logits, view_logits, dims, sparse):
 
 
 def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, rng):
-    """seed 002's contrastive module on a batch: project both views' features (the view mapped
-    back onto the batch's voxels) and take :func:`picker3d.engine.pu.contrastive_loss`."""
-    def project(f):     # (B, C, Z, Y, X) -> (B, 32, Z, Y, X): the 1x1x1 projection head
-        return projection(f.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+    """seed 002's contrastive module on a batch: both views' features (the view mapped back
+    onto the batch's voxels) through :func:`picker3d.engine.pu.contrastive_loss`, which
+    projects only the voxels it samples."""
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
-    return contrastive_loss(project(feats), project(torch.flip(view_feats, dims)), heat,
-                            torch.sigmoid(logits.detach()), priors, generator=gen)
+    return contrastive_loss(feats, torch.flip(view_feats, dims), heat, torch.sigmoid(logits.detach()), priors,
+                            generator=gen, projection=projection)
 
 
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False,
@@ -565,8 +564,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     missing = [c for c in class_names if c not in annotated]
     if missing and len(class_names) > 1:
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
-    net_class = SliceUNet if network == "slice2d" else ResUNet3D
-    model = net_class(n_classes, channels=channels, heatmap=sparse, coord_conv=coord_conv).to(dev)
+    model = build_network({"network": network, "n_classes": n_classes, "channels": channels,
+                           "heatmap": sparse, "coord_conv": coord_conv}).to(dev)
     averaged = WeightAverage(model, ema) if ema else None
     # the contrastive module's projection head (seed 002 Fig. 2b; a 1x1x1 convolution, i.e. a
     # linear map per voxel); not part of the picking model
