@@ -27,21 +27,11 @@ import torch
 from picker3d.engine.coords import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
-from picker3d.engine.pick import pick_tomogram
+from picker3d.engine.pick import pick_tomogram, tile_overhead
 from picker3d.engine.simulate import simulate_tomogram
 from picker3d.engine.train import load_model, train
 
 BIG = (200, 512, 512)
-
-
-def tile_overhead(shape, tile, pad):
-    """Computed voxels / output voxels of the overlap-tile scheme for this volume shape."""
-    inner = tile - 2 * pad
-    n = 1
-    for s in shape:
-        tiles = max(1, -(-s // inner))
-        n *= tiles
-    return n * tile ** 3 / float(np.prod(shape))
 
 
 def score(picked, ref, diam, big_only=False):

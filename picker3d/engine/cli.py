@@ -93,7 +93,7 @@ def _add_train(sub):
     p.add_argument("--lr", default="auto",
                    help="peak learning rate of the one-cycle schedule (auto, the default: 3e-3 with complete "
                         "labels, 1e-3 with sparse labels)")
-    p.add_argument("--tile", type=int, default=96, help="inference tile side for validation/picking (multiple of 8)")
+    p.add_argument("--tile", type=int, default=128, help="largest inference tile side for validation/picking (multiple of 8; each axis gets as few tiles as this allows, each only as long as needed)")
     p.add_argument("--bin", default="auto",
                    help="train and pick on tomograms binned by this factor; auto (default): 2 when every "
                         "class is >= 16 voxels across, else 1 (the model stores it, coordinates stay in "

@@ -34,7 +34,7 @@ from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
 from .network import NETWORKS, build_network, count_parameters
-from .pick import bin_volume, find_particles, normalize, peak_smoothing, predict_volume, to_binned
+from .pick import bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing, predict_volume, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
 MODEL_FORMAT = "picker3d-model"
@@ -406,7 +406,7 @@ SLICE_PATCH_DEPTH = 16
 def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
           voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=None, batch=None,
           channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=None, seed=0,
-          device="cpu", resume=False, tile=96, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
+          device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
           contrastive=0.0, rotation=None):
@@ -609,7 +609,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
-                 "label_diameters": dict(mask_diam),
+                 "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
     for epoch in range(start_epoch, epochs):
