@@ -8,7 +8,7 @@ import torch
 from picker3d.engine.coords import CoordTable, read_table, write_table
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D, SliceUNet
-from picker3d.engine.pick import find_particles, predict_volume
+from picker3d.engine.pick import find_particles, predict_volume, tile_overhead, tile_sides
 
 
 @pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])
@@ -38,6 +38,20 @@ def test_tiling_equals_whole_volume_away_from_borders(vol_shape, network):
     assert tiled.shape == (3,) + vol_shape
     assert np.allclose(tiled.sum(0), 1.0, atol=1e-5)
     assert diff.mean() < 0.02 and np.median(diff) < 0.01
+
+
+@pytest.mark.parametrize("shape", [(48, 128, 128), (100, 256, 256), (7, 300, 33), (200, 512, 512)])
+def test_tile_sides_fit_the_volume_and_cut_the_overhead(shape):
+    tile, pad = 96, 12
+    sides = tile_sides(shape, tile, pad)
+    assert all(s <= tile and s % 8 == 0 and s > 2 * pad for s in sides)
+    # each axis is covered by its tiles' kept centres (ceil(n / inner) tiles)
+    for n, s in zip(shape, sides):
+        assert -(-n // (s - 2 * pad)) * (s - 2 * pad) >= n
+    cubic = np.prod([-(-n // (tile - 2 * pad)) * tile for n in shape]) / np.prod(shape)
+    assert 1.0 <= tile_overhead(shape, tile, pad) <= cubic
+    if shape == (48, 128, 128):
+        assert tile_overhead(shape, tile, pad) < 0.7 * cubic      # 2.8 against 4.5
 
 
 def test_postprocessing_recovers_planted_peaks_exactly():
