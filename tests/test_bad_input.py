@@ -132,6 +132,8 @@ CASES = {
     "class_without_diameter": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["two_classes.tsv"]], o), "no diameter for class"),
     "diameter_larger_than_tile": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "1", diam="a=30"),
                                   "class a is 30 voxels"),
+    "diameter_larger_than_tomogram": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--bin", "1",
+                                                          diam="a=40"), "not smaller than the training tomogram (32x48x48"),
     "coords_count_mismatch": (lambda f, o: _train(f, [f["tomo.mrc"], f["tomo_b.mrc"]], [f["coords.tsv"]], o),
                               "--coords: 1 coordinate files for 2 tomograms"),
     "patch_not_multiple_of_8": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--patch", "20"),

@@ -109,9 +109,17 @@ def test_short_training_picks_large_particles(tmp_path):
     assert meta["classes"] == ["barrel"] and meta["voxel_size"] == 10.0
     assert len(meta["history"]) == 4 and "val_f1" in meta["history"][-1]
     assert meta["thresholds"]["class"]["barrel"] > 0
+    assert meta["peak_smoothing"] == pytest.approx(1 / 6)     # what the thresholds were calibrated with
     picked, _ = pick_tomogram(model, meta, test_vol)
     r = evaluate(picked, test_tab, {"barrel": 17})
     assert r["f1"] > 0.8, r
+
+
+def test_model_files_without_peak_smoothing_keep_their_calibration():
+    from picker3d.engine.pick import peak_smoothing
+    assert peak_smoothing({"labels": "complete"}) == 0.25       # files written before the key
+    assert peak_smoothing({"labels": "sparse"}) == pytest.approx(1 / 12)
+    assert peak_smoothing({"labels": "complete", "peak_smoothing": 1 / 6}) == pytest.approx(1 / 6)
 
 
 def test_resume_gives_the_same_model(tmp_path):

@@ -533,6 +533,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     shape = f"{patch}³" if depth == patch else f"{depth}x{patch}x{patch} (z, y, x)"
     log(f"patches {shape} in batches of {batch}" + (" (as the interrupted run)" if resumed else ""))
     big = max(class_names, key=lambda c: diam_b[c])
+    # binned shapes without binning: bin_volume crops to a multiple of the factor
+    smallest = min((tuple(n // bin for n in np.shape(v)) for v in train_vols), key=min)
+    if diam_b[big] >= min(smallest):
+        raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), not "
+                         f"smaller than the training tomogram ({'x'.join(map(str, smallest))} at bin {bin}): "
+                         f"check the diameters' unit (voxels of the tomograms)")
     if diam_b[big] > tile - 2 * pad:
         raise InputError(f"--diameters: class {big} is {diam[big]:g} voxels ({diam_b[big]:g} at bin {bin}), larger "
                          f"than the {tile - 2 * pad} voxels a tile of {tile} keeps after its {pad}-voxel padding: "
