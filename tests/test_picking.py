@@ -455,8 +455,13 @@ def test_slab_picking_equals_whole_volume_picking():
     meta = {"classes": ["a", "b"], "diameters": {"a": 6.0, "b": 8.0}, "bin": 1, "tile": 32, "pad": 4, "flips": 1,
             "thresholds": {"t_seg": 0.3, "class": {"a": 0.1, "b": 0.1}}}
     net = _PointwiseNet()
+    calls = []
+    forward = net.forward
+    net.forward = lambda *a, **k: (calls.append(1), forward(*a, **k))[1]
     whole, probs = pick_tomogram(net, meta, vol, slab=0)
+    n_whole, calls[:] = len(calls), []
     slabbed, background = pick_tomogram(net, meta, vol, slab=8, border=2)
+    assert len(calls) == n_whole        # rows of tiles shared by neighbouring slabs are computed once
     whole_b, _ = pick_tomogram(net, meta, vol, slab=0, border=2)
     assert len(whole) >= 10 and background.shape == (1,) + vol.shape
     np.testing.assert_allclose(background[0], probs[0], atol=1e-6)

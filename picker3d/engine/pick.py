@@ -104,7 +104,7 @@ def _is_oom(exc):
 
 
 def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False, log=None, flips=1,
-                   z_range=None, stats=None):
+                   z_range=None, stats=None, cache=None):
     """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference.
 
     ``flips`` > 1 averages the predictions of mirrored copies (test-time augmentation:
@@ -113,6 +113,9 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
     ``z_range=(z0, z1)`` returns only those planes, computed by the very tiles whole-volume
     inference uses for them (identical values; memory of the range, not of the volume);
     ``stats=(mean, std)`` is the volume's normalisation when it was computed beforehand.
+    ``cache`` (a dict kept by the caller across consecutive ``z_range`` calls that move one
+    way along z) holds the rows of tiles the next range still needs, so no tile is computed
+    twice; rows the current range did not use are dropped.
     """
     m = model.multiple
     # a tile larger than the (padded) volume only costs memory: shrink it to fit
@@ -123,7 +126,7 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
         tile = fit
     while True:
         try:
-            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range, stats)
+            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range, stats, cache)
         except (RuntimeError, MemoryError) as exc:
             smaller = (tile - 24) // m * m
             if not _is_oom(exc):
@@ -155,7 +158,7 @@ def _volume_stats(volume):
     return float(np.mean(volume, dtype=np.float64)), float(np.std(volume, dtype=np.float64))
 
 
-def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None):
+def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None, cache=None):
     m = model.multiple
     if tile % m:
         raise ValueError(f"tile {tile} must be a multiple of {m}")
@@ -186,42 +189,68 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
     for axes in flip_axes:
         # the planes [z0, z1) lie at [Z - z1, Z - z0) of a volume mirrored in z
         f0, f1 = (Z - z1, Z - z0) if 0 in axes else (z0, z1)
-        za = [a for a in starts[0] if a < f1 and min(a + inners[0], Z) > f0]
-        plan.append((axes, f0, f1, [(a, b, c) for a in za for b in starts[1] for c in starts[2]]))
-    n_all = sum(len(p[3]) for p in plan)
+        rows = [a for a in starts[0] if a < f1 and min(a + inners[0], Z) > f0]
+        plan.append((axes, f0, f1, rows))
+    per_row = len(starts[1]) * len(starts[2])
+    n_all = per_row * sum(1 for axes, _, _, rows in plan for a in rows
+                          if cache is None or (axes, a, tuple(sides)) not in cache)
     n_done = 0
-    for axes, f0, f1, corners in plan:
+    used = set()
+
+    def predict_row(a, idx, dst, p0, p1):
+        """Tiles of the z row starting at ``a``: their planes in [p0, p1) go to dst[:, plane - p0]."""
+        nonlocal n_done
+        with torch.inference_mode():
+            # one tile per forward pass: on a CPU larger batches are not faster (measured)
+            for b in starts[1]:
+                for c in starts[2]:
+                    sub = volume[np.ix_(idx[0][a:a + sides[0]], idx[1][b:b + sides[1]], idx[2][c:c + sides[2]])]
+                    sub = (np.asarray(sub, dtype=np.float32) - mean) / (std + 1e-6)
+                    xt = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
+                    with torch.autocast(dev.type, enabled=use_amp):
+                        # offsets in the un-padded tomogram's frame, for global coord-conv
+                        logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
+                    p = model.probabilities(logits.float())[0]
+                    # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner),
+                    # restricted to the planes asked for
+                    ze, ye, xe = min(a + inners[0], Z), min(b + inners[1], Y), min(c + inners[2], X)
+                    za, zb = max(a, p0), min(ze, p1)
+                    if zb > za and ye > b and xe > c:
+                        dst[:, za - p0:zb - p0, b:ye, c:xe] = \
+                            p[:, pad + za - a:pad + zb - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
+                    n_done += 1
+                    if progress or log:
+                        el = time.time() - t0
+                        msg = f"tiles {n_done}/{n_all}  elapsed {el:.0f}s  ETA {el / n_done * (n_all - n_done):.0f}s"
+                        if progress and sys.stderr.isatty():
+                            print("\r" + msg, end="", file=sys.stderr, flush=True)
+                        elif log and (n_done == n_all or n_done % max(1, n_all // 10) == 0):
+                            log(msg)
+
+    for axes, f0, f1, rows in plan:
         idx = []
         for ax, n in enumerate(volume.shape):
             j = _reflect(np.arange(-pad, n + pad + need[ax]), n, edge)
             idx.append(n - 1 - j if ax in axes else j)      # mirrored copy: read it backwards
         acc = np.zeros((K, f1 - f0, Y, X), dtype=np.float32)
-        with torch.inference_mode():
-            # one tile per forward pass: on a CPU larger batches are not faster (measured)
-            for a, b, c in corners:
-                sub = volume[np.ix_(idx[0][a:a + sides[0]], idx[1][b:b + sides[1]], idx[2][c:c + sides[2]])]
-                sub = (np.asarray(sub, dtype=np.float32) - mean) / (std + 1e-6)
-                xt = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
-                with torch.autocast(dev.type, enabled=use_amp):
-                    # offsets in the un-padded tomogram's frame, for global coord-conv
-                    logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
-                p = model.probabilities(logits.float())[0]
-                # keep the tile centre: padded window [a+pad, a+pad+inner) = tomogram [a, a+inner),
-                # restricted to the planes asked for
-                ze, ye, xe = min(a + inners[0], Z), min(b + inners[1], Y), min(c + inners[2], X)
-                za, zb = max(a, f0), min(ze, f1)
-                if zb > za and ye > b and xe > c:
-                    acc[:, za - f0:zb - f0, b:ye, c:xe] = \
-                        p[:, pad + za - a:pad + zb - a, pad:pad + ye - b, pad:pad + xe - c].cpu().numpy()
-                n_done += 1
-                if progress or log:
-                    el = time.time() - t0
-                    msg = f"tiles {n_done}/{n_all}  elapsed {el:.0f}s  ETA {el / n_done * (n_all - n_done):.0f}s"
-                    if progress and sys.stderr.isatty():
-                        print("\r" + msg, end="", file=sys.stderr, flush=True)
-                    elif log and (n_done == n_all or n_done % max(1, n_all // 10) == 0):
-                        log(msg)
+        for a in rows:                  # in order: where the last row overlaps, it wins
+            if cache is None:
+                predict_row(a, idx, acc, f0, f1)
+                continue
+            # slab-wise picking: a row of tiles reaching into the next slab is kept, not recomputed
+            key = (axes, a, tuple(sides))
+            if key not in cache:
+                ze = min(a + inners[0], Z)
+                cache[key] = np.zeros((K, ze - a, Y, X), dtype=np.float32)
+                predict_row(a, idx, cache[key], a, ze)
+            used.add(key)
+            block = cache[key]
+            za, zb = max(a, f0), min(a + block.shape[1], f1)
+            acc[:, za - f0:zb - f0] = block[:, za - a:zb - a]
         out += np.flip(acc, tuple(a + 1 for a in axes)) if axes else acc
+    if cache is not None:
+        for key in [k for k in cache if k not in used]:     # slabs move one way: never needed again
+            del cache[key]
     if progress and sys.stderr.isatty():
         print(file=sys.stderr)
     if len(flip_axes) > 1:
@@ -385,13 +414,14 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     stats = _volume_stats(binned)
     background = np.empty((1,) + binned.shape, dtype=np.float32)
     tables = []
+    rows = {}       # rows of tiles shared by consecutive slabs
     for z0 in range(0, Z, slab):
         z1 = min(z0 + slab, Z)
         lo, hi = max(z0 - halo, 0), min(z1 + halo, Z)
         if log:
             log(f"slab z {z0}-{z1} of {Z} (binned)")
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, flips=flips, z_range=(lo, hi),
-                               stats=stats, progress=progress, log=None)
+                               stats=stats, progress=progress, log=None, cache=rows)
         background[0, z0:z1] = probs[0, z0 - lo:z1 - lo]
         t = particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=0, z_offset=lo,
                                  dedupe=False)
