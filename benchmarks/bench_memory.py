@@ -7,6 +7,7 @@ The network is untrained (memory does not depend on the weights). Prints seconds
 RSS, the full-size volume's size and the ratio of peak RSS between the two sizes.
 
 Usage: python benchmarks/bench_memory.py [--bin 2] [--classes 5] [--channels 16,32,48,64] [--flips 1]
+       [--depths 200,400]
 """
 import argparse
 import json
@@ -52,10 +53,11 @@ def main():
     ap.add_argument("--classes", type=int, default=5)
     ap.add_argument("--channels", default="16,32,48,64")
     ap.add_argument("--flips", type=int, default=1)
+    ap.add_argument("--depths", default="200,400", help="tomogram thicknesses (planes) compared, 512x512 each")
     a = ap.parse_args()
     results = []
     tmp = tempfile.mkdtemp(prefix="picker3d_mem_")
-    for shape in ([200, 512, 512], [400, 512, 512]):
+    for shape in ([int(d), 512, 512] for d in a.depths.split(",")):
         path = os.path.join(tmp, "tomo.mrc")
         subprocess.run([sys.executable, "-c", WRITE, json.dumps(shape), path], check=True)
         args = json.dumps([shape, a.bin, a.classes, [int(c) for c in a.channels.split(",")], a.flips])
@@ -64,9 +66,10 @@ def main():
         res = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(res)
         print(json.dumps(res), flush=True)
-    r0, r1 = results
-    print(f"peak RSS ratio (2x volume / 1x volume): {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; "
-          f"full-size volumes {r0['volume_mb']:.0f} MB and {r1['volume_mb']:.0f} MB", flush=True)
+    r0, r1 = results[0], results[-1]
+    print(f"peak RSS ratio ({r1['volume_mb'] / r0['volume_mb']:g}x volume / 1x volume): "
+          f"{r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}; full-size volumes "
+          + ", ".join(f"{r['volume_mb']:.0f} MB" for r in results), flush=True)
 
 
 if __name__ == "__main__":
