@@ -241,8 +241,9 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
             key = (axes, a, tuple(sides))
             if key not in cache:
                 ze = min(a + inners[0], Z)
-                cache[key] = np.zeros((K, ze - a, Y, X), dtype=np.float32)
-                predict_row(a, idx, cache[key], a, ze)
+                block = np.zeros((K, ze - a, Y, X), dtype=np.float32)
+                predict_row(a, idx, block, a, ze)
+                cache[key] = block          # only once complete (out of memory may stop a row)
             used.add(key)
             block = cache[key]
             za, zb = max(a, f0), min(a + block.shape[1], f1)
