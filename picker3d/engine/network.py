@@ -27,11 +27,6 @@ import torch.nn.functional as F
 COORD_CONV = {"z": "z", "xyz": True, "none": False}
 
 
-# names of the networks -> classes (``train --network``); a model file records its choice
-# in its architecture config ("network"; files without it are ResUNet3D)
-NETWORKS = ("resunet3d", "slice2d")
-
-
 def _layers(dims):
     """(Conv, BatchNorm, ConvTranspose) classes for 2-D or 3-D layers."""
     if dims == 3:
@@ -214,13 +209,18 @@ class SliceUNet(ResUNet3D):
         return self._head(self.fusion(f), features)
 
 
+# names of the networks -> classes (``train --network``); a model file records its choice
+# in its architecture config ("network"; files without it are ResUNet3D)
+NETWORKS = {"resunet3d": ResUNet3D, "slice2d": SliceUNet}
+
+
 def build_network(config):
     """The network a model file's architecture config describes."""
     config = dict(config)
     kind = config.pop("network", "resunet3d")
     if kind not in NETWORKS:
         raise ValueError(f"unknown network '{kind}' (known: {', '.join(NETWORKS)})")
-    return {"resunet3d": ResUNet3D, "slice2d": SliceUNet}[kind](**config)
+    return NETWORKS[kind](**config)
 
 
 def count_parameters(model):

@@ -62,13 +62,19 @@ def tile_sides(shape, tile, pad, multiple=8):
     return sides
 
 
+def _tile_grid(shape, tile, pad, multiple=8):
+    """Per axis: tile side, extra padding beyond ``pad`` (when one tile is longer than the
+    padded axis) and the tile starts in the padded frame."""
+    sides = tile_sides(shape, tile, pad, multiple)
+    need = [max(t - (n + 2 * pad), 0) for n, t in zip(shape, sides)]
+    starts = [_starts(n + 2 * pad + e, t - 2 * pad, t) for n, e, t in zip(shape, need, sides)]
+    return sides, need, starts
+
+
 def tile_overhead(shape, tile, pad, multiple=8):
     """Computed voxels per output voxel of the overlap-tile scheme for a volume of this shape."""
-    computed = 1
-    for n, side in zip(shape, tile_sides(shape, tile, pad, multiple)):
-        need = max(side - (n + 2 * pad), 0)
-        computed *= len(_starts(n + 2 * pad + need, side - 2 * pad, side)) * side
-    return computed / float(np.prod(shape))
+    sides, _, starts = _tile_grid(shape, tile, pad, multiple)
+    return float(np.prod([len(s) * t for s, t in zip(starts, sides)])) / float(np.prod(shape))
 
 
 def bin_volume(volume, factor):
@@ -173,9 +179,8 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
     # per-axis tile lengths (at most `tile`); the volume is mirror-padded by `pad` (and up to
     # one tile per axis); tiles are cut from that padded volume by index arithmetic, so no
     # padded copy of the volume is made
-    sides = tile_sides(volume.shape, tile, pad, m)
+    sides, need, starts = _tile_grid(volume.shape, tile, pad, m)
     inners = [t - 2 * pad for t in sides]
-    need = [max(t - (n + 2 * pad), 0) for n, t in zip(volume.shape, sides)]
     edge = min(volume.shape) <= pad
     K = model.n_classes + 1
     out = np.zeros((K, z1 - z0, Y, X), dtype=np.float32)
@@ -184,7 +189,6 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
     use_amp = dev.type == "cuda"
     t0 = time.time()
     flip_axes = FLIP_SETS[flips]
-    starts = [_starts(n + 2 * pad + e, i, t) for n, e, i, t in zip(volume.shape, need, inners, sides)]
     plan = []
     for axes in flip_axes:
         # the planes [z0, z1) lie at [Z - z1, Z - z0) of a volume mirrored in z
@@ -465,7 +469,8 @@ def peak_smoothing(meta):
     """
     if "peak_smoothing" in meta:
         return float(meta["peak_smoothing"])
-    return 1.0 / 12.0 if meta.get("labels") == "sparse" else 0.25
+    sparse = meta.get("labels") == "sparse"
+    return default_peak_smoothing(sparse) if sparse else 0.25      # complete labels: d/4 before the key
 
 
 def default_peak_smoothing(sparse):
