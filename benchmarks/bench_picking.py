@@ -63,6 +63,8 @@ def main():
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=9.0, help="smallest label diameter (network voxels)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="network arithmetic in training and picking (auto: bfloat16 where the CPU has it)")
     p.add_argument("--train-tomograms", type=int, default=1,
                    help="annotated training tomograms (validation and test stay tomograms 101 and 102)")
     p.add_argument("--test-tomograms", type=int, default=1,
@@ -97,7 +99,7 @@ def main():
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
-                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter,
+                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision,
                   **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
             model, meta = load_model(out)
@@ -106,7 +108,7 @@ def main():
                 import shutil
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
-               "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss,
+               "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
                "min_mask": a.min_mask, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
@@ -115,7 +117,7 @@ def main():
             runs, t_pick = [], 0.0
             for i in test_idx:
                 t0 = time.time()
-                picked, _ = pick_tomogram(model, meta, sims[i]["tomogram"], flips=flips)
+                picked, _ = pick_tomogram(model, meta, sims[i]["tomogram"], flips=flips, precision=a.precision)
                 t_pick += time.time() - t0
                 runs.append((score(picked, tabs[i], diam), score(picked, tabs[i], diam, big_only=True)))
             t_pick /= len(test_idx)
@@ -133,7 +135,7 @@ def main():
                 res[f"flips{flips}"]["f1_d>=12_per_tomogram"] = [round(rb["f1"], 3) for _, rb in runs]
         # the training tomogram itself: a large gap to the test F1 means the data, not the
         # optimisation, limits the model
-        picked, _ = pick_tomogram(model, meta, sims[0]["tomogram"], flips=2)
+        picked, _ = pick_tomogram(model, meta, sims[0]["tomogram"], flips=2, precision=a.precision)
         r = score(picked, tabs[0], diam)
         res["train_tomogram_flips2"] = {"f1": round(r["f1"], 3), "f1_d>=12": round(score(picked, tabs[0], diam, True)["f1"], 3),
                                         "mean_class_f1": round(r["mean_class_f1"], 3)}
@@ -151,7 +153,7 @@ def main():
         big = simulate_tomogram(shape=BIG, seed=103, snr=a.snr)
         for flips in (1, 2):
             t0 = time.time()
-            picked, _ = pick_tomogram(model, meta, big["tomogram"], flips=flips)
+            picked, _ = pick_tomogram(model, meta, big["tomogram"], flips=flips, precision=a.precision)
             t_big = time.time() - t0
             r = score(picked, CoordTable.from_rows(big["rows"]), diam)
             print(json.dumps({"measured_200x512x512": {"width": a.widths[0], "flips": flips,

@@ -7,7 +7,7 @@ import torch
 
 from picker3d.engine.coords import CoordTable, read_table, write_table
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.network import ResUNet3D, SliceUNet
+from picker3d.engine.network import ResUNet3D, SliceUNet, autocast_dtype
 from picker3d.engine.pick import find_particles, predict_volume, tile_overhead, tile_sides
 
 
@@ -18,6 +18,22 @@ def test_network_output_shape(shape, network):
     with torch.inference_mode():
         out = net(torch.zeros((2, 1) + shape))
     assert out.shape == (2, 4) + shape
+
+
+def test_precision_choice_and_bfloat16_inference_matches_float32():
+    assert autocast_dtype("cpu", "fp32") is None
+    assert autocast_dtype("cpu", "bf16") == torch.bfloat16
+    assert autocast_dtype("cuda", "auto") == torch.float16        # inference on a GPU: half precision
+    with pytest.raises(ValueError, match="--precision"):
+        autocast_dtype("cpu", "fp16")
+    torch.manual_seed(0)
+    net = ResUNet3D(2).eval()
+    vol = np.random.default_rng(1).normal(size=(24, 40, 40)).astype(np.float32)
+    full = predict_volume(net, vol, tile=32, pad=8, precision="fp32")
+    half = predict_volume(net, vol, tile=32, pad=8, precision="bf16")
+    assert half.dtype == np.float32 and np.allclose(half.sum(0), 1.0, atol=1e-5)
+    diff = np.abs(full - half)
+    assert 0 < diff.max() and diff.mean() < 0.01       # really computed in bfloat16, and close
 
 
 @pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])

@@ -126,6 +126,8 @@ def _add_train(sub):
                         "decay per step (0 = the last step's weights)")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX; several times faster) and float16 on CUDA, float32 elsewhere")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
@@ -139,6 +141,8 @@ def _add_pick(sub):
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
                         "tomograms on several devices at once, one model per device")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX; several times faster) and float16 on CUDA, float32 elsewhere")
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
     p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
@@ -344,7 +348,8 @@ def cmd_train(a):
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
-          patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation)
+          patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
+          precision=a.precision)
     print(f"model written to {a.out}")
     return 0
 
@@ -402,7 +407,8 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                  pad=a.pad, mode=a.mode, progress=not quiet,
                                  log=None if quiet else (lambda m: print(m, flush=True)),
-                                 flips=a.flips, border=a.border, prebinned=True)
+                                 flips=a.flips, border=a.border, prebinned=True,
+                                 precision=a.precision)
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
     stem = os.path.splitext(os.path.basename(path))[0]

@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 
 from .coords import CoordTable
 from .errors import InputError
+from .network import autocast, autocast_dtype
 
 
 def normalize(volume):
@@ -110,7 +111,7 @@ def _is_oom(exc):
 
 
 def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False, log=None, flips=1,
-                   z_range=None, stats=None, cache=None):
+                   z_range=None, stats=None, cache=None, precision="auto"):
     """Class probabilities ``(K, Z, Y, X)`` (float32, background first) by overlap-tile inference.
 
     ``flips`` > 1 averages the predictions of mirrored copies (test-time augmentation:
@@ -121,7 +122,9 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
     ``stats=(mean, std)`` is the volume's normalisation when it was computed beforehand.
     ``cache`` (a dict kept by the caller across consecutive ``z_range`` calls that move one
     way along z) holds the rows of tiles the next range still needs, so no tile is computed
-    twice; rows the current range did not use are dropped.
+    twice; rows the current range did not use are dropped. ``precision``: the arithmetic of
+    the forward passes (:func:`picker3d.engine.network.autocast_dtype`; ``auto`` = bfloat16 on
+    CPUs that have it, float16 on CUDA).
     """
     m = model.multiple
     # a tile larger than the (padded) volume only costs memory: shrink it to fit
@@ -132,7 +135,8 @@ def predict_volume(model, volume, tile=96, pad=12, device="cpu", progress=False,
         tile = fit
     while True:
         try:
-            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range, stats, cache)
+            return _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range, stats, cache,
+                                  precision)
         except (RuntimeError, MemoryError) as exc:
             smaller = (tile - 24) // m * m
             if not _is_oom(exc):
@@ -164,7 +168,8 @@ def _volume_stats(volume):
     return float(np.mean(volume, dtype=np.float64)), float(np.std(volume, dtype=np.float64))
 
 
-def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None, cache=None):
+def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None, cache=None,
+                   precision="auto"):
     m = model.multiple
     if tile % m:
         raise ValueError(f"tile {tile} must be a multiple of {m}")
@@ -186,7 +191,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
     out = np.zeros((K, z1 - z0, Y, X), dtype=np.float32)
     model.eval()
     dev = torch.device(device)
-    use_amp = dev.type == "cuda"
+    amp = autocast_dtype(dev, precision)
     t0 = time.time()
     flip_axes = FLIP_SETS[flips]
     plan = []
@@ -211,7 +216,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
                     sub = volume[np.ix_(idx[0][a:a + sides[0]], idx[1][b:b + sides[1]], idx[2][c:c + sides[2]])]
                     sub = (np.asarray(sub, dtype=np.float32) - mean) / (std + 1e-6)
                     xt = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
-                    with torch.autocast(dev.type, enabled=use_amp):
+                    with autocast(dev, amp):
                         # offsets in the un-padded tomogram's frame, for global coord-conv
                         logits = model(xt.to(dev), offset=(a - pad, b - pad, c - pad), full_shape=(Z, Y, X))
                     p = model.probabilities(logits.float())[0]
@@ -389,7 +394,7 @@ SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
 
 
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False):
+                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False, precision="auto"):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
@@ -414,7 +419,7 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     halo = _postprocess_margin(meta)
     if mode == "cc" or not slab or Z <= slab + 2 * halo:
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, log=log,
-                               progress=progress, flips=flips)
+                               progress=progress, flips=flips, precision=precision)
         return particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border), probs
     stats = _volume_stats(binned)
     background = np.empty((1,) + binned.shape, dtype=np.float32)
@@ -426,7 +431,8 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
         if log:
             log(f"slab z {z0}-{z1} of {Z} (binned)")
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, flips=flips, z_range=(lo, hi),
-                               stats=stats, progress=progress, log=None, cache=rows)
+                               stats=stats, progress=progress, log=None, cache=rows,
+                               precision=precision)
         background[0, z0:z1] = probs[0, z0 - lo:z1 - lo]
         t = particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=0, z_offset=lo,
                                  dedupe=False)

