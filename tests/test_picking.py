@@ -328,8 +328,11 @@ def test_one_cycle_schedule_shape():
 def test_auto_binning_keeps_small_species_at_full_resolution():
     from picker3d.engine.train import auto_bin
     assert auto_bin([25, 17, 16]) == 2
-    assert auto_bin([25, 17, 12, 24, 8]) == 1     # the simulator's five species: tiny needs bin 1
-    assert auto_bin([15.9]) == 1
+    five = [25, 17, 12, 24, 8]        # the simulator's five species
+    assert auto_bin(five, "cuda") == 1          # a GPU trains long enough for tiny at full resolution
+    assert auto_bin(five, "cpu") == 2           # a CPU budget does not (every species lost at bin 1)
+    assert auto_bin([15.9], "cuda") == 1
+    assert auto_bin([7.9], "cpu") == 1
 
 
 def test_automatic_patch_holds_the_largest_particle(tmp_path):

@@ -243,22 +243,22 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         coords = self._importAnnotations().coordinates
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
                                 labels=1, expectedParticles=40, consistency=0.1, network=1, learningRate=0.002,
-                                contrastive=0.2,
+                                contrastive=0.2, precision=1,
                                 patchSize=48, batchSize=6, seed=3, trainBy=1, epochs=7)
         prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
         self.assertEqual((a.network, a.consistency, float(a.lr), a.patch, a.batch, a.seed, a.epochs),
                          ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
-        self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive),
-                         ("sparse", "pu", 40.0, None, 0.2))
+        self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive, a.precision),
+                         ("sparse", "pu", 40.0, None, 0.2, "fp32"))
         # no validation set: the training tomogram calibrates the thresholds
         self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
         # the defaults leave the automatic choices to the engine
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}")
         prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
-        self.assertEqual((a.network, a.consistency, a.contrastive, a.lr, a.patch, a.batch, a.labels, a.minutes),
-                         ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0))
+        self.assertEqual((a.network, a.consistency, a.contrastive, a.lr, a.patch, a.batch, a.labels, a.minutes,
+                          a.precision), ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0, "auto"))
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

@@ -351,8 +351,9 @@ def _peaks_per_class_scale(probs, fg, class_names, diameters, t_seg, t_lm, smoot
         d = float(diameters[c])
         g = ndimage.gaussian_filter(fg, max(d * smooth, 0.5), mode="nearest", truncate=3.0)
         win = max(3, int(math.ceil(d / 2)) | 1)
-        pooled = F.max_pool3d(torch.from_numpy(np.ascontiguousarray(g))[None, None], win, stride=1,
-                              padding=win // 2)[0, 0].numpy()
+        # separable running maximum (identical to max-pooling a cube, whose cost grows with
+        # win³: 26 of 28 s of post-processing a 96x256x256 volume were max_pool3d)
+        pooled = ndimage.maximum_filter(g, size=win, mode="nearest")
         zyx = np.argwhere((g >= pooled) & (g > t_lm))
         if len(zyx) == 0:
             continue

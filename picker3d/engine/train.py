@@ -304,6 +304,7 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 # ----------------------------------------------------------------------------------------
 
 AUTO_BIN_MIN_DIAMETER = 16.0
+AUTO_BIN_MIN_DIAMETER_CPU = 8.0
 
 
 def _auto_or(value, flag, convert, kind):
@@ -332,16 +333,23 @@ def int_or_auto(value, flag):
     return number
 
 
-def auto_bin(diameters):
+def auto_bin(diameters, device="cpu"):
     """The binning ``--bin auto`` chooses: 2 when every class is at least
-    ``AUTO_BIN_MIN_DIAMETER`` voxels across (8 or more after binning), else 1.
+    ``AUTO_BIN_MIN_DIAMETER`` voxels across (8 or more after binning); on a CPU also when
+    every class is at least ``AUTO_BIN_MIN_DIAMETER_CPU`` (4 or more after binning); else 1.
 
     On the 10-minute CPU benchmark, bin 2 buys 8x fewer voxels per step, hence many more
     steps and more context per patch, and found the large species with F1 0.87-0.91; a
-    species of 8 voxels (4 after binning) was never found at bin 2, so mixed sets with small
-    particles stay at full resolution.
+    species of 8 voxels (4 after binning) was never found at bin 2. Neither was it at bin 1
+    within the CPU budget, where every other species lost too (F1 d >= 12 0.54 against 0.78,
+    mean class F1 0.30 against 0.57; in bfloat16 BIN1_BF16): a CPU cannot train a full-resolution network
+    long enough, so on a CPU only particles under 8 voxels keep bin 1. On a GPU (hours of
+    steps) particles under 16 voxels stay at full resolution.
     """
-    return 2 if min(float(d) for d in diameters) >= AUTO_BIN_MIN_DIAMETER else 1
+    smallest = min(float(d) for d in diameters)
+    if torch.device(device).type == "cpu" and smallest >= AUTO_BIN_MIN_DIAMETER_CPU:
+        return 2
+    return 2 if smallest >= AUTO_BIN_MIN_DIAMETER else 1
 
 
 def auto_patch(network_diameters, sparse=False):
@@ -507,8 +515,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     diam = {c: float(diameter_of(diameters, c)) for c in class_names}
     bin = int_or_auto(bin, "--bin")
     if bin is None:
-        bin = auto_bin(diam.values())
-        log(f"binning {bin} (auto: smallest diameter {min(diam.values()):g} voxels)")
+        bin = auto_bin(diam.values(), dev)
+        log(f"binning {bin} (auto: smallest diameter {min(diam.values()):g} voxels, {dev.type}; --bin 1 keeps "
+            f"full resolution)")
     # network space: binned volumes, coordinates and diameters (masks at least 3 voxels wide)
     diam_b = {c: diam[c] / bin for c in class_names}
     if min_mask is None:

@@ -53,7 +53,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         form.addParam("splitClasses", params.BooleanParam, default=False, label="Also one set per class?")
         form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
                       help="The per-voxel particle probability of each tomogram, as tomo masks.")
-        self._addComputeParams(form, gpu=True, threads=2, parallel_steps=True)
+        self._addComputeParams(form, gpu=True, threads=2, parallel_steps=True, precision=True)
 
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
@@ -68,7 +68,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         tomo = tomograms_by_ts_id(self.inputTomograms.get())[ts_id]
         link = link_tomogram(tomo, self._folder(ts_id))
         args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
-                f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(),
+                f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(), self._precisionArg(),
                 f"--mode {'cc' if self.mode.get() == 1 else 'peaks'}"]
         if self.threshold.get() is not None and self.threshold.get() >= 0:
             args.append(f"--threshold {self.threshold.get()}")

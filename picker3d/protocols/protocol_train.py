@@ -121,7 +121,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                            "pulled together and away from the rest. 0 = off. Each training step then "
                            "runs the network twice. See the README for what it did on the benchmark.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
-        self._addComputeParams(form, gpu=True, threads=2)
+        self._addComputeParams(form, gpu=True, threads=2, precision=True)
 
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
@@ -179,7 +179,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
-                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg(),
+                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg(), self._precisionArg(),
                 f"--network {NETWORKS[self.network.get()]}"]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
