@@ -123,6 +123,38 @@ class TomogramData:
         self.negatives = zyx[order] if len(zyx) else np.zeros((0, 3), dtype=int)
 
 
+def hold_out(data, fraction, reach):
+    """Split a training tomogram in place for validation: the far end of its longer in-plane
+    axis (``fraction`` of it) becomes a validation volume and table; ``data`` keeps the rest.
+
+    The labels are drawn on the whole tomogram before the cut, so a particle centred on one
+    side and reaching across is labelled correctly on both; the validation table also holds
+    the particles centred up to ``reach`` voxels before the cut (their parts may be picked).
+    Returns ``(volume, table)`` of the held-out part, or None when it would be narrower than
+    ``2 * reach`` or the rest narrower than the held-out part.
+    """
+    ax = 2 if data.volume.shape[2] >= data.volume.shape[1] else 1       # x, else y
+    col = 2 - ax                                                        # its column in xyz
+    n = data.volume.shape[ax]
+    cut = int(round(n * (1.0 - fraction)))
+    if n - cut < 2 * reach or cut < n - cut:
+        return None
+    sl = [slice(None)] * 3
+    sl[ax] = slice(cut, None)
+    val_volume = data.volume[tuple(sl)].copy()
+    near = np.where(data.table.xyz[:, col] >= cut - reach)[0]
+    val_xyz = data.table.xyz[near].copy()
+    val_xyz[:, col] -= cut
+    val_table = CoordTable(val_xyz, None if data.table.classes is None else data.table.classes[near])
+    sl[ax] = slice(0, cut)
+    data.volume = data.volume[tuple(sl)]
+    data.labels = data.labels[(Ellipsis,) + tuple(sl)]
+    kept = np.where(data.table.xyz[:, col] < cut - 0.5)[0]
+    data.table, data.cls = data.table.subset(kept), data.cls[kept]
+    data.negatives = data.negatives[data.negatives[:, ax] < cut]
+    return val_volume, val_table
+
+
 def augment_patch(v, lab, rng, max_angle=20.0):
     """Spatial and intensity augmentation.
 
@@ -231,7 +263,11 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
                                 label_diameters=label_diameters) for p in probs_list]
         # per-class score threshold chosen independently (classes hardly interact after NMS)
         thr = {}
+        absent = [c for c in class_names
+                  if not any((ref.classes == c).any() if ref.classes is not None else len(ref) for ref in tables)]
         for c in class_names:
+            if c in absent:
+                continue
             best_c, best_f = grid[0], -1.0
             for g in grid:
                 tp = fp = fn = 0
@@ -247,6 +283,9 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
                 if f > best_f:
                     best_c, best_f = g, f
             thr[c] = best_c
+        # a class without validation particles: every threshold scores 0; take the others' median
+        for c in absent:
+            thr[c] = float(np.median(list(thr.values()))) if thr else 0.5
         f1s, cf1s = [], []
         for pred, ref in zip(preds, tables):
             keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
@@ -417,7 +456,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto"):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.25):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -465,6 +504,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     slabs ``patch_depth`` voxels thick (default :data:`SLICE_PATCH_DEPTH`; the 3-D network's
     patches are cubes unless ``patch_depth`` is given, a multiple of 8).
 
+    ``holdout`` (complete labels without validation tomograms): the fraction of each training
+    tomogram held out (:func:`hold_out`) to choose the epoch and calibrate the thresholds;
+    0 calibrates on the training tomograms themselves, which the network has memorised
+    (measured: thresholds calibrated so lost 0.055 of test F1 d >= 12).
+
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
     computes it natively (1.45x the steps in a time budget, validation 3x faster), float32
@@ -507,6 +551,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
+    if not 0 <= holdout < 0.5:
+        raise InputError(f"--holdout: {holdout} must be a fraction in [0, 0.5) (0 = calibrate on the training data)")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dev = torch.device(device)
@@ -573,6 +619,19 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_vols = [bin_volume(v, bin) for v in val_vols]
     data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}", sparse=sparse)
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
+    if not val_vols and not sparse:
+        if holdout:
+            reach = max(diam_b.values()) / 2
+            parts = [hold_out(d, float(holdout), max(reach, 8.0)) for d in data]
+            if all(p is not None for p in parts):
+                val_vols, val_tables = [p[0] for p in parts], [p[1] for p in parts]
+                log(f"no validation tomograms: {holdout:g} of each training tomogram held out to choose the "
+                    f"epoch and calibrate the thresholds ({sum(len(t) for t in val_tables)} particles)")
+            else:
+                log("no validation tomograms and the training tomograms are too small to hold a part out: "
+                    "the training tomograms calibrate the thresholds")
+        if not val_vols:
+            val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
     priors = None
     if sparse and loss == "pu":
         if prior is None:
