@@ -504,3 +504,42 @@ def test_read_binned_equals_binning_the_volume(tmp_path):
     binned, vs, shape = read_binned(str(tmp_path / "v.mrc"), 2, chunk_bytes=1)   # a plane pair at a time
     assert vs == pytest.approx(7.5) and shape == vol.shape
     np.testing.assert_allclose(binned, bin_volume(read_volume(str(tmp_path / "v.mrc"))[0], 2), atol=1e-6)
+
+
+def test_hold_out_keeps_labels_drawn_before_the_cut():
+    from picker3d.engine.train import TomogramData, hold_out
+    vol = np.random.default_rng(0).normal(size=(16, 40, 80)).astype(np.float32)
+    xs = [10, 58, 61, 75]
+    table = CoordTable(np.array([[x, 20, 8] for x in xs], float), ["a"] * 4)
+    d = TomogramData(vol, table, ["a"], {"a": 8.0})
+    before, volume = d.labels.copy(), d.volume.copy()
+    val_volume, val_table = hold_out(d, 0.25, 4.0)
+    # the far quarter of x (the longer in-plane axis) is held out
+    assert d.volume.shape == (16, 40, 60) and val_volume.shape == (16, 40, 20)
+    np.testing.assert_array_equal(d.volume, volume[..., :60])
+    np.testing.assert_array_equal(val_volume, volume[..., 60:])
+    # the particle centred at x = 61 still marks its voxels left of the cut (no false background)
+    np.testing.assert_array_equal(d.labels, before[..., :60])
+    assert d.labels[8, 20, 58] == 1 and d.labels[8, 20, 59] == 1
+    assert d.table.xyz[:, 0].tolist() == [10, 58] and d.cls.tolist() == [1, 1]
+    # validation: particles centred beyond the cut, and those reaching it, in the part's frame
+    assert val_table.xyz[:, 0].tolist() == [-2, 1, 15]
+    assert (d.negatives[:, 2] < 60).all()
+    # too narrow to hold a part out
+    small = TomogramData(vol[:, :20, :24], CoordTable(np.array([[5.0, 10, 8]]), ["a"]), ["a"], {"a": 8.0})
+    assert hold_out(small, 0.25, 4.0) is None
+
+
+def test_calibration_gives_a_class_without_validation_particles_the_median_threshold():
+    from picker3d.engine.train import calibrate
+    probs = np.zeros((3, 24, 24, 24), np.float32)
+    probs[0] = 1.0
+    for (z, y, x) in [(6, 6, 6), (6, 17, 17)]:
+        probs[0, z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 0.05
+        probs[1, z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 0.95
+    probs[0, 15:20, 4:9, 4:9], probs[1, 15:20, 4:9, 4:9] = 0.55, 0.45      # a weaker false "a"
+    ref = CoordTable(np.array([[6.0, 6, 6], [17.0, 17, 6]]), ["a", "a"])
+    thr, f1, _ = calibrate([probs], [ref], ["a", "b"], {"a": 5.0, "b": 5.0})
+    assert f1 == 1.0 and thr["class"]["a"] > 0.2     # above the weaker false one
+    # "b" has no validation particle: not the permissive first grid value, the others' median
+    assert thr["class"]["b"] == thr["class"]["a"]
