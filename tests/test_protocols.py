@@ -251,7 +251,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
                          ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
         self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive, a.precision),
                          ("sparse", "pu", 40.0, None, 0.2, "fp32"))
-        # no validation set: the training tomogram calibrates the thresholds
+        # sparse labels, no validation set: the training tomogram calibrates the thresholds
         self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
         # the defaults leave the automatic choices to the engine
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}")
@@ -259,6 +259,8 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
         self.assertEqual((a.network, a.consistency, a.contrastive, a.lr, a.patch, a.batch, a.labels, a.minutes,
                           a.precision), ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0, "auto"))
+        # complete labels without validation set: the engine holds a part of the training tomogram out
+        self.assertEqual((a.val_tomograms, a.holdout), ([], 0.25))
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

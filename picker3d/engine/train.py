@@ -381,9 +381,9 @@ def auto_bin(diameters, device="cpu"):
     steps and more context per patch, and found the large species with F1 0.87-0.91; a
     species of 8 voxels (4 after binning) was never found at bin 2. Neither was it at bin 1
     within the CPU budget, where every other species lost too (F1 d >= 12 0.54 against 0.78,
-    mean class F1 0.30 against 0.57; in bfloat16 BIN1_BF16): a CPU cannot train a full-resolution network
-    long enough, so on a CPU only particles under 8 voxels keep bin 1. On a GPU (hours of
-    steps) particles under 16 voxels stay at full resolution.
+    mean class F1 0.30 against 0.57; in bfloat16 0.19 and 0.14): a CPU cannot train a
+    full-resolution network long enough, so on a CPU only particles under 8 voxels keep bin 1.
+    On a GPU (hours of steps) particles under 16 voxels stay at full resolution.
     """
     smallest = min(float(d) for d in diameters)
     if torch.device(device).type == "cpu" and smallest >= AUTO_BIN_MIN_DIAMETER_CPU:

@@ -47,8 +47,15 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("validationCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
                       allowsNull=True, label="Validation coordinates (optional)",
                       help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
-                           "the thresholds. Empty: the training tomograms are used (thresholds fit the "
-                           "training data then).")
+                           "the thresholds. Empty: a part of each training tomogram is held out for it "
+                           "(see Hold-out fraction; sparse annotations: the training tomograms are used).")
+        form.addParam("holdout", params.FloatParam, default=0.25, expertLevel=params.LEVEL_ADVANCED,
+                      validators=[params.GE(0.0), params.LT(0.5)], label="Hold-out fraction",
+                      help="Without validation coordinates (complete annotation): this fraction of each "
+                           "training tomogram (the far end of its longer in-plane axis) is not trained on "
+                           "but chooses the epoch and calibrates the thresholds. 0: the training tomograms "
+                           "calibrate (the network has memorised them: thresholds then fit other tomograms "
+                           "less well).")
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
                            "or group ids '1', '2', ...), or one number for all. Empty: the box size.")
@@ -76,7 +83,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("binning", params.IntParam, default=0, validators=[params.GE(0)], label="Binning",
                       help="Train and pick on tomograms binned by this factor: 2 is much faster and suits "
                            "particles of 12 px or more; coordinates stay in the original pixels. "
-                           "0 = automatic: 2 when every class is at least 16 px across, else 1.")
+                           "0 = automatic: 2 when every class is at least 16 px across (training on a CPU: "
+                           "at least 8 px, a CPU cannot train full resolution long enough), else 1.")
         form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
                       help="tball (DeepETPicker's default), ball, cubic or sphere.")
         line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
@@ -169,18 +177,19 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         """The engine's command line for the prepared training (and validation) pairs."""
         vols, tsvs = self._pairs("train")
         vvols, vtsvs = self._pairs("validation")
-        if not vvols:
-            vvols, vtsvs = vols, tsvs
+        if not vvols and self.labels.get() == 1:
+            vvols, vtsvs = vols, tsvs       # sparse labels: no hold-out (unlabelled particles)
         diam = ",".join(f"{c}={d:g}" for c, d in self._classDiameters().items())
         q = self._quote
         args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
-                f"--val-tomograms {' '.join(q(v) for v in vvols)}", f"--val-coords {' '.join(q(t) for t in vtsvs)}",
+                *([f"--val-tomograms {' '.join(q(v) for v in vvols)}", f"--val-coords {' '.join(q(t) for t in vtsvs)}"]
+                  if vvols else []),
                 f"--diameters {diam}", f"--out {q(self.getModelFile())}",
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
                 f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg(), self._precisionArg(),
-                f"--network {NETWORKS[self.network.get()]}"]
+                f"--network {NETWORKS[self.network.get()]}", f"--holdout {self.holdout.get()}"]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
             args.append(f"--patch {self.patchSize.get()}")
