@@ -66,7 +66,7 @@ def main():
     p.add_argument("--no-val", action="store_true",
                    help="train without the validation tomogram (as a user with one annotated tomogram): "
                         "--holdout decides what calibrates")
-    p.add_argument("--holdout", type=float, default=0.25, help="see picker3d train --holdout")
+    p.add_argument("--holdout", type=float, default=0.0, help="see picker3d train --holdout")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="network arithmetic in training and picking (auto: bfloat16 where the CPU has it)")
     p.add_argument("--train-tomograms", type=int, default=1,

@@ -146,6 +146,8 @@ CASES = {
     "mask_diameter_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--mask-diameter", "0"),
                            "--mask-diameter: 0.0 must be 1 voxel or more"),
     "ema_one": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--ema", "1"), "--ema: 1.0 must be"),
+    "holdout_half": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--holdout", "0.5"),
+                     "--holdout: 0.5 must be a fraction in [0, 0.5)"),
     "unknown_format": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--format", "pdb"), "--format"),
     "cuda_without_gpu": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--device", "cuda"), "--device: cuda"),
     "sparse_without_prior": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--labels", "sparse"), "--prior"),

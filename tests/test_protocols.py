@@ -259,8 +259,8 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
         self.assertEqual((a.network, a.consistency, a.contrastive, a.lr, a.patch, a.batch, a.labels, a.minutes,
                           a.precision), ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0, "auto"))
-        # complete labels without validation set: the engine holds a part of the training tomogram out
-        self.assertEqual((a.val_tomograms, a.holdout), ([], 0.25))
+        # complete labels without validation set: the engine calibrates on the training tomograms
+        self.assertEqual((a.val_tomograms, a.holdout), ([], 0.0))
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

@@ -124,10 +124,11 @@ def _add_train(sub):
     p.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
                    help="validate and keep an exponential moving average of the weights with this "
                         "decay per step (0 = the last step's weights)")
-    p.add_argument("--holdout", type=float, default=0.25, metavar="FRACTION",
+    p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
                    help="without --val-tomograms (complete labels): hold out this fraction of each training "
                         "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
-                        "the thresholds; 0 = calibrate on the training tomograms themselves")
+                        "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
+                        "training tomograms calibrate")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),

@@ -47,15 +47,15 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("validationCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
                       allowsNull=True, label="Validation coordinates (optional)",
                       help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
-                           "the thresholds. Empty: a part of each training tomogram is held out for it "
-                           "(see Hold-out fraction; sparse annotations: the training tomograms are used).")
-        form.addParam("holdout", params.FloatParam, default=0.25, expertLevel=params.LEVEL_ADVANCED,
+                           "the thresholds. Empty: the training tomograms are used (thresholds fit the "
+                           "training data then), or a part of them (Hold-out fraction).")
+        form.addParam("holdout", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       validators=[params.GE(0.0), params.LT(0.5)], label="Hold-out fraction",
                       help="Without validation coordinates (complete annotation): this fraction of each "
                            "training tomogram (the far end of its longer in-plane axis) is not trained on "
-                           "but chooses the epoch and calibrates the thresholds. 0: the training tomograms "
-                           "calibrate (the network has memorised them: thresholds then fit other tomograms "
-                           "less well).")
+                           "but chooses the epoch and calibrates the thresholds. 0 (default): the training "
+                           "tomograms calibrate; with one annotated tomogram that measured better than "
+                           "holding a quarter out (test F1 0.75 against 0.68).")
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
                            "or group ids '1', '2', ...), or one number for all. Empty: the box size.")
