@@ -16,6 +16,7 @@
 - :class:`SliceUNet` (``train --network slice2d``): the same U-Net in 2-D layers run on every
   z-slice, fused by 3-D layers at the end (the sparse-label paper's backbone, seed 002 §3.3).
 """
+import functools
 import math
 
 import torch
@@ -258,6 +259,7 @@ def flops_per_voxel(model, size=32):
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_has_native_bf16():
     """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX): only then is
     bfloat16 faster than float32. Read from /proc/cpuinfo; unknown (not Linux) = False."""

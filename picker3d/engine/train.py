@@ -631,6 +631,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                 val_vols, val_tables = [p[0] for p in parts], [p[1] for p in parts]
                 log(f"no validation tomograms: {holdout:g} of each training tomogram held out to choose the "
                     f"epoch and calibrate the thresholds ({sum(len(t) for t in val_tables)} particles)")
+                left = {c for d in data for c in d.cls.tolist()}
+                gone = [c for i, c in enumerate(class_names, start=1) if i not in left]
+                if gone:
+                    log(f"warning: --holdout: every annotated {', '.join(gone)} particle lies in the held-out "
+                        f"part; the network will not learn {'it' if len(gone) == 1 else 'them'}")
             else:
                 log("no validation tomograms and the training tomograms are too small to hold a part out: "
                     "the training tomograms calibrate the thresholds")
