@@ -165,7 +165,10 @@ def test_cli_train_and_pick(tmp_path):
                  "--iters-per-epoch", "2", "--patch", "24", "--batch", "1", "--tile", "32", "--pad", "4",
                  "--device", "cpu"]) == 0
     from picker3d.engine.train import load_model
-    assert load_model(str(tmp_path / "m.pt"))[1]["bin"] == 2      # --bin auto: a 17-voxel class
+    meta = load_model(str(tmp_path / "m.pt"))[1]
+    assert meta["bin"] == 2      # --bin auto: a 17-voxel class
+    # no --val-tomograms: the training tomogram calibrated the thresholds
+    assert meta["thresholds"] is not None and set(meta["thresholds"]["class"]) == {"barrel"}
     assert main(["pick", "--model", str(tmp_path / "m.pt"), "--tomograms", str(tmp_path / "t.mrc"),
                  "--out-dir", str(tmp_path / "picks"), "--threshold", "0.0", "--score-map"]) == 0
     head = (tmp_path / "picks" / "t.tsv").read_text().splitlines()[0]
