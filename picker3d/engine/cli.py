@@ -131,11 +131,17 @@ def _add_train(sub):
                         "training tomograms calibrate")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX; several times faster) and float16 on CUDA, float32 elsewhere")
+    _add_precision(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+
+
+def _add_precision(p):
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively "
+                        "(AVX512-BF16, AMX; several times faster) and float16 for CUDA inference, float32 "
+                        "elsewhere")
 
 
 def _add_pick(sub):
@@ -146,8 +152,7 @@ def _add_pick(sub):
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
                         "tomograms on several devices at once, one model per device")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX; several times faster) and float16 on CUDA, float32 elsewhere")
+    _add_precision(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
     p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")

@@ -178,7 +178,9 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         vols, tsvs = self._pairs("train")
         vvols, vtsvs = self._pairs("validation")
         if not vvols and self.labels.get() == 1:
-            vvols, vtsvs = vols, tsvs       # sparse labels: no hold-out (unlabelled particles)
+            # sparse labels: the engine calibrates only on validation data; as before, the
+            # training tomograms serve (complete labels: the engine's own default)
+            vvols, vtsvs = vols, tsvs
         diam = ",".join(f"{c}={d:g}" for c, d in self._classDiameters().items())
         q = self._quote
         args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
@@ -188,7 +190,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
                 f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
-                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}", self._deviceArg(), self._precisionArg(),
+                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}",
+                self._deviceArg(), self._precisionArg(),
                 f"--network {NETWORKS[self.network.get()]}", f"--holdout {self.holdout.get()}"]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
