@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import InputError
+
 
 # command-line names of the position channels -> ResUNet3D(coord_conv=...)
 COORD_CONV = {"z": "z", "xyz": True, "none": False}
@@ -281,7 +283,7 @@ def autocast_dtype(device, precision="auto", training=False):
     and the probabilities stay float32 either way.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision: '{precision}' must be one of {', '.join(PRECISIONS)}")
+        raise InputError(f"--precision: '{precision}' must be one of {', '.join(PRECISIONS)}")
     kind = torch.device(device).type
     if precision == "fp32":
         return None

@@ -33,7 +33,7 @@ from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
-from .network import NETWORKS, PRECISIONS, autocast, autocast_dtype, build_network, count_parameters
+from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
 from .pick import bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing, predict_volume, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
@@ -550,8 +550,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--contrastive: {contrastive} must be a weight of 0 (off) or more")
     if contrastive and not sparse:
         raise InputError("--contrastive: the contrastive module needs --labels sparse")
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision: '{precision}' must be one of {', '.join(PRECISIONS)}")
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
