@@ -336,6 +336,9 @@ def test_auto_binning_keeps_small_species_at_full_resolution():
     assert auto_bin(five, "cpu") == 2           # a CPU budget does not (every species lost at bin 1)
     assert auto_bin([15.9], "cuda") == 1
     assert auto_bin([7.9], "cpu") == 1
+    assert auto_bin([7.9, 10, 11.9], "cpu") == 1      # small particles alone stay at full resolution
+    assert auto_bin([18, 13, 9, 18, 6], "cpu") == 2   # one small class does not hold the rest at bin 1
+    assert auto_bin([18, 13, 9, 18, 6], "cuda") == 1
 
 
 def test_automatic_patch_holds_the_largest_particle(tmp_path):

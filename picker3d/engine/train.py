@@ -344,6 +344,7 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
 
 AUTO_BIN_MIN_DIAMETER = 16.0
 AUTO_BIN_MIN_DIAMETER_CPU = 8.0
+AUTO_BIN_MAX_DIAMETER_CPU = 12.0
 
 
 def _auto_or(value, flag, convert, kind):
@@ -375,20 +376,26 @@ def int_or_auto(value, flag):
 def auto_bin(diameters, device="cpu"):
     """The binning ``--bin auto`` chooses: 2 when every class is at least
     ``AUTO_BIN_MIN_DIAMETER`` voxels across (8 or more after binning); on a CPU also when
-    every class is at least ``AUTO_BIN_MIN_DIAMETER_CPU`` (4 or more after binning); else 1.
+    every class is at least ``AUTO_BIN_MIN_DIAMETER_CPU`` (4 or more after binning) or the
+    largest is at least ``AUTO_BIN_MAX_DIAMETER_CPU`` (6 or more after binning); else 1.
 
     On the 10-minute CPU benchmark, bin 2 buys 8x fewer voxels per step, hence many more
     steps and more context per patch, and found the large species with F1 0.87-0.91; a
     species of 8 voxels (4 after binning) was never found at bin 2. Neither was it at bin 1
     within the CPU budget, where every other species lost too (F1 d >= 12 0.54 against 0.78,
     mean class F1 0.30 against 0.57; in bfloat16 0.19 and 0.14): a CPU cannot train a
-    full-resolution network long enough, so on a CPU only particles under 8 voxels keep bin 1.
-    On a GPU (hours of steps) particles under 16 voxels stay at full resolution.
+    full-resolution network long enough. The same held with a class under 8 voxels (the
+    simulator at 14 A/voxel: 18, 13, 9, 18 and 6 voxels, 6 minutes): bin 1 F1 0.41, mean class
+    F1 0.27; bin 2 0.43 / 0.42 (barrel 0.71 against 0.36, rod 0.40 against 0.00; the 9- and
+    6-voxel species 0.15 and 0.00 either way). So on a CPU only sets of small particles alone
+    (all under 12 voxels, some under 8) keep bin 1. On a GPU (hours of steps) particles under
+    16 voxels stay at full resolution.
     """
-    smallest = min(float(d) for d in diameters)
-    if torch.device(device).type == "cpu" and smallest >= AUTO_BIN_MIN_DIAMETER_CPU:
+    sizes = [float(d) for d in diameters]
+    if torch.device(device).type == "cpu" and (min(sizes) >= AUTO_BIN_MIN_DIAMETER_CPU
+                                               or max(sizes) >= AUTO_BIN_MAX_DIAMETER_CPU):
         return 2
-    return 2 if smallest >= AUTO_BIN_MIN_DIAMETER else 1
+    return 2 if min(sizes) >= AUTO_BIN_MIN_DIAMETER else 1
 
 
 def auto_patch(network_diameters, sparse=False):
