@@ -549,3 +549,24 @@ def test_calibration_gives_a_class_without_validation_particles_the_median_thres
     assert f1 == 1.0 and thr["class"]["a"] > 0.2     # above the weaker false one
     # "b" has no validation particle: not the permissive first grid value, the others' median
     assert thr["class"]["b"] == thr["class"]["a"]
+
+
+def test_normalisation_ignores_gold_beads_and_constant_bands():
+    from picker3d.engine.pick import normalize, volume_stats
+    rng = np.random.default_rng(0)
+    clean = rng.normal(3.0, 2.0, size=(40, 64, 64)).astype(np.float32)
+    mean, std = volume_stats(clean)
+    assert mean == pytest.approx(3.0, abs=0.02) and std == pytest.approx(2.0, rel=0.01)   # plain estimate kept
+    bad = clean.copy()
+    gold = rng.choice(bad.size, bad.size // 500, replace=False)                      # 0.2 % of the voxels
+    bad.reshape(-1)[gold] = rng.normal(-60.0, 5.0, size=len(gold))
+    bad[:, :, :4] = 40.0                                                              # a constant band
+    plain_std = float(bad.std())
+    assert plain_std > 2.5 * std                       # what the plain estimate would have used
+    mean_b, std_b = volume_stats(bad)
+    assert mean_b == pytest.approx(3.0, abs=0.1) and std_b == pytest.approx(2.0, rel=0.06)
+    z = normalize(bad)
+    assert z.dtype == np.float32 and np.median(z[:, :, 4:]) == pytest.approx(0.0, abs=0.05)
+    assert z.min() == pytest.approx(-3.0) and z.max() == pytest.approx(3.0)          # gold and band clipped
+    assert np.array_equal(normalize(clean), np.clip((clean - mean) / (std + 1e-6), -3, 3))
+    assert volume_stats(np.full((8, 8, 8), 5.0)) == (5.0, 0.0)                        # constant volume: no crash

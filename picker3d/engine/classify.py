@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InputError
+from .pick import volume_stats
 
 
 # ----------------------------------------------------------------------------------------
@@ -81,7 +82,8 @@ def extract_subvolumes(volume, xyz, box, out_of_volume="pad", per_box=True):
     if box < 4:
         raise InputError(f"--box: {box} is too small (at least 4 voxels)")
     vol = np.asarray(volume, dtype=np.float32)
-    mean, std = float(vol.mean()), float(vol.std()) or 1.0
+    mean, std = volume_stats(vol)
+    std = std or 1.0
     shape = np.array(vol.shape)
     half = box // 2
     out, kept, outside = [], [], 0

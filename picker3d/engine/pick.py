@@ -26,16 +26,63 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from scipy.stats import norm
 
 from .coords import CoordTable
 from .errors import InputError
 from .network import autocast, autocast_dtype
 
 
-def normalize(volume):
-    """Zero mean, unit standard deviation per tomogram (seed 000 §A.1, Eq. 1)."""
-    v = np.asarray(volume, dtype=np.float32)
-    return (v - v.mean()) / (v.std() + 1e-6)
+# share of voxels left out at each end when the normalisation is estimated, and the standard
+# deviation of a unit normal variable cut there (so Gaussian data keep the plain estimate)
+ROBUST_TAIL = 0.005
+_TRIMMED_NORMAL_STD = float(np.sqrt(1 - 2 * norm.ppf(1 - ROBUST_TAIL) * norm.pdf(norm.ppf(1 - ROBUST_TAIL))
+                                    / (1 - 2 * ROBUST_TAIL)))
+_STATS_SAMPLE = 1 << 20
+CLIP_STD = 3.0          # the network sees the normalised tomogram clipped here (normalize)
+
+
+def volume_stats(volume):
+    """(mean, std) that normalise a tomogram: zero mean, unit standard deviation per tomogram
+    (seed 000 §A.1, Eq. 1), estimated robustly.
+
+    Real tomograms hold gold beads tens of standard deviations dark, hot voxels and constant
+    fill around a rotated or trimmed reconstruction; a plain mean and std follow them, so the
+    same particles reach the network at another scale in every tomogram. The estimate leaves
+    out a fill value (one value repeated in more than 1 % of the voxels of a tomogram that is
+    not coarsely quantised), then the darkest and brightest 0.5 % of the rest, and rescales
+    the remaining spread by the std of a unit normal cut at the same points — equal to the
+    plain estimate on Gaussian data (0.98 of it on the simulator's tomograms, whose dense
+    particles give longer tails). At most 1 M voxels, on a regular stride, enter the
+    estimate, so a 200x512x512 tomogram costs ~0.15 s.
+    """
+    flat = np.asarray(volume).reshape(-1)
+    sample = flat[::max(1, flat.size // _STATS_SAMPLE)].astype(np.float64)
+    values, counts = np.unique(sample, return_counts=True)
+    if len(values) > 1000 and counts.max() > 0.01 * sample.size:
+        sample = sample[sample != values[counts.argmax()]]
+    if sample.size < 2:
+        return float(values[counts.argmax()]), 0.0
+    k = int(np.ceil(ROBUST_TAIL * sample.size))      # by rank: ties at a cut cannot keep a tail
+    inner = np.sort(sample)[k:sample.size - k]
+    if inner.size < 2 or not inner.std() > 0:      # (nearly) constant volume: plain estimate
+        return float(sample.mean()), float(sample.std())
+    return float(inner.mean()), float(inner.std() / _TRIMMED_NORMAL_STD)
+
+
+def normalize(volume, stats=None):
+    """The tomogram normalised by :func:`volume_stats` (or ``stats=(mean, std)``) and clipped
+    to ±``CLIP_STD`` (float32): the network's input, in training and in picking.
+
+    Clipping is a departure from seed 000 (§A.1 normalises only). Gold beads 30 std dark
+    (40 of 5 voxels radius added to a simulated test tomogram) pulled a model's picks far from
+    the beads too — F1 0.80 -> 0.45 (0.79 -> 0.60 on another set) — while clipped at ±3 std
+    the same model, trained without clipping, kept 0.77 (0.76); on the clean tomograms
+    clipping changed nothing (0.80 / 0.80, 0.79 / 0.80). Clipped at ±5 / ±4: 0.72 / 0.73.
+    """
+    mean, std = stats if stats is not None else volume_stats(volume)
+    v = (np.asarray(volume, dtype=np.float32) - np.float32(mean)) / np.float32(std + 1e-6)
+    return np.clip(v, -CLIP_STD, CLIP_STD, out=v)
 
 
 def _starts(n, inner, tile):
@@ -163,11 +210,6 @@ def _reflect(j, n, edge):
     return np.where(j > n - 1, period - j, j)
 
 
-def _volume_stats(volume):
-    """(mean, std) of a volume, accumulated in float64: the tiles' normalisation."""
-    return float(np.mean(volume, dtype=np.float64)), float(np.std(volume, dtype=np.float64))
-
-
 def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_range=None, stats=None, cache=None,
                    precision="auto"):
     m = model.multiple
@@ -178,7 +220,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
         raise ValueError(f"tile {tile} must exceed twice the padding {pad}")
     if flips not in FLIP_SETS:
         raise ValueError(f"flips must be one of {sorted(FLIP_SETS)}, not {flips}")
-    mean, std = stats if stats is not None else _volume_stats(volume)
+    mean, std = stats if stats is not None else volume_stats(volume)
     Z, Y, X = volume.shape
     z0, z1 = z_range if z_range is not None else (0, Z)
     # per-axis tile lengths (at most `tile`); the volume is mirror-padded by `pad` (and up to
@@ -214,7 +256,7 @@ def _predict_tiles(model, volume, tile, pad, device, progress, log, flips, z_ran
             for b in starts[1]:
                 for c in starts[2]:
                     sub = volume[np.ix_(idx[0][a:a + sides[0]], idx[1][b:b + sides[1]], idx[2][c:c + sides[2]])]
-                    sub = (np.asarray(sub, dtype=np.float32) - mean) / (std + 1e-6)
+                    sub = normalize(sub, (mean, std))
                     xt = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None]
                     with autocast(dev, amp):
                         # offsets in the un-padded tomogram's frame, for global coord-conv
@@ -422,7 +464,7 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, log=log,
                                progress=progress, flips=flips, precision=precision)
         return particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border), probs
-    stats = _volume_stats(binned)
+    stats = volume_stats(binned)
     background = np.empty((1,) + binned.shape, dtype=np.float32)
     tables = []
     rows = {}       # rows of tiles shared by consecutive slabs
