@@ -331,6 +331,9 @@ def test_one_cycle_schedule_shape():
 def test_auto_binning_keeps_small_species_at_full_resolution():
     from picker3d.engine.train import auto_bin
     assert auto_bin([25, 17, 16]) == 2
+    assert auto_bin([59, 39, 27, 57], "cpu") == 4     # large particles alone: bin 4 on a CPU
+    assert auto_bin([59, 39, 27, 57], "cuda") == 2
+    assert auto_bin([59, 39, 23.9], "cpu") == 2
     five = [25, 17, 12, 24, 8]        # the simulator's five species
     assert auto_bin(five, "cuda") == 1          # a GPU trains long enough for tiny at full resolution
     assert auto_bin(five, "cpu") == 2           # a CPU budget does not (every species lost at bin 1)

@@ -96,8 +96,8 @@ def _add_train(sub):
     p.add_argument("--tile", type=int, default=128, help="largest inference tile side for validation/picking (multiple of 8; each axis gets as few tiles as this allows, each only as long as needed)")
     p.add_argument("--bin", default="auto",
                    help="train and pick on tomograms binned by this factor; auto (default): 2 when every "
-                        "class is >= 16 voxels across (on a CPU: every class >= 8 or the largest >= 12), else 1 "
-                        "(the model stores it, "
+                        "class is >= 16 voxels across (on a CPU: 4 when every class is >= 24, 2 when every class "
+                        "is >= 8 or the largest >= 12), else 1 (the model stores it, "
                         "coordinates stay in the original voxels)")
     p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies averaged in validation and, by default, picking")

@@ -84,8 +84,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Train and pick on tomograms binned by this factor: 2 is much faster and suits "
                            "particles of 12 px or more; coordinates stay in the original pixels. "
                            "0 = automatic: 2 when every class is at least 16 px across (training on a CPU: "
-                           "every class at least 8 px or the largest at least 12 px, a CPU cannot train full "
-                           "resolution long enough), else 1.")
+                           "4 when every class is at least 24 px, 2 when every class is at least 8 px or the "
+                           "largest at least 12 px, a CPU cannot train full resolution long enough), else 1.")
         form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
                       help="tball (DeepETPicker's default), ball, cubic or sphere.")
         line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
