@@ -708,7 +708,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_probs_needed = bool(val_vols)
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
-                 "normalization": "per-tomogram zero mean, unit std (robust: 0.5 % tails left out)", "mask": mask_type, "loss": loss,
+                 "normalization": "per-tomogram zero mean, unit std (robust: fill value and 0.5 % tails "
+                                  "left out), clipped at +-3", "mask": mask_type, "loss": loss,
                  "lr": lr, "consistency": float(consistency), "contrastive": float(contrastive),
                  "rotation": float(rotation), "precision": str(amp).replace("torch.", "") if amp else "float32",
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
