@@ -40,6 +40,7 @@ _TRIMMED_NORMAL_STD = float(np.sqrt(1 - 2 * norm.ppf(1 - ROBUST_TAIL) * norm.pdf
                                     / (1 - 2 * ROBUST_TAIL)))
 _STATS_SAMPLE = 1 << 20
 CLIP_STD = 3.0          # the network sees the normalised tomogram clipped here (normalize)
+NORMALISED = (0.0, 1.0)  # predict_volume(stats=...) of a volume normalize() already returned
 
 
 def volume_stats(volume):

@@ -34,7 +34,8 @@ from .errors import InputError
 from .masks import label_mask
 from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
-from .pick import bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing, predict_volume, to_binned
+from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing,
+                   predict_volume, to_binned)
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
 MODEL_FORMAT = "picker3d-model"
@@ -632,7 +633,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     train_tables = [binned_table(t) for t in train_tables]
     val_tables = [binned_table(t) for t in val_tables]
     train_vols = [bin_volume(v, bin) for v in train_vols]
-    val_vols = [bin_volume(v, bin) for v in val_vols]
+    # normalised once here, as the training volumes are (TomogramData): validation then predicts
+    # with stats=NORMALISED instead of estimating every volume's statistics again each epoch
+    val_vols = [normalize(bin_volume(v, bin)) for v in val_vols]
     data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}", sparse=sparse)
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
     if not val_vols and not sparse:
@@ -759,7 +762,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         evaluated = averaged.model if averaged is not None else model
         if val_probs_needed:
             probs = [predict_volume(evaluated, v, tile=tile, pad=pad, device=device, flips=flips,
-                                    precision=precision) for v in val_vols]
+                                    stats=NORMALISED, precision=precision) for v in val_vols]
             thr, f1, cf1 = calibrate(probs, list(val_tables), class_names, diam_b,
                                      t_segs=(0.1, 0.3, 0.5) if sparse else (0.3, 0.5),
                                      smooth=peak_smoothing(meta_base), label_diameters=mask_diam)
