@@ -67,7 +67,6 @@ def main():
                    help="train without the validation tomogram (as a user with one annotated tomogram): "
                         "--holdout decides what calibrates")
     p.add_argument("--holdout", type=float, default=0.0, help="see picker3d train --holdout")
-    p.add_argument("--hard-negatives", type=float, default=None, help="see picker3d train --hard-negatives")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="network arithmetic in training and picking (auto: bfloat16 where the CPU has it)")
     p.add_argument("--train-tomograms", type=int, default=1,
@@ -106,8 +105,7 @@ def main():
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
                   coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision,
-                  **({} if a.rotation is None else {"rotation": a.rotation}),
-                  **({} if a.hard_negatives is None else {"hard_negatives": a.hard_negatives}))
+                  **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
@@ -116,7 +114,7 @@ def main():
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
                "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
-               "min_mask": a.min_mask, "no_val": a.no_val, "holdout": a.holdout, "hard_negatives": meta.get("hard_negatives"), "train_s": round(t_train, 1), "epochs": len(meta["history"]),
+               "min_mask": a.min_mask, "no_val": a.no_val, "holdout": a.holdout, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
                "tile_overhead": round(tile_overhead([s // a.bin for s in BIG], meta["tile"], meta["pad"]), 2)}

@@ -105,9 +105,6 @@ class TomogramData:
         cls = [class_names.index(c) + 1 if c in class_names else 0 for c in
                (table.classes if table.classes is not None else [class_names[0]] * len(table))]
         self.cls = np.array(cls, dtype=int)
-        # the network's own false positives on this tomogram (:func:`mine_negatives`), filled
-        # during training when hard-negative mining is on
-        self.mined = np.zeros((0, 3), dtype=int)
         if sparse:
             # (C, Z, Y, X) centre heatmaps; the rest is unlabeled, so no hard negatives
             self.labels = centre_heatmaps(self.volume.shape, table, class_names, diameters)
@@ -208,12 +205,9 @@ def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, 
 
 
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False,
-                 max_angle=20.0, mined_frac=0.5):
+                 max_angle=20.0):
     """Class-balanced patches around particles plus random background patches, mirrored
     (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`).
-    A background patch is centred on one of the tomogram's mined false positives
-    (``TomogramData.mined``) with probability ``mined_frac`` when it has any, else on a
-    dense unannotated place half of the time.
     ``patch``: a side, or (z, y, x) sides for thin slabs (the slice network)."""
     size = np.array(patch if isinstance(patch, (tuple, list)) else (patch,) * 3, dtype=int)
     if jitter is None:      # a quarter of the patch (a scalar for cubes: the same random stream as before)
@@ -230,8 +224,6 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
             d = datasets[di]
             Z, Y, X = d.volume.shape
             centre = d.table.xyz[i][::-1] + rng.integers(-jitter, jitter + 1, size=3)
-        elif len(d.mined) and rng.random() < mined_frac:
-            centre = d.mined[rng.integers(len(d.mined))] + rng.integers(-jitter, jitter + 1, size=3)
         elif len(d.negatives) and rng.random() < 0.5:
             centre = d.negatives[rng.integers(len(d.negatives))] + rng.integers(-jitter, jitter + 1, size=3)
         else:
@@ -256,46 +248,6 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
         offs.append(tuple(lo))
         shapes.append(d.volume.shape)
     return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)), offs, shapes)
-
-
-def mine_negatives(probs, data, class_names, diameters, label_diameters, smooth, t_seg=0.3, t_lm=0.5,
-                   keep=300):
-    """Hard-negative mining: the places where the network, run on one of its own training
-    tomograms (``probs``, binned network space), finds a particle that no annotation
-    overlaps (farther than the mean of the two diameters from every annotated centre).
-
-    Returns their (z, y, x) voxels merged with ``data.mined`` (the ones found before stay, so a
-    corrected mistake keeps being shown; duplicates within half the smallest diameter
-    dropped, at most ``keep``, the newest first). Complete labels only: an unannotated
-    place is then known not to be a target.
-    """
-    pred = find_particles(probs, class_names, diameters, t_seg=t_seg, t_lm=t_lm, smooth=smooth,
-                          label_diameters=label_diameters)
-    found = np.zeros((0, 3), dtype=int)
-    if len(pred):
-        xyz = pred.xyz
-        if len(data.table):
-            from scipy.spatial import cKDTree
-            ref_d = np.array([diameters[class_names[c - 1]] if c > 0 else 0.0 for c in data.cls])
-            tree = cKDTree(data.table.xyz)
-            pd = np.array([diameters[c] for c in pred.classes])
-            reach = 0.5 * (pd + ref_d.max())
-            near = tree.query_ball_point(xyz, reach)
-            free = np.array([all(np.linalg.norm(data.table.xyz[j] - p) > 0.5 * (dp + ref_d[j]) for j in idx)
-                             for p, dp, idx in zip(xyz, pd, near)], dtype=bool)
-            xyz, scores = xyz[free], pred.scores[free]
-        else:
-            scores = pred.scores
-        found = np.round(xyz[np.argsort(-scores)][:, ::-1]).astype(int)
-    merged = np.concatenate([found, data.mined]) if len(data.mined) else found
-    if len(merged) > 1:
-        from scipy.spatial import cKDTree
-        radius = 0.5 * min(diameters[c] for c in class_names)
-        first = {}
-        for i, j in sorted(cKDTree(merged).query_pairs(radius)):
-            first.setdefault(j, i)
-        merged = merged[[i for i in range(len(merged)) if i not in first]]
-    return merged[:keep]
 
 
 # ----------------------------------------------------------------------------------------
@@ -519,7 +471,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, hard_negatives=0.0):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -576,10 +528,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     training data and ~25 validation particles cost more than thresholds fitted to memorised
     data. Hence 0 by default; a separate validation tomogram is best.
 
-    ``hard_negatives`` (0 = off; complete labels only): after every epoch from the third the
-    averaged network picks its own training tomograms, and the picks no annotation explains
-    (:func:`mine_negatives`) become the centres of this fraction of the background patches.
-
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
     computes it natively (1.45x the steps in a time budget, validation 3x faster), float32
@@ -620,11 +568,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
-    if not 0 <= hard_negatives <= 1:
-        raise InputError(f"--hard-negatives: {hard_negatives} must be a fraction of the background patches in [0, 1]")
-    if hard_negatives and sparse:
-        raise InputError("--hard-negatives: mining needs complete labels (with sparse ones an unannotated "
-                         "place may be a particle)")
     if not 0 <= holdout < 0.5:
         raise InputError(f"--holdout: {holdout} must be a fraction in [0, 0.5) (0 = calibrate on the training data)")
     torch.manual_seed(seed)
@@ -764,8 +707,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             else:       # a checkpoint written without averaging: start the average here
                 averaged = WeightAverage(model, ema)
         start_epoch = ck["epoch"] + 1
-        for d, mined in zip(data, ck.get("mined") or []):
-            d.mined = np.asarray(mined, dtype=int).reshape(-1, 3)
         log(f"resuming from epoch {start_epoch} ({ckpt_path})")
     val_probs_needed = bool(val_vols)
     t_start = time.time() - train_seconds
@@ -777,7 +718,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
-                 "hard_negatives": float(hard_negatives),
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
@@ -787,8 +727,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         t_epoch = time.time()
         for _ in range(iters_per_epoch):
             x, y, offs, shapes = sample_batch(data, rng, (depth, patch, patch) if depth != patch else patch,
-                                              batch, n_classes, augment=augment, max_angle=rotation,
-                                              mined_frac=hard_negatives)
+                                              batch, n_classes, augment=augment, max_angle=rotation)
             x, y = x.to(dev), y.to(dev)
             # coord-conv: one offset per patch
             with autocast(dev, amp):
@@ -834,12 +773,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         else:
             best_state, best_thr = copy.deepcopy(evaluated.state_dict()), None
         entry["val_s"] = round(time.time() - t_val, 1)
-        if hard_negatives and epoch >= 2:
-            for d in data:
-                probs_d = predict_volume(evaluated, d.volume, tile=tile, pad=pad, device=device, flips=1,
-                                         stats=NORMALISED, precision=precision)
-                d.mined = mine_negatives(probs_d, d, class_names, diam_b, mask_diam, peak_smoothing(meta_base))
-            entry["mined"] = [int(len(d.mined)) for d in data]
         elapsed = time.time() - t_start
         history.append(entry)
         epoch_s = (elapsed - train_seconds) / (epoch + 1 - start_epoch)   # this session's mean epoch time
@@ -848,8 +781,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         else:
             eta, of = max(60.0 * minutes - elapsed, 0.0), f" (budget {minutes:g} min)"
         vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
-        if "mined" in entry:
-            vtxt += f"  hard negatives {sum(entry['mined'])}"
         log(f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  (train {entry['train_s']:.0f}s, "
             f"validation {entry['val_s']:.0f}s)  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
@@ -857,7 +788,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
                     "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch,
                     "patch_depth": patch_depth, "network": network,     # patch_depth None: cubes
-                    "mined": [d.mined.tolist() for d in data],
                     "projection": projection.state_dict() if projection is not None else None},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
