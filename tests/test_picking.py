@@ -119,12 +119,17 @@ def test_short_training_picks_large_particles(tmp_path):
     vol, tab = _small_dataset(10)
     test_vol, test_tab = _small_dataset(12)
     out = str(tmp_path / "m.pt")
+    lines = []
     train([vol], [tab], ["barrel"], {"barrel": 17}, out, [vol], [tab], epochs=4, iters_per_epoch=10,
-          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lines.append)
     model, meta = load_model(out)
     assert meta["classes"] == ["barrel"] and meta["voxel_size"] == 10.0
     assert len(meta["history"]) == 4 and "val_f1" in meta["history"][-1]
     assert meta["thresholds"]["class"]["barrel"] > 0
+    # the last log line names the kept epoch, its validation F1 and the stored thresholds
+    best = max(meta["history"], key=lambda h: h["val_f1"])
+    assert lines[-1].startswith(f"kept epoch {best['epoch']} of 4: validation F1 {meta['best_val_f1']:.3f}")
+    assert f"score barrel {meta['thresholds']['class']['barrel']:g}" in lines[-1]
     assert meta["peak_smoothing"] == pytest.approx(1 / 6)     # what the thresholds were calibrated with
     picked, _ = pick_tomogram(model, meta, test_vol)
     r = evaluate(picked, test_tab, {"barrel": 17})

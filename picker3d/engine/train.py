@@ -801,7 +801,22 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         if minutes is not None and elapsed + epoch_s > 60.0 * minutes:
             log(f"time budget of {minutes} min reached after epoch {epoch + 1}")
             break
+    log(kept_summary(history, best_thr))
     return out_path
+
+
+def kept_summary(history, thresholds):
+    """One line saying which epoch the model file keeps and the thresholds picking will use."""
+    scored = [h for h in history if "val_f1" in h]
+    if not scored:
+        return f"kept the last epoch ({len(history)}; no validation F1 to choose by)"
+    best = max(scored, key=lambda h: h["val_f1"])      # the first of equals, as training keeps it
+    text = (f"kept epoch {best['epoch']} of {len(history)}: validation F1 {best['val_f1']:.3f}, "
+            f"class F1 {best['val_class_f1']:.3f}")
+    if thresholds:
+        per_class = ", ".join(f"{c} {v:g}" for c, v in thresholds["class"].items())
+        text += f"; thresholds t_seg {thresholds['t_seg']:g}, score {per_class}"
+    return text
 
 
 class WeightAverage:
