@@ -347,3 +347,19 @@ class TestBadInputProtocols(_ProtocolBase):
         from picker3d.protocols import ProtPicker3DClassify
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, kMin=4, kMax=6)
         self.assertIn("too few to cluster", " ".join(prot.validate()))
+
+
+def test_bad_input_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    """Every writer (tables, star, MRC, model, manifest) goes through atomic_write: a failure
+    while writing keeps the previous file as it was and removes the temporary one."""
+    from picker3d.engine.mrcio import atomic_write
+    target = tmp_path / "picks.tsv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_write(str(target)) as tmp, open(tmp, "w") as fh:
+            fh.write("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old\n" and sorted(os.listdir(tmp_path)) == ["picks.tsv"]
+    with atomic_write(str(target)) as tmp, open(tmp, "w") as fh:
+        fh.write("new\n")
+    assert target.read_text() == "new\n" and sorted(os.listdir(tmp_path)) == ["picks.tsv"]

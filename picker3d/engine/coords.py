@@ -358,16 +358,9 @@ def read_table(path, fmt=None, **kw):
 # ----------------------------------------------------------------------------------------
 
 def _atomic_text(path, text):
-    from .mrcio import atomic_output
-    tmp = atomic_output(path)
-    try:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from .mrcio import atomic_write
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
+        fh.write(text)
     return path
 
 
@@ -415,10 +408,9 @@ def write_star(path, table, tomo_name="tomo", origin=0):
                        "rlnCoordinateZ": table.xyz[:, 2] + origin})
     ids, _ = _class_ids(table)
     df["rlnClassNumber"] = ids
-    from .mrcio import atomic_output
-    tmp = atomic_output(path, ".star")
-    starfile.write({"particles": df}, tmp, overwrite=True)
-    os.replace(tmp, path)
+    from .mrcio import atomic_write
+    with atomic_write(path, ".star") as tmp:
+        starfile.write({"particles": df}, tmp, overwrite=True)
     return path
 
 

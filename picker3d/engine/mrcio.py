@@ -4,6 +4,7 @@ Volumes are numpy arrays indexed ``data[z, y, x]``; the voxel size is in Å.
 Writes go to a temporary file in the destination folder and are renamed
 into place, so a crash or a full disk never leaves a half-written volume.
 """
+import contextlib
 import os
 import tempfile
 
@@ -118,6 +119,20 @@ def atomic_output(path, suffix=""):
     return tmp
 
 
+@contextlib.contextmanager
+def atomic_write(path, suffix=""):
+    """Yield a temporary path beside ``path`` to write to: it replaces ``path`` when the block
+    ends, and is removed if the block fails, so an output is complete or absent."""
+    tmp = atomic_output(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_volume(path, data, voxel_size):
     """Write a 3D volume (or a 4D volume stack) atomically with the voxel size in Å."""
     path = os.fspath(path)
@@ -128,17 +143,10 @@ def write_volume(path, data, voxel_size):
         data = data.astype(np.int16)
     elif data.dtype == np.bool_:
         data = data.astype(np.int8)
-    tmp = atomic_output(path, suffix=".mrc")
-    try:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(data))
-            if data.ndim == 4:
-                mrc.header.ispg = 401  # volume stack
-            mrc.voxel_size = float(voxel_size)
-            mrc.update_header_stats()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, suffix=".mrc") as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(data))
+        if data.ndim == 4:
+            mrc.header.ispg = 401  # volume stack
+        mrc.voxel_size = float(voxel_size)
+        mrc.update_header_stats()
     return path

@@ -594,7 +594,7 @@ def write_simulation(out_dir, n_tomograms=1, seed=0, **kw):
     Tomogram ``i`` uses seed ``seed + i``. Returns the manifest dict.
     """
     from .coords import write_table, CoordTable
-    from .mrcio import write_volume
+    from .mrcio import atomic_write, write_volume
     os.makedirs(out_dir, exist_ok=True)
     manifest = {"tomograms": []}
     for i in range(n_tomograms):
@@ -611,8 +611,6 @@ def write_simulation(out_dir, n_tomograms=1, seed=0, **kw):
     first = manifest["tomograms"][0]
     manifest["diameters"] = {k: v["diameter_vox"] for k, v in first["species"].items()}
     manifest["voxel_size_A"] = first["voxel_size_A"]
-    tmp = os.path.join(out_dir, ".manifest.json.tmp")
-    with open(tmp, "w") as fh:
+    with atomic_write(os.path.join(out_dir, "manifest.json")) as tmp, open(tmp, "w") as fh:
         json.dump(manifest, fh, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
     return manifest

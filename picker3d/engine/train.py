@@ -304,16 +304,10 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
 # ----------------------------------------------------------------------------------------
 
 def save_model(path, model, meta):
-    from .mrcio import atomic_output
-    tmp = atomic_output(path, ".pt")
-    try:
+    from .mrcio import atomic_write
+    with atomic_write(path, ".pt") as tmp:
         torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "arch": model.config,
                     "state_dict": model.state_dict(), **meta}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_model(path, device="cpu", voxel_size=None, warn=print):
