@@ -67,7 +67,6 @@ def main():
                    help="train without the validation tomogram (as a user with one annotated tomogram): "
                         "--holdout decides what calibrates")
     p.add_argument("--holdout", type=float, default=0.0, help="see picker3d train --holdout")
-    p.add_argument("--verify", type=float, default=0.0, help="see picker3d train --verify")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="network arithmetic in training and picking (auto: bfloat16 where the CPU has it)")
     p.add_argument("--train-tomograms", type=int, default=1,
@@ -106,7 +105,7 @@ def main():
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
                   coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision,
-                  verify=a.verify, **({} if a.rotation is None else {"rotation": a.rotation}))
+                  **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
             model, meta = load_model(out)
             size_mb = os.path.getsize(out) / 1e6
@@ -115,8 +114,7 @@ def main():
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
                "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
-               "min_mask": a.min_mask, "no_val": a.no_val, "holdout": a.holdout, "verify": a.verify,
-               "verifier_kept": "verifier" in meta, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
+               "min_mask": a.min_mask, "no_val": a.no_val, "holdout": a.holdout, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
                "tile_overhead": round(tile_overhead([s // a.bin for s in BIG], meta["tile"], meta["pad"]), 2)}
@@ -140,18 +138,6 @@ def main():
                 "extrapolated_200x512x512_s": round(np.prod(BIG) / (nvox / t_pick), 1)}
             if len(test_idx) > 1:
                 res[f"flips{flips}"]["f1_d>=12_per_tomogram"] = [round(rb["f1"], 3) for _, rb in runs]
-        if "verifier" in meta:      # the same network without its verifier (paired)
-            runs = []
-            for i in test_idx:
-                picked, _ = pick_tomogram(model, meta, sims[i]["tomogram"], flips=2, precision=a.precision,
-                                          verify=False)
-                runs.append((score(picked, tabs[i], diam), score(picked, tabs[i], diam, big_only=True)))
-            res["flips2_without_verifier"] = {
-                "f1": round(float(np.mean([r["f1"] for r, _ in runs])), 3),
-                "f1_d>=12": round(float(np.mean([rb["f1"] for _, rb in runs])), 3),
-                "mean_class_f1": round(float(np.mean([r["mean_class_f1"] for r, _ in runs])), 3),
-                "per_class_f1": {k: round(float(np.mean([r["per_class"][k]["f1"] for r, _ in runs])), 3)
-                                 for k in runs[0][0]["per_class"]}}
         # the training tomogram itself: a large gap to the test F1 means the data, not the
         # optimisation, limits the model
         picked, _ = pick_tomogram(model, meta, sims[0]["tomogram"], flips=2, precision=a.precision)

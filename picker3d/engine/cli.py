@@ -130,9 +130,6 @@ def _add_train(sub):
                         "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
                         "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
                         "training tomograms calibrate")
-    p.add_argument("--verify", type=float, default=0.0, metavar="FRACTION",
-                   help="train a verifier of the picks at half the binning in this fraction of the budget "
-                        "(800 steps with --epochs); kept only when it raises the validation F1; 0 = off")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_precision(p)
@@ -159,8 +156,6 @@ def _add_pick(sub):
     _add_precision(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="ignore the model's verifier (train --verify): the network's calibrated picks")
     p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
     p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
     p.add_argument("--pad", type=int, default=None, help="tile overlap padding (default: the model's)")
@@ -365,7 +360,7 @@ def cmd_train(a):
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
-          precision=a.precision, holdout=a.holdout, verify=a.verify)
+          precision=a.precision, holdout=a.holdout)
     print(f"model written to {a.out}")
     return 0
 
@@ -416,21 +411,15 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
     from .coords import write_table
     from .mrcio import read_binned, write_volume
-    from .pick import bin_volume, pick_tomogram, upsample
-    # read and binned a few planes at a time: the full-size tomogram is never in memory (a
-    # model's verifier reads it at half the network's binning, binned further for the network)
-    factor = int(meta.get("bin", 1))
-    spec = None if a.no_verify else meta.get("verifier")
-    vbin = int(spec["bin"]) if spec else factor
-    verify_volume, vs, full_shape = read_binned(path, vbin)
-    vol = bin_volume(verify_volume, factor // vbin) if spec else verify_volume
+    from .pick import pick_tomogram, upsample
+    # read and binned a few planes at a time: the full-size tomogram is never in memory
+    vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
     t0 = time.time()
     table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                  pad=a.pad, mode=a.mode, progress=not quiet,
                                  log=None if quiet else (lambda m: print(m, flush=True)),
                                  flips=a.flips, border=a.border, prebinned=True,
-                                 precision=a.precision, verify=spec is not None,
-                                 verify_volume=verify_volume if spec else None)
+                                 precision=a.precision)
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
     stem = os.path.splitext(os.path.basename(path))[0]

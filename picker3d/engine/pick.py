@@ -438,8 +438,7 @@ SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
 
 
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False, precision="auto",
-                  verify=True, verify_volume=None):
+                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False, precision="auto"):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
@@ -454,32 +453,7 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     (``probs`` then has that one channel). ``mode="cc"`` always works on the whole volume.
     With ``prebinned``, ``volume`` is already binned by the model's factor (e.g. by
     :func:`picker3d.engine.mrcio.read_binned`, which never holds the full-size tomogram).
-
-    A model with a verifier (``meta["verifier"]``, :mod:`picker3d.engine.verify`; ``verify=False``
-    skips it) takes the network's candidates down to its candidate threshold and keeps those
-    the verifier accepts, scored by the verifier (``threshold`` then overrides its calibrated
-    acceptance). It reads boxes from the tomogram binned by the verifier's factor:
-    ``verify_volume``, or ``volume`` binned here (not possible when ``prebinned``).
     """
-    spec = meta.get("verifier") if verify else None
-    if spec is not None and verify_volume is None:
-        if prebinned:
-            raise ValueError("pick_tomogram: a prebinned volume needs verify_volume for the model's verifier")
-        verify_volume = bin_volume(volume, int(spec["bin"]))
-    table, probs = _pick_candidates(model, meta, volume, device, spec["candidate_threshold"] if spec else threshold,
-                                    tile, pad, mode, log, progress, flips, border, slab, prebinned, precision)
-    if spec is not None and len(table):
-        from .verify import gate, load_verifier, verifier_probs
-        vbin = int(spec["bin"])
-        p = verifier_probs(load_verifier(spec, device), normalize(verify_volume), to_binned(table.xyz, vbin)[:, ::-1],
-                           device, autocast_dtype(torch.device(device), precision))
-        table = gate(table, p, spec["threshold"] if threshold is None else threshold)
-    return table, probs
-
-
-def _pick_candidates(model, meta, volume, device, threshold, tile, pad, mode, log, progress, flips, border, slab,
-                     prebinned, precision):
-    """The network's picks (:func:`pick_tomogram` without the verifier)."""
     factor = int(meta.get("bin", 1))
     tile = tile or meta.get("tile", 96)
     pad = meta.get("pad", 12) if pad is None else pad

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
-from .metrics import evaluate, match, reference_radii
+from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
-from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, from_binned, normalize,
-                   particles_from_probs, peak_smoothing, predict_volume, to_binned)
+from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing,
+                   predict_volume, to_binned)
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
 MODEL_FORMAT = "picker3d-model"
@@ -465,7 +465,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, verify=0.0):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -522,11 +522,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     training data and ~25 validation particles cost more than thresholds fitted to memorised
     data. Hence 0 by default; a separate validation tomogram is best.
 
-    ``verify`` (0 = off; complete labels, ``bin`` >= 2): after the U-Net, this fraction of the
-    time budget (:data:`picker3d.engine.verify.DEFAULT_STEPS` steps without one) trains a
-    box classifier at half the binning (:mod:`picker3d.engine.verify`) that accepts or rejects
-    the U-Net's candidates; it is kept in the model file only when it raises the validation F1.
-
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
     computes it natively (1.45x the steps in a time budget, validation 3x faster), float32
@@ -567,10 +562,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     lr = default_lr(sparse) if lr is None else float(lr)
     if not 0 < lr < 1:
         raise InputError(f"--lr: {lr} must be a learning rate between 0 and 1 (or auto)")
-    if not 0 <= verify < 1:
-        raise InputError(f"--verify: {verify} must be a fraction of the training budget in [0, 1) (0 = off)")
-    if verify and sparse:
-        raise InputError("--verify: the verifier needs complete labels (its negatives are unannotated places)")
     if not 0 <= holdout < 0.5:
         raise InputError(f"--holdout: {holdout} must be a fraction in [0, 0.5) (0 = calibrate on the training data)")
     torch.manual_seed(seed)
@@ -633,9 +624,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     def binned_table(t):
         return CoordTable(to_binned(t.xyz, bin), t.classes, t.scores)
 
-    # the verifier works at half the binning: keep the tomograms as given
-    given = {"train": (list(train_vols), list(train_tables)), "val": (list(val_vols), list(val_tables))}
-
     train_tables = [binned_table(t) for t in train_tables]
     val_tables = [binned_table(t) for t in val_tables]
     train_vols = [bin_volume(v, bin) for v in train_vols]
@@ -664,15 +652,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             if not holdout:
                 log("no validation tomograms: the training tomograms choose the epoch and calibrate the thresholds")
             val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
-    verify_seconds = None
-    if verify:
-        if bin < 2 or (holdout and not given["val"][0]):
-            log(f"--verify: no verifier ({'the network works at full resolution' if bin < 2 else '--holdout'})")
-            verify = 0.0
-        elif minutes is not None:
-            verify_seconds = 60.0 * minutes * verify
-            minutes = minutes * (1.0 - verify)
-            log(f"verifier: the last {verify_seconds:.0f} s of the budget")
     priors = None
     if sparse and loss == "pu":
         if prior is None:
@@ -721,8 +700,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                 averaged.load_state_dict(ck["ema"])
             else:       # a checkpoint written without averaging: start the average here
                 averaged = WeightAverage(model, ema)
-        start_epoch = epochs if ck.get("unet_done") else ck["epoch"] + 1
-        log(f"resuming from epoch {ck['epoch'] + 1} ({ckpt_path})")
+        start_epoch = ck["epoch"] + 1
+        log(f"resuming from epoch {start_epoch} ({ckpt_path})")
     val_probs_needed = bool(val_vols)
     t_start = time.time() - train_seconds
     meta_base = {"classes": list(class_names), "diameters": diam, "voxel_size": float(voxel_size),
@@ -733,7 +712,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
-                 "verify": float(verify),
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
@@ -804,8 +782,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                     "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
                     "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch,
                     "patch_depth": patch_depth, "network": network,     # patch_depth None: cubes
-                    "projection": projection.state_dict() if projection is not None else None,
-                    "unet_done": False},
+                    "projection": projection.state_dict() if projection is not None else None},
                    ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
         final = copy.deepcopy(model)
@@ -816,75 +793,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
         if minutes is not None and elapsed + epoch_s > 60.0 * minutes:
-            log(f"time budget of {minutes:g} min reached after epoch {epoch + 1}")
+            log(f"time budget of {minutes} min reached after epoch {epoch + 1}")
             break
     log(kept_summary(history, best_thr))
-    if verify:
-        # the U-Net is final: a resumed run goes straight to the verifier
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        ck["unet_done"] = True
-        torch.save(ck, ckpt_path + ".tmp")
-        os.replace(ckpt_path + ".tmp", ckpt_path)
-        final = copy.deepcopy(model)
-        final.load_state_dict(best_state)
-        meta = dict(meta_base, thresholds=best_thr, history=history,
-                    best_val_f1=best_f1 if val_probs_needed else None, parameters=count_parameters(model))
-        spec = _train_verifier_stage(final.eval(), meta, data, given, class_names, diam, bin, tile, pad, device,
-                                     precision, flips, verify_seconds, seed, log)
-        if spec is not None:
-            save_model(out_path, final, dict(meta, verifier=spec))
     return out_path
-
-
-def _train_verifier_stage(unet, meta, data, given, class_names, diam, bin, tile, pad, device, precision, flips,
-                          seconds, seed, log):
-    """Train the verifier (:mod:`picker3d.engine.verify`) on the training tomograms as given,
-    calibrate its threshold on the validation ones (else the training ones) and return the
-    model file's ``verifier`` entry, or None when it does not raise the validation F1."""
-    from .verify import (CANDIDATE_THRESHOLD, DEFAULT_STEPS, gate, geometry, train_verifier, verifier_probs)
-    amp = autocast_dtype(torch.device(device), precision)
-    vbin, box = geometry(diam, bin)
-    train_vols, train_tables = given["train"]
-
-    def candidates(binned_normalised, volume_v):
-        probs = predict_volume(unet, binned_normalised, tile=tile, pad=pad, device=device, flips=flips,
-                               stats=NORMALISED, precision=precision)
-        cand = particles_from_probs(probs, meta, threshold=CANDIDATE_THRESHOLD)
-        plain = particles_from_probs(probs, meta)
-        p = verifier_probs(net, volume_v, to_binned(cand.xyz, vbin)[:, ::-1], device, amp) if net else None
-        return cand, plain, p
-
-    vols_v = [normalize(bin_volume(v, vbin)) for v in train_vols]
-    tabs_v = [CoordTable(to_binned(t.xyz, vbin), t.classes) for t in train_tables]
-    negatives, net = [], None
-    for d, t, vv in zip(data, train_tables, vols_v):
-        cand, _, _ = candidates(d.volume, vv)
-        hit = match(cand.xyz, t.xyz, reference_radii(t, diam))[0]
-        false = np.setdiff1d(np.arange(len(cand)), hit[:, 0] if len(hit) else [])
-        dense = to_binned(from_binned(d.negatives[:, ::-1], bin), vbin)[:, ::-1]
-        negatives.append([("false picks", to_binned(cand.xyz[false], vbin)[:, ::-1]), ("dense", dense)])
-    log(f"verifier: boxes of {box}³ at bin {vbin}; {sum(len(t) for t in tabs_v)} particles, "
-        f"{sum(len(n[0][1]) for n in negatives)} false picks of the network on its training tomograms")
-    net = train_verifier(vols_v, tabs_v, negatives, class_names, box, steps=None if seconds else DEFAULT_STEPS,
-                         seconds=seconds, seed=seed, device=device, amp=amp, log=log)
-    val_vols, val_tables = given["val"] if given["val"][0] else given["train"]
-    runs = []
-    for v, t in zip(val_vols, val_tables):
-        runs.append((candidates(normalize(bin_volume(v, bin)), normalize(bin_volume(v, vbin))), t))
-    without = float(np.mean([evaluate(plain, t, diam)["f1"] for (_, plain, _), t in runs]))
-    best = (None, -1.0)
-    for g in np.round(np.arange(0.05, 0.96, 0.05), 2):
-        f1 = float(np.mean([evaluate(gate(cand, p, g), t, diam)["f1"] for (cand, _, p), t in runs]))
-        if f1 > best[1]:
-            best = (float(g), f1)
-    kept = best[1] > without
-    log(f"verifier: validation F1 {best[1]:.3f} with it (threshold {best[0]:g}) against {without:.3f} without: "
-        + ("kept" if kept else "not kept"))
-    if not kept:
-        return None
-    return {"config": net.config, "state_dict": net.state_dict(), "bin": vbin, "box": box,
-            "candidate_threshold": CANDIDATE_THRESHOLD, "threshold": best[0], "val_f1": best[1],
-            "val_f1_without": without}
 
 
 def kept_summary(history, thresholds):
