@@ -350,8 +350,9 @@ class TestBadInputProtocols(_ProtocolBase):
 
 
 def test_bad_input_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    """Every writer (tables, star, MRC, model, manifest) goes through atomic_write: a failure
-    while writing keeps the previous file as it was and removes the temporary one."""
+    """Tables, star files, MRC volumes, model files, training checkpoints and the simulator's
+    manifest are written through atomic_write: a failure while writing keeps the previous file
+    as it was and removes the temporary one."""
     from picker3d.engine.mrcio import atomic_write
     target = tmp_path / "picks.tsv"
     target.write_text("old\n")

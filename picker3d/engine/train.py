@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
+from .mrcio import atomic_write
 from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
 from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing,
@@ -304,7 +305,6 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
 # ----------------------------------------------------------------------------------------
 
 def save_model(path, model, meta):
-    from .mrcio import atomic_write
     with atomic_write(path, ".pt") as tmp:
         torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "arch": model.config,
                     "state_dict": model.state_dict(), **meta}, tmp)
@@ -777,14 +777,14 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
         log(f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  (train {entry['train_s']:.0f}s, "
             f"validation {entry['val_s']:.0f}s)  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "train_seconds": elapsed,
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history,
-                    "best_f1": best_f1, "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
-                    "ema": averaged.state_dict() if averaged is not None else None, "patch": patch, "batch": batch,
-                    "patch_depth": patch_depth, "network": network,     # patch_depth None: cubes
-                    "projection": projection.state_dict() if projection is not None else None},
-                   ckpt_path + ".tmp")
-        os.replace(ckpt_path + ".tmp", ckpt_path)
+        with atomic_write(ckpt_path, ".ckpt") as tmp:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "train_seconds": elapsed, "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(), "history": history, "best_f1": best_f1,
+                        "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
+                        "ema": averaged.state_dict() if averaged is not None else None, "patch": patch,
+                        "batch": batch, "patch_depth": patch_depth, "network": network,  # patch_depth None: cubes
+                        "projection": projection.state_dict() if projection is not None else None}, tmp)
         final = copy.deepcopy(model)
         final.load_state_dict(best_state)
         save_model(out_path, final, dict(meta_base, thresholds=best_thr, history=history,
