@@ -110,20 +110,14 @@ def read_shape(path):
         return int(h.nz), int(h.ny), int(h.nx)
 
 
-def atomic_output(path, suffix=""):
-    """Temporary path beside ``path``; call ``os.replace(tmp, path)`` when complete."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", suffix=suffix, dir=folder)
-    os.close(fd)
-    return tmp
-
-
 @contextlib.contextmanager
 def atomic_write(path, suffix=""):
     """Yield a temporary path beside ``path`` to write to: it replaces ``path`` when the block
     ends, and is removed if the block fails, so an output is complete or absent."""
-    tmp = atomic_output(path, suffix)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", suffix=suffix, dir=folder)
+    os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)
