@@ -8,7 +8,7 @@ import torch
 from picker3d.engine.coords import CoordTable, read_table, write_table
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D, SliceUNet, autocast_dtype
-from picker3d.engine.pick import find_particles, predict_volume, tile_overhead, tile_sides
+from picker3d.engine.pick import _tile_grid, find_particles, normalize, predict_volume, tile_overhead, tile_sides
 
 
 @pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])
@@ -57,17 +57,36 @@ def test_tiling_equals_whole_volume_away_from_borders(vol_shape, network):
 
 
 @pytest.mark.parametrize("shape", [(48, 128, 128), (100, 256, 256), (7, 300, 33), (200, 512, 512)])
-def test_tile_sides_fit_the_volume_and_cut_the_overhead(shape):
+def test_tiles_stay_inside_the_volume_cover_it_and_cut_the_overhead(shape):
     tile, pad = 96, 12
-    sides = tile_sides(shape, tile, pad)
-    assert all(s <= tile and s % 8 == 0 and s > 2 * pad for s in sides)
-    # each axis is covered by its tiles' kept centres (ceil(n / inner) tiles)
-    for n, s in zip(shape, sides):
-        assert -(-n // (s - 2 * pad)) * (s - 2 * pad) >= n
+    sides, starts, bounds = _tile_grid(shape, tile, pad)
+    assert sides == tile_sides(shape, tile, pad)
+    for n, side, st, bd in zip(shape, sides, starts, bounds):
+        assert side <= tile and side % 8 == 0
+        assert st[0] == 0 and bd[0] == 0 and bd[-1] == n and len(bd) == len(st) + 1
+        assert all(b0 < b1 for b0, b1 in zip(bd, bd[1:]))        # kept planes: contiguous, no gap
+        if len(st) == 1:
+            assert n <= side < n + 8                              # one tile: at most 7 planes beyond
+            continue
+        assert st[-1] + side == n                                 # flush with both faces
+        for i, a in enumerate(st):
+            assert bd[i] >= (a + pad if i else 0) and bd[i + 1] <= (a + side - pad if i < len(st) - 1 else n)
     cubic = np.prod([-(-n // (tile - 2 * pad)) * tile for n in shape]) / np.prod(shape)
     assert 1.0 <= tile_overhead(shape, tile, pad) <= cubic
     if shape == (48, 128, 128):
         assert tile_overhead(shape, tile, pad) < 0.7 * cubic      # 2.8 against 4.5
+
+
+def test_a_volume_in_one_tile_is_predicted_as_a_whole_with_no_padding():
+    # the network sees the volume's faces as in training, where patches are cut inside the
+    # tomogram: nothing mirrored beyond them
+    torch.manual_seed(0)
+    net = ResUNet3D(2, channels=(4, 8, 12, 16)).eval()
+    vol = np.random.default_rng(3).standard_normal((16, 40, 48)).astype(np.float32)
+    tiled = predict_volume(net, vol, tile=48, pad=8, precision="fp32")
+    with torch.inference_mode():
+        whole = net.probabilities(net(torch.from_numpy(normalize(vol))[None, None]))[0].numpy()
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
 def test_postprocessing_recovers_planted_peaks_exactly():
