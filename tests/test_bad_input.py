@@ -202,17 +202,18 @@ def test_bad_input_out_of_memory_retries_then_fails_clearly(data, tmp_path, caps
     real = pick._predict_tiles
     tiles = []
 
-    def oom_above_32(model, volume, tile, *args):
+    def oom_above_24(model, volume, tile, *args):
         tiles.append(tile)
-        if tile > 32:
+        if tile > 24:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(model, volume, tile, *args)
 
-    monkeypatch.setattr(pick, "_predict_tiles", oom_above_32)
+    monkeypatch.setattr(pick, "_predict_tiles", oom_above_24)
+    # the largest side of the tomogram is 48: a tile of 48 holds it whole
     rc = main(["pick", "--model", data["model.pt"], "--tomograms", data["tomo.mrc"], "--out-dir", str(tmp_path / "a"),
-               "--tile", "56"])
+               "--tile", "48"])
     out = capsys.readouterr().out
-    assert rc == 0 and tiles == [56, 32] and "retrying with tile 32" in out
+    assert rc == 0 and tiles == [48, 24] and "retrying with tile 24" in out
     # always out of memory: one line naming --tile, no table written
     monkeypatch.setattr(pick, "_predict_tiles", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
     _check(capsys, data, ["pick", "--model", data["model.pt"], "--tomograms", data["tomo.mrc"],
