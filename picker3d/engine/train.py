@@ -234,9 +234,11 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
         v = d.volume[sl]
         lab = d.labels[(Ellipsis,) + sl]       # dense: (Z, Y, X) labels; sparse: (C, Z, Y, X) heatmaps
         lead = lab.ndim - 3
-        if v.shape != tuple(size):   # volume smaller than the patch: pad
+        if v.shape != tuple(size):
+            # volume smaller than the patch: zeros (the normalised mean) beyond its end, as
+            # picking completes a tile longer than the volume (pick._axis_tiles)
             padw = [(0, n - s) for s, n in zip(v.shape, size)]
-            v = np.pad(v, padw, mode="reflect" if min(v.shape) > 1 else "edge")
+            v = np.pad(v, padw)
             lab = np.pad(lab, [(0, 0)] * lead + padw, mode="constant")
         for ax in range(3):
             if rng.random() < 0.5:
