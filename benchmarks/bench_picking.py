@@ -75,6 +75,7 @@ def main():
                    help="held-out test tomograms (102, then 200, 201, ...); figures are their means "
                         "(one tomogram of ~100 particles moves F1 by +-0.03)")
     p.add_argument("--save-model", default=None, help="keep the first width's model file here")
+    p.add_argument("--ema", type=float, default=0.99, help="weight averaging decay per step (see picker3d train --ema)")
     p.add_argument("--mask-diameter", type=float, default=None,
                    help="one weak-label diameter for every class (network voxels; DeepETPicker's Const7/9)")
     a = p.parse_args()
@@ -104,7 +105,7 @@ def main():
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
-                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision,
+                  coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision, ema=a.ema,
                   **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
             model, meta = load_model(out)
@@ -114,7 +115,7 @@ def main():
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
                "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
-               "min_mask": a.min_mask, "no_val": a.no_val, "holdout": a.holdout, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
+               "min_mask": a.min_mask, "ema": a.ema, "no_val": a.no_val, "holdout": a.holdout, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
                "tile_overhead": round(tile_overhead([s // a.bin for s in BIG], meta["tile"], meta["pad"]), 2)}
