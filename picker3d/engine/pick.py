@@ -123,7 +123,8 @@ def tile_sides(shape, tile, pad, multiple=8):
     as its share of the axis plus the overlap needs (:func:`_axis_tiles`).
 
     A cubic tile wastes most of its work on thin or small volumes (a 48x128x128 binned
-    tomogram computed 4.5 voxels per output voxel with 96^3 tiles, 2.8 with these sides).
+    tomogram computed 4.5 voxels per output voxel with 96^3 tiles; with these sides and
+    ``tile`` 128 it is one tile).
     """
     return [_axis_tiles(n, tile, pad, multiple)[0] for n in shape]
 
