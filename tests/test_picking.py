@@ -74,7 +74,7 @@ def test_tiles_stay_inside_the_volume_cover_it_and_cut_the_overhead(shape):
     cubic = np.prod([-(-n // (tile - 2 * pad)) * tile for n in shape]) / np.prod(shape)
     assert 1.0 <= tile_overhead(shape, tile, pad) <= cubic
     if shape == (48, 128, 128):
-        assert tile_overhead(shape, tile, pad) < 0.7 * cubic      # 2.8 against 4.5
+        assert tile_overhead(shape, tile, pad) < 0.4 * cubic      # 1.6 against 4.5
 
 
 def test_a_volume_in_one_tile_is_predicted_as_a_whole_with_no_padding():

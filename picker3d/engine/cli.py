@@ -130,7 +130,7 @@ def _add_train(sub):
                         "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
                         "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
                         "training tomograms calibrate")
-    p.add_argument("--pad", type=int, default=12, help="overlap-tile padding")
+    p.add_argument("--pad", type=int, default=12, help="overlap-tile padding: neighbouring tiles overlap by at least twice this (tiles are flush with the volume's faces)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_precision(p)
     p.add_argument("--seed", type=int, default=0)
@@ -158,7 +158,7 @@ def _add_pick(sub):
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
     p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
     p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
-    p.add_argument("--pad", type=int, default=None, help="tile overlap padding (default: the model's)")
+    p.add_argument("--pad", type=int, default=None, help="tile overlap padding: neighbouring tiles overlap by at least twice this; tiles are flush with the volume's faces (default: the model's)")
     p.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
     p.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
                    help="test-time mirrored copies to average (default: the model's)")
