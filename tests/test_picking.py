@@ -89,6 +89,18 @@ def test_a_volume_in_one_tile_is_predicted_as_a_whole_with_no_padding():
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+def test_a_training_patch_longer_than_the_volume_is_completed_with_zeros():
+    # as picking completes a tile longer than its axis: the normalised mean, nothing mirrored
+    from picker3d.engine.train import TomogramData, sample_batch
+    vol = np.random.default_rng(4).standard_normal((8, 24, 24)).astype(np.float32)
+    data = [TomogramData(vol, CoordTable([[12, 12, 4]], ["a"]), ["a"], {"a": 6.0})]
+    x, y, _, _ = sample_batch(data, np.random.default_rng(0), 16, 4, 1)
+    for patch, lab in zip(x[:, 0].numpy(), y.numpy()):
+        filled = np.abs(patch).sum(axis=(1, 2)) > 0
+        assert filled.sum() == 8 and (filled[:8].all() or filled[8:].all())   # a z-mirror may put it first
+        assert not lab[~filled].any()
+
+
 def test_postprocessing_recovers_planted_peaks_exactly():
     shape = (40, 60, 60)
     names = ["a", "b"]
