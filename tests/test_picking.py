@@ -158,7 +158,7 @@ def test_short_training_picks_large_particles(tmp_path):
     assert len(meta["history"]) == 4 and "val_f1" in meta["history"][-1]
     assert meta["thresholds"]["class"]["barrel"] > 0
     # the last log line names the kept epoch, its validation F1 and the stored thresholds
-    best = max(meta["history"], key=lambda h: h["val_f1"])
+    best = max(reversed(meta["history"]), key=lambda h: h["val_f1"])     # the later of equal epochs
     assert lines[-1].startswith(f"kept epoch {best['epoch']} of 4: validation F1 {meta['best_val_f1']:.3f}")
     assert f"score barrel {meta['thresholds']['class']['barrel']:g}" in lines[-1]
     assert meta["peak_smoothing"] == pytest.approx(1 / 6)     # what the thresholds were calibrated with
@@ -586,6 +586,13 @@ def test_calibration_gives_a_class_without_validation_particles_the_median_thres
     ref = CoordTable(np.array([[6.0, 6, 6], [17.0, 17, 6]]), ["a", "a"])
     thr, f1, _ = calibrate([probs], [ref], ["a", "b"], {"a": 5.0, "b": 5.0})
     assert f1 == 1.0 and thr["class"]["a"] > 0.2     # above the weaker false one
+    # every grid value between the false pick's score and the true ones' ties at F1 1: the
+    # highest is kept (the lowest, kept before, let through crowders on unseen tomograms)
+    from picker3d.engine.pick import find_particles
+    picks = find_particles(probs, ["a", "b"], {"a": 5.0, "b": 5.0}, t_seg=thr["t_seg"], t_lm=0.05, smooth=0.25)
+    true_low = min(s for p, s in zip(picks.xyz, picks.scores) if abs(p[2] - 6) < 1)     # z 6: the true ones
+    grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert thr["class"]["a"] == max(g for g in grid if g <= true_low) and len(picks) == 3
     # "b" has no validation particle: not the permissive first grid value, the others' median
     assert thr["class"]["b"] == thr["class"]["a"]
 
