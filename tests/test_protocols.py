@@ -300,6 +300,17 @@ def test_viewer_figures_render_to_png(tmp_path):
         assert img.std() > 10, f"{name}: blank image"   # axes, curves, slices: not a flat picture
 
 
+def test_training_viewer_marks_the_epoch_training_keeps():
+    """Of epochs with equal validation F1 training keeps the later one; the curve marks that one."""
+    from picker3d.engine.train import kept_summary
+    from picker3d.viewers import plot_training
+    history = [{"epoch": i + 1, "loss": 1.0, "val_f1": f, "val_class_f1": 0.5}
+               for i, f in enumerate([0.2, 0.5, 0.5, 0.3])]
+    labels = plot_training(history).figure.axes[1].get_legend_handles_labels()[1]
+    assert "kept: epoch 3" in labels
+    assert kept_summary(history, None).startswith("kept epoch 3 of 4")
+
+
 def test_wizard_diameters_from_box_size():
     from picker3d.wizards import diameters_from_coordinates
 
