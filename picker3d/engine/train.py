@@ -260,6 +260,8 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
 def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3, 0.5), smooth=0.25,
               label_diameters=None):
     """Thresholds (t_seg, per-class score) maximising validation F1; returns (thr, f1, mean class F1)."""
+    # topped at 0.9: with ties going to the higher value, a grid reaching 0.95 or 0.98 cost
+    # 0.01-0.10 F1 d >= 12 on the benchmark (README, *Model file*)
     grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     best = (None, -1.0, 0.0)
     for ts in t_segs:
