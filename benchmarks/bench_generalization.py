@@ -36,10 +36,16 @@ VARIANTS = {
 
 
 def cli(*args, log=None):
-    """Run ``python -m picker3d ARGS``; its output goes to ``log`` (a path) when given."""
+    """Run ``python -m picker3d ARGS``; its output goes to ``log`` (a path) when given, and
+    the end of it is shown when the command fails."""
     cmd = [sys.executable, "-m", "picker3d", *map(str, args)]
-    with open(log, "w") if log else open(os.devnull, "w") as out:
-        subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if log:
+        with open(log, "w") as f:
+            f.write(done.stdout)
+    if done.returncode:
+        tail = "\n".join(done.stdout.splitlines()[-5:])
+        sys.exit(f"picker3d {args[0]} failed (exit {done.returncode}):\n{tail}")
 
 
 def run_variant(name, minutes, shape, root):
