@@ -127,6 +127,17 @@ def atomic_write(path, suffix=""):
         raise
 
 
+def remove_stale_temporaries(path, suffix=""):
+    """Remove what an :func:`atomic_write` of ``path`` left when its process was killed (a
+    SIGKILL cannot be caught, so the block's own clean-up never ran)."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    prefix = ".tmp_" + os.path.basename(path) + "_"
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name.endswith(suffix):
+                os.remove(os.path.join(folder, name))
+
+
 def write_volume(path, data, voxel_size):
     """Write a 3D volume (or a 4D volume stack) atomically with the voxel size in Å."""
     path = os.fspath(path)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
-from .mrcio import atomic_write
+from .mrcio import atomic_write, remove_stale_temporaries
 from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
 from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing,
@@ -596,6 +596,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     else:
         mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
     ckpt_path = out_path + ".ckpt"
+    # a run killed while writing left its temporaries beside the outputs: this run owns them
+    remove_stale_temporaries(out_path, ".pt")
+    remove_stale_temporaries(ckpt_path, ".ckpt")
     ck = torch.load(ckpt_path, map_location=dev, weights_only=False) if resume and os.path.exists(ckpt_path) else None
     if ck is not None and ck.get("network", "resunet3d") != network:
         raise InputError(f"--network: the checkpoint {ckpt_path} was trained with --network "
