@@ -24,9 +24,9 @@ def plot_training(history, title="picker3d training"):
     if any("val_f1" in h for h in history):
         ax.plot(epochs, [h.get("val_f1", np.nan) for h in history], "o-", label="localisation F1")
         ax.plot(epochs, [h.get("val_class_f1", np.nan) for h in history], "s--", label="mean class F1")
-        f1 = [h.get("val_f1", np.nan) for h in history]
-        best = len(f1) - 1 - int(np.nanargmax(f1[::-1]))      # the later of equal epochs, as training keeps it
-        ax.axvline(epochs[best], color="gray", ls=":", label=f"kept: epoch {epochs[best]}")
+        from .engine.train import kept_entry
+        kept = kept_entry(history)["epoch"]
+        ax.axvline(kept, color="gray", ls=":", label=f"kept: epoch {kept}")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=8)
     else:

@@ -589,10 +589,10 @@ def test_calibration_gives_a_class_without_validation_particles_the_median_thres
     # every grid value between the false pick's score and the true ones' ties at F1 1: the
     # highest is kept (the lowest, kept before, let through crowders on unseen tomograms)
     from picker3d.engine.pick import find_particles
+    from picker3d.engine.train import THRESHOLD_GRID
     picks = find_particles(probs, ["a", "b"], {"a": 5.0, "b": 5.0}, t_seg=thr["t_seg"], t_lm=0.05, smooth=0.25)
     true_low = min(s for p, s in zip(picks.xyz, picks.scores) if abs(p[2] - 6) < 1)     # z 6: the true ones
-    grid = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-    assert thr["class"]["a"] == max(g for g in grid if g <= true_low) and len(picks) == 3
+    assert thr["class"]["a"] == max(g for g in THRESHOLD_GRID if g <= true_low) and len(picks) == 3
     # "b" has no validation particle: not the permissive first grid value, the others' median
     assert thr["class"]["b"] == thr["class"]["a"]
 

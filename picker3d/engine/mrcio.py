@@ -110,13 +110,18 @@ def read_shape(path):
         return int(h.nz), int(h.ny), int(h.nx)
 
 
+def _temporary_prefix(path):
+    """Name prefix of the temporaries :func:`atomic_write` writes ``path`` through."""
+    return ".tmp_" + os.path.basename(path) + "_"
+
+
 @contextlib.contextmanager
 def atomic_write(path, suffix=""):
     """Yield a temporary path beside ``path`` to write to: it replaces ``path`` when the block
     ends, and is removed if the block fails, so an output is complete or absent."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -131,7 +136,7 @@ def remove_stale_temporaries(path, suffix=""):
     """Remove what an :func:`atomic_write` of ``path`` left when its process was killed (a
     SIGKILL cannot be caught, so the block's own clean-up never ran)."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    prefix = ".tmp_" + os.path.basename(path) + "_"
+    prefix = _temporary_prefix(path)
     if os.path.isdir(folder):
         for name in os.listdir(folder):
             if name.startswith(prefix) and name.endswith(suffix):

@@ -257,12 +257,16 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
 # validation and threshold calibration
 # ----------------------------------------------------------------------------------------
 
+# Score thresholds calibration chooses from. Topped at 0.9: with ties going to the higher
+# value, a grid reaching 0.95 or 0.98 cost 0.01-0.10 F1 d >= 12 on the benchmark (README,
+# *Model file*).
+THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3, 0.5), smooth=0.25,
               label_diameters=None):
     """Thresholds (t_seg, per-class score) maximising validation F1; returns (thr, f1, mean class F1)."""
-    # topped at 0.9: with ties going to the higher value, a grid reaching 0.95 or 0.98 cost
-    # 0.01-0.10 F1 d >= 12 on the benchmark (README, *Model file*)
-    grid = grid if grid is not None else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    grid = list(grid if grid is not None else THRESHOLD_GRID)
     best = (None, -1.0, 0.0)
     for ts in t_segs:
         preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth,
@@ -811,12 +815,18 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     return out_path
 
 
+def kept_entry(history):
+    """The history entry of the epoch training keeps: the best validation F1, the later of
+    equals (``train`` replaces its best state on ties); None without validation F1."""
+    scored = [h for h in history if "val_f1" in h]
+    return max(reversed(scored), key=lambda h: h["val_f1"]) if scored else None
+
+
 def kept_summary(history, thresholds):
     """One line saying which epoch the model file keeps and the thresholds picking will use."""
-    scored = [h for h in history if "val_f1" in h]
-    if not scored:
+    best = kept_entry(history)
+    if best is None:
         return f"kept the last epoch ({len(history)}; no validation F1 to choose by)"
-    best = max(reversed(scored), key=lambda h: h["val_f1"])      # the last of equals, as training keeps it
     text = (f"kept epoch {best['epoch']} of {len(history)}: validation F1 {best['val_f1']:.3f}, "
             f"class F1 {best['val_class_f1']:.3f}")
     if thresholds:
