@@ -66,6 +66,8 @@ def main():
     p.add_argument("--no-val", action="store_true",
                    help="train without the validation tomogram (as a user with one annotated tomogram): "
                         "--holdout decides what calibrates")
+    p.add_argument("--bin-phases", action=argparse.BooleanOptionalAction, default=True,
+                   help="see picker3d train --bin-phases (--no-bin-phases: the unshifted grid only)")
     p.add_argument("--holdout", type=float, default=0.0, help="see picker3d train --holdout")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="network arithmetic in training and picking (auto: bfloat16 where the CPU has it)")
@@ -101,7 +103,7 @@ def main():
             out = os.path.join(d, "m.pt")
             t0 = time.time()
             train([sims[i]["tomogram"] for i in train_idx], [tabs[i] for i in train_idx], classes, diam, out,
-                  [] if a.no_val else [sims[1]["tomogram"]], [] if a.no_val else [tabs[1]], holdout=a.holdout,
+                  [] if a.no_val else [sims[1]["tomogram"]], [] if a.no_val else [tabs[1]], holdout=a.holdout, bin_phases=a.bin_phases,
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
                   log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
@@ -115,7 +117,7 @@ def main():
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
                "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
-               "min_mask": a.min_mask, "ema": a.ema, "no_val": a.no_val, "holdout": a.holdout, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
+               "min_mask": a.min_mask, "ema": a.ema, "no_val": a.no_val, "holdout": a.holdout, "bin_phases": a.bin_phases, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
                "tile_overhead": round(tile_overhead([s // a.bin for s in BIG], meta["tile"], meta["pad"]), 2)}

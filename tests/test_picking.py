@@ -348,6 +348,7 @@ def test_binned_training_picks_in_original_voxels(tmp_path):
           patch=24, batch=4, tile=32, pad=4, seed=0, lr=5e-3, bin=2, flips=2, log=lambda m: None)
     model, meta = load_model(out)
     assert meta["bin"] == 2 and meta["flips"] == 2 and meta["diameters"]["barrel"] == 17
+    assert meta["bin_phases"] is True       # the default: shifted binning grids trained on as well
     picked, probs = pick_tomogram(model, meta, test_vol)
     assert probs.shape[1:] == (32, 32, 32)
     r = evaluate(picked, test_tab, {"barrel": 17})
@@ -616,3 +617,39 @@ def test_normalisation_ignores_gold_beads_and_constant_bands():
     assert z.min() == pytest.approx(-3.0) and z.max() == pytest.approx(3.0)          # gold and band clipped
     assert np.array_equal(normalize(clean), np.clip((clean - mean) / (std + 1e-6), -3, 3))
     assert volume_stats(np.full((8, 8, 8), 5.0)) == (5.0, 0.0)                        # constant volume: no crash
+
+
+def test_binning_phase_copies_put_each_particle_where_its_shifted_grid_sees_it():
+    from picker3d.engine.train import binning_phase_copies
+    # one bright blob off every axis's centre (x, y, z differ so a swapped axis shows)
+    z, y, x = np.mgrid[:32, :40, :48].astype(np.float32)
+    xyz = np.array([[29.0, 17.0, 11.0]])
+    vol = np.exp(-((x - xyz[0, 0]) ** 2 + (y - xyz[0, 1]) ** 2 + (z - xyz[0, 2]) ** 2) / (2 * 2.0 ** 2))
+    table = CoordTable(xyz, ["a"])
+    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 5.0}, "ball", False, 0.0, 4.0)
+    assert len(copies) == 7                    # offsets 0 or 1 per axis, all but (0, 0, 0)
+    shapes = set()
+    for d in copies:
+        w = np.clip(d.volume - np.median(d.volume), 0, None) ** 2
+        centroid = np.array([(w * g).sum() / w.sum() for g in np.indices(w.shape)])[::-1]   # x, y, z
+        assert np.abs(centroid - d.table.xyz[0]).max() < 0.1, (d.name, centroid, d.table.xyz[0])
+        assert d.labels[tuple(np.round(d.table.xyz[0][::-1]).astype(int))] == 1
+        shapes.add(d.volume.shape)
+    # a shifted grid loses the last block on the shifted axes
+    assert shapes == {(a, b, c) for a in (16, 15) for b in (20, 19) for c in (24, 23)} - {(16, 20, 24)}
+
+
+def test_binning_phase_copies_hold_out_the_part_the_unshifted_grid_holds_out():
+    from picker3d.engine.train import binning_phase_copies, holdout_split
+    vol = np.random.default_rng(1).normal(size=(16, 40, 40)).astype(np.float32)     # square in-plane
+    table = CoordTable(np.array([[6.0, 20, 8], [33.0, 20, 8]]), ["a", "a"])
+    ax, cut = holdout_split((8, 20, 20), 0.25)
+    assert (ax, cut) == (2, 15)                                  # x, binned voxels 15-19 held out
+    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 4.0}, "ball", False, 0.25, 4.0)
+    for d in copies:
+        ox = 1 if d.name.endswith(", 1)") else 0                # the copy's grid offset along x
+        # cut along x like the unshifted grid (a shifted y alone would make y the longer axis)
+        # and never reaching into original voxel 2 * cut = 30, where the held-out part begins
+        assert d.volume.shape[2] == cut - ox and ox + 2 * d.volume.shape[2] <= 2 * cut, d.name
+        assert d.volume.shape[1] in (20, 19)
+        assert d.table.xyz[:, 0].max() < d.volume.shape[2] and len(d.table) == 1      # x = 33 held out

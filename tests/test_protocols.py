@@ -243,7 +243,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         coords = self._importAnnotations().coordinates
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
                                 labels=1, expectedParticles=40, consistency=0.1, network=1, learningRate=0.002,
-                                contrastive=0.2, precision=1,
+                                contrastive=0.2, precision=1, binPhases=False,
                                 patchSize=48, batchSize=6, seed=3, trainBy=1, epochs=7)
         prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
@@ -251,6 +251,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
                          ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
         self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive, a.precision),
                          ("sparse", "pu", 40.0, None, 0.2, "fp32"))
+        self.assertFalse(a.bin_phases)
         # sparse labels, no validation set: the training tomogram calibrates the thresholds
         self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
         # the defaults leave the automatic choices to the engine
@@ -261,6 +262,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
                           a.precision), ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0, "auto"))
         # complete labels without validation set: the engine calibrates on the training tomograms
         self.assertEqual((a.val_tomograms, a.holdout), ([], 0.0))
+        self.assertTrue(a.bin_phases)
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

@@ -130,6 +130,10 @@ def _add_train(sub):
                         "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
                         "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
                         "training tomograms calibrate")
+    p.add_argument("--bin-phases", action=argparse.BooleanOptionalAction, default=True,
+                   help="complete labels, binning 2 or more: also train on the tomograms binned from block "
+                        "grids shifted by half a block (8 grids; other noise in each binned voxel, other "
+                        "sub-voxel positions); --no-bin-phases trains on the unshifted grid only")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding: neighbouring tiles overlap by at least twice this (tiles are flush with the volume's faces)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_precision(p)
@@ -360,7 +364,7 @@ def cmd_train(a):
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
-          precision=a.precision, holdout=a.holdout)
+          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases)
     print(f"model written to {a.out}")
     return 0
 

@@ -20,6 +20,7 @@ Gaussian centre heatmaps with the non-negative PU loss (:mod:`picker3d.engine.pu
 unannotated voxels are unlabeled rather than background, so no hard negatives are mined.
 """
 import copy
+import itertools
 import math
 import os
 import platform
@@ -111,7 +112,10 @@ class TomogramData:
             self.labels = centre_heatmaps(self.volume.shape, table, class_names, diameters)
             self.negatives = np.zeros((0, 3), dtype=int)
             return
-        self.labels = label_mask(self.volume.shape, table, diameters, mask_type, class_names).astype(np.int64)
+        # class indices in the smallest integer type (uint8 up to 255 classes: the shifted binning
+        # grids keep eight label volumes per tomogram); batches are widened to int64
+        self.labels = label_mask(self.volume.shape, table, diameters, mask_type, class_names).astype(
+            np.min_scalar_type(len(class_names)))
         dmin = min(diameters[c] for c in class_names)
         dmax = max(diameters[c] for c in class_names)
         smooth = np.abs(ndimage.gaussian_filter(self.volume, max(dmin / 4.0, 1.0)))
@@ -125,7 +129,13 @@ class TomogramData:
         self.negatives = zyx[order] if len(zyx) else np.zeros((0, 3), dtype=int)
 
 
-def hold_out(data, fraction, reach):
+def holdout_split(shape, fraction):
+    """Where :func:`hold_out` cuts a volume of ``shape``: (axis, first held-out index)."""
+    ax = 2 if shape[2] >= shape[1] else 1       # x, else y
+    return ax, int(round(shape[ax] * (1.0 - fraction)))
+
+
+def hold_out(data, fraction, reach, split=None):
     """Split a training tomogram in place for validation: the far end of its longer in-plane
     axis (``fraction`` of it) becomes a validation volume and table; ``data`` keeps the rest.
 
@@ -133,13 +143,13 @@ def hold_out(data, fraction, reach):
     side and reaching across is labelled correctly on both; the validation table also holds
     the particles centred up to ``reach`` voxels before the cut (their parts may be picked).
     Returns ``(volume, table)`` of the held-out part, or None when it would be narrower than
-    ``2 * reach`` or the rest narrower than the held-out part.
+    ``2 * reach`` or the rest narrower than the held-out part. ``split`` (axis, index) cuts
+    there instead, unchecked (a copy of a tomogram cut the same way, :func:`binning_phase_copies`).
     """
-    ax = 2 if data.volume.shape[2] >= data.volume.shape[1] else 1       # x, else y
+    ax, cut = split if split is not None else holdout_split(data.volume.shape, fraction)
     col = 2 - ax                                                        # its column in xyz
     n = data.volume.shape[ax]
-    cut = int(round(n * (1.0 - fraction)))
-    if n - cut < 2 * reach or cut < n - cut:
+    if split is None and (n - cut < 2 * reach or cut < n - cut):
         return None
     sl = [slice(None)] * 3
     sl[ax] = slice(cut, None)
@@ -205,6 +215,27 @@ def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, 
                             generator=gen, projection=projection)
 
 
+def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_type, sparse, holdout, reach):
+    """The training tomograms binned again from shifted block grids (offsets 0 or factor/2 per
+    axis, all but the unshifted one): the same particles with other noise averaged into each
+    binned voxel and at other sub-voxel positions."""
+    out = []
+    half = factor // 2
+    for i, (v, t) in enumerate(zip(volumes, tables)):
+        # held out where the unshifted grid was cut, less the block a shifted grid straddles there
+        split = holdout_split([n // factor for n in np.shape(v)], holdout) if holdout else None
+        for o in itertools.product((0, half), repeat=3):
+            if o == (0, 0, 0):
+                continue
+            vo = bin_volume(v[o[0]:, o[1]:, o[2]:], factor)
+            to = CoordTable(to_binned(t.xyz - np.array(o[::-1], dtype=float), factor), t.classes, t.scores)
+            d = TomogramData(vo, to, class_names, mask_diam, mask_type, name=f"train{i}+{o}", sparse=sparse)
+            if split is not None:
+                hold_out(d, holdout, reach, split=(split[0], split[1] - (1 if o[split[0]] else 0)))
+            out.append(d)
+    return out
+
+
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False,
                  max_angle=20.0):
     """Class-balanced patches around particles plus random background patches, mirrored
@@ -250,7 +281,9 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
         ys.append(np.ascontiguousarray(lab))
         offs.append(tuple(lo))
         shapes.append(d.volume.shape)
-    return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)), offs, shapes)
+    ys = np.stack(ys)
+    return (torch.from_numpy(np.stack(xs)[:, None]),
+            torch.from_numpy(ys if ys.dtype.kind == "f" else ys.astype(np.int64)), offs, shapes)
 
 
 # ----------------------------------------------------------------------------------------
@@ -478,7 +511,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=True):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -534,6 +567,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     training tomogram 0.75 / 0.54 (with the validation tomogram 0.78 / 0.56): a quarter less
     training data and ~25 validation particles cost more than thresholds fitted to memorised
     data. Hence 0 by default; a separate validation tomogram is best.
+
+    ``bin_phases`` (complete labels, ``bin`` > 1): the training tomograms are also binned from
+    block grids shifted by half a block on any of the three axes (:func:`binning_phase_copies`;
+    8 grids in all), so every annotated particle is seen with other noise averaged into each
+    binned voxel and at other sub-voxel positions — more views of the same few particles at no
+    cost per step. Validation and picking use the unshifted grid.
 
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
@@ -640,6 +679,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     def binned_table(t):
         return CoordTable(to_binned(t.xyz, bin), t.classes, t.scores)
 
+    full_vols, full_tables = train_vols, train_tables
     train_tables = [binned_table(t) for t in train_tables]
     val_tables = [binned_table(t) for t in val_tables]
     train_vols = [bin_volume(v, bin) for v in train_vols]
@@ -648,11 +688,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     val_vols = [normalize(bin_volume(v, bin)) for v in val_vols]
     data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}", sparse=sparse)
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
+    held_out = False
     if not val_vols and not sparse:
         if holdout:
             reach = max(diam_b.values()) / 2
             parts = [hold_out(d, float(holdout), max(reach, 8.0)) for d in data]
             if all(p is not None for p in parts):
+                held_out = True
                 val_vols, val_tables = [p[0] for p in parts], [p[1] for p in parts]
                 log(f"no validation tomograms: {holdout:g} of each training tomogram held out to choose the "
                     f"epoch and calibrate the thresholds ({sum(len(t) for t in val_tables)} particles)")
@@ -668,6 +710,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             if not holdout:
                 log("no validation tomograms: the training tomograms choose the epoch and calibrate the thresholds")
             val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
+    bin_phases = bool(bin_phases) and bin > 1 and not sparse
+    if bin_phases:
+        data += binning_phase_copies(full_vols, full_tables, bin, class_names, mask_diam, mask_type, sparse,
+                                     holdout if held_out else 0.0,
+                                     max(max(diam_b.values()) / 2, 8.0))
+        log(f"binning phases: {len(data)} training volumes ({bin}x-binned from {len(full_vols)} tomogram(s) at "
+            f"{len(data) // len(full_vols)} grid offsets)")
     priors = None
     if sparse and loss == "pu":
         if prior is None:
@@ -728,6 +777,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
+                 "bin_phases": bin_phases,
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
