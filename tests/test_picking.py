@@ -626,7 +626,7 @@ def test_binning_phase_copies_put_each_particle_where_its_shifted_grid_sees_it()
     xyz = np.array([[29.0, 17.0, 11.0]])
     vol = np.exp(-((x - xyz[0, 0]) ** 2 + (y - xyz[0, 1]) ** 2 + (z - xyz[0, 2]) ** 2) / (2 * 2.0 ** 2))
     table = CoordTable(xyz, ["a"])
-    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 5.0}, "ball", False, 0.0, 4.0)
+    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 5.0}, "ball", 0.0, 4.0)
     assert len(copies) == 7                    # offsets 0 or 1 per axis, all but (0, 0, 0)
     shapes = set()
     for d in copies:
@@ -645,7 +645,7 @@ def test_binning_phase_copies_hold_out_the_part_the_unshifted_grid_holds_out():
     table = CoordTable(np.array([[6.0, 20, 8], [33.0, 20, 8]]), ["a", "a"])
     ax, cut = holdout_split((8, 20, 20), 0.25)
     assert (ax, cut) == (2, 15)                                  # x, binned voxels 15-19 held out
-    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 4.0}, "ball", False, 0.25, 4.0)
+    copies = binning_phase_copies([vol], [table], 2, ["a"], {"a": 4.0}, "ball", 0.25, 4.0)
     for d in copies:
         ox = 1 if d.name.endswith(", 1)") else 0                # the copy's grid offset along x
         # cut along x like the unshifted grid (a shifted y alone would make y the longer axis)

@@ -215,10 +215,10 @@ def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, 
                             generator=gen, projection=projection)
 
 
-def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_type, sparse, holdout, reach):
+def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_type, holdout, reach):
     """The training tomograms binned again from shifted block grids (offsets 0 or factor/2 per
     axis, all but the unshifted one): the same particles with other noise averaged into each
-    binned voxel and at other sub-voxel positions."""
+    binned voxel and at other sub-voxel positions. Complete labels (hard negatives included)."""
     out = []
     half = factor // 2
     for i, (v, t) in enumerate(zip(volumes, tables)):
@@ -229,7 +229,7 @@ def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_t
                 continue
             vo = bin_volume(v[o[0]:, o[1]:, o[2]:], factor)
             to = CoordTable(to_binned(t.xyz - np.array(o[::-1], dtype=float), factor), t.classes, t.scores)
-            d = TomogramData(vo, to, class_names, mask_diam, mask_type, name=f"train{i}+{o}", sparse=sparse)
+            d = TomogramData(vo, to, class_names, mask_diam, mask_type, name=f"train{i}+{o}")
             if split is not None:
                 hold_out(d, holdout, reach, split=(split[0], split[1] - (1 if o[split[0]] else 0)))
             out.append(d)
@@ -689,10 +689,11 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     data = [TomogramData(v, t, class_names, mask_diam, mask_type, name=f"train{i}", sparse=sparse)
             for i, (v, t) in enumerate(zip(train_vols, train_tables))]
     held_out = False
+    # how far before a hold-out cut a particle may be centred and still reach across it
+    holdout_reach = max(max(diam_b.values()) / 2, 8.0)
     if not val_vols and not sparse:
         if holdout:
-            reach = max(diam_b.values()) / 2
-            parts = [hold_out(d, float(holdout), max(reach, 8.0)) for d in data]
+            parts = [hold_out(d, float(holdout), holdout_reach) for d in data]
             if all(p is not None for p in parts):
                 held_out = True
                 val_vols, val_tables = [p[0] for p in parts], [p[1] for p in parts]
@@ -712,9 +713,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
     bin_phases = bool(bin_phases) and bin > 1 and not sparse
     if bin_phases:
-        data += binning_phase_copies(full_vols, full_tables, bin, class_names, mask_diam, mask_type, sparse,
-                                     holdout if held_out else 0.0,
-                                     max(max(diam_b.values()) / 2, 8.0))
+        data += binning_phase_copies(full_vols, full_tables, bin, class_names, mask_diam, mask_type,
+                                     holdout if held_out else 0.0, holdout_reach)
         log(f"binning phases: {len(data)} training volumes ({bin}x-binned from {len(full_vols)} tomogram(s) at "
             f"{len(data) // len(full_vols)} grid offsets)")
     priors = None
