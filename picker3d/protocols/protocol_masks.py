@@ -43,7 +43,10 @@ class ProtPicker3DMasks(ProtPicker3DBase):
     def _insertAllSteps(self):
         coords = self.inputCoordinates.get()
         ts_ids = sorted({c.getTomoId() for c in coords.iterItems()})
-        deps = [self._insertFunctionStep(self.maskStep, ts_id, needsGPU=False, prerequisites=[])
+        # the sets are read in one step; the parallel steps run on files only (two step threads
+        # iterating one SQLite-backed set at once can crash the protocol's process)
+        inputs = self._insertFunctionStep(self.writeInputsStep, needsGPU=False)
+        deps = [self._insertFunctionStep(self.maskStep, ts_id, needsGPU=False, prerequisites=[inputs])
                 for ts_id in ts_ids]
         self._insertFunctionStep(self.createOutputStep, ts_ids, needsGPU=False, prerequisites=deps)
 
@@ -54,15 +57,25 @@ class ProtPicker3DMasks(ProtPicker3DBase):
         diam = self._diameterDict(self.diameters.get(), self._classes(), self.inputCoordinates.get().getBoxSize())
         return ",".join(f"{c}={d:g}" for c, d in diam.items())
 
-    def maskStep(self, ts_id):
+    def writeInputsStep(self):
+        """Each tomogram linked and its coordinates written as a table, in its own folder; the
+        diameters (they need the set's classes) for the mask steps."""
         coords = self.inputCoordinates.get()
         tomos = tomograms_by_ts_id(coords.getPrecedents())
-        table = tables_from_coordinates(coords)[ts_id]
+        for ts_id, table in tables_from_coordinates(coords).items():
+            folder = self._getExtraPath(ts_id)
+            link_tomogram(tomos[ts_id], folder)
+            write_table(os.path.join(folder, ts_id + ".tsv"), table)
+        with open(self._getExtraPath("diameters.txt"), "w") as f:
+            f.write(self._diameterArg())
+
+    def maskStep(self, ts_id):
         folder = self._getExtraPath(ts_id)
-        tomo_file = link_tomogram(tomos[ts_id], folder)
+        tomo_file = os.path.join(folder, ts_id + ".mrc")       # made by writeInputsStep
         tsv = os.path.join(folder, ts_id + ".tsv")
-        write_table(tsv, table)
-        args = (f"--tomogram {self._quote(tomo_file)} --coords {self._quote(tsv)} --diameters {self._diameterArg()} "
+        with open(self._getExtraPath("diameters.txt")) as f:
+            diameters = f.read().strip()
+        args = (f"--tomogram {self._quote(tomo_file)} --coords {self._quote(tsv)} --diameters {diameters} "
                 f"--type {MASK_TYPES[self.maskType.get()]} --out {self._quote(self._maskFile(ts_id))}")
         self.runEngine("masks", args)
 

@@ -58,15 +58,22 @@ class ProtPicker3DPick(ProtPicker3DBase):
     # ---- steps ---------------------------------------------------------------------
     def _insertAllSteps(self):
         ts_ids = sorted(tomograms_by_ts_id(self.inputTomograms.get()))
-        deps = [self._insertFunctionStep(self.pickStep, ts_id, needsGPU=self._usesGpu(), prerequisites=[]) for ts_id in ts_ids]
+        # the sets are read in one step; the parallel steps run on files only (two step threads
+        # iterating one SQLite-backed set at once crashed the protocol's process once)
+        links = self._insertFunctionStep(self.linkTomogramsStep, needsGPU=False)
+        deps = [self._insertFunctionStep(self.pickStep, ts_id, needsGPU=self._usesGpu(), prerequisites=[links])
+                for ts_id in ts_ids]
         self._insertFunctionStep(self.createOutputStep, ts_ids, needsGPU=False, prerequisites=deps)
 
     def _folder(self, ts_id):
         return self._getExtraPath(ts_id)
 
+    def linkTomogramsStep(self):
+        for ts_id, tomo in tomograms_by_ts_id(self.inputTomograms.get()).items():
+            link_tomogram(tomo, self._folder(ts_id))
+
     def pickStep(self, ts_id):
-        tomo = tomograms_by_ts_id(self.inputTomograms.get())[ts_id]
-        link = link_tomogram(tomo, self._folder(ts_id))
+        link = os.path.join(self._folder(ts_id), ts_id + ".mrc")        # made by linkTomogramsStep
         args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
                 f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(), self._precisionArg(),
                 f"--mode {'cc' if self.mode.get() == 1 else 'peaks'}"]
