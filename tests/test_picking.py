@@ -190,6 +190,27 @@ def test_resume_gives_the_same_model(tmp_path):
         assert torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6), k
 
 
+def test_resume_keeps_the_interrupted_runs_binning_grids(tmp_path):
+    """A run started with --no-bin-phases and resumed without the flag stays on one grid."""
+    from picker3d.engine.train import load_model, train
+    vol, tab = _small_dataset(33)
+    out = str(tmp_path / "m.pt")
+    kw = dict(epochs=2, iters_per_epoch=1, patch=24, batch=2, tile=32, pad=4, channels=(4, 8), bin=2)
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, bin_phases=False, stop_after_epoch=1,
+          log=lambda m: None, **kw)
+    assert torch.load(out + ".ckpt", weights_only=False)["bin_phases"] is False
+    lines = []
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, resume=True, log=lines.append, **kw)
+    assert load_model(out)[1]["bin_phases"] is False
+    assert not any(m.startswith("binning phases") for m in lines), lines
+    # the command line wins over the checkpoint, with a warning
+    lines.clear()
+    train([vol], [tab], ["barrel"], {"barrel": 17}, out, resume=True, bin_phases=True, log=lines.append,
+          **dict(kw, epochs=3))
+    assert load_model(out)[1]["bin_phases"] is True
+    assert any(m.startswith("warning: --bin-phases differs") for m in lines), lines
+
+
 def test_cli_train_and_pick(tmp_path):
     from picker3d.engine.cli import main
     from picker3d.engine.mrcio import write_volume

@@ -130,10 +130,11 @@ def _add_train(sub):
                         "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
                         "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
                         "training tomograms calibrate")
-    p.add_argument("--bin-phases", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--bin-phases", action=argparse.BooleanOptionalAction, default=None,
                    help="complete labels, binning 2 or more: also train on the tomograms binned from block "
                         "grids shifted by half a block (8 grids; other noise in each binned voxel, other "
-                        "sub-voxel positions); --no-bin-phases trains on the unshifted grid only")
+                        "sub-voxel positions; default on, or as the interrupted run with --resume); --no-bin-phases "
+                        "trains on the unshifted grid only")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding: neighbouring tiles overlap by at least twice this (tiles are flush with the volume's faces)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _add_precision(p)

@@ -511,7 +511,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=True):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -572,7 +572,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     block grids shifted by half a block on any of the three axes (:func:`binning_phase_copies`;
     8 grids in all), so every annotated particle is seen with other noise averaged into each
     binned voxel and at other sub-voxel positions — more views of the same few particles at no
-    cost per step. Validation and picking use the unshifted grid.
+    cost per step. Validation and picking use the unshifted grid. ``None`` (default): on, or
+    what the interrupted run recorded in its checkpoint when resuming.
 
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
@@ -653,6 +654,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         patch = ck.get("patch", 48) if patch is None else patch
         batch = ck.get("batch", 4) if batch is None else batch
         patch_depth = ck.get("patch_depth") if patch_depth is None else patch_depth
+    if bin_phases is None:
+        # checkpoints written before the flag was recorded: those runs used the default, on
+        bin_phases = ck.get("bin_phases", True) if ck is not None else True
     if patch_depth is None and network == "slice2d":
         patch_depth = SLICE_PATCH_DEPTH
     if patch is None or batch is None:
@@ -712,6 +716,9 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                 log("no validation tomograms: the training tomograms choose the epoch and calibrate the thresholds")
             val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
     bin_phases = bool(bin_phases) and bin > 1 and not sparse
+    if ck is not None and ck.get("bin_phases", bin_phases) != bin_phases:
+        log(f"warning: --{'' if bin_phases else 'no-'}bin-phases differs from the interrupted run "
+            f"({ckpt_path}); the resumed run follows the command line")
     if bin_phases:
         data += binning_phase_copies(full_vols, full_tables, bin, class_names, mask_diam, mask_type,
                                      holdout if held_out else 0.0, holdout_reach)
@@ -850,6 +857,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                         "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
                         "ema": averaged.state_dict() if averaged is not None else None, "patch": patch,
                         "batch": batch, "patch_depth": patch_depth, "network": network,  # patch_depth None: cubes
+                        "bin_phases": bin_phases,
                         "projection": projection.state_dict() if projection is not None else None}, tmp)
         final = copy.deepcopy(model)
         final.load_state_dict(best_state)
