@@ -104,11 +104,16 @@ def tomograms_by_ts_id(tomo_set):
     return out
 
 
+def tomogram_link_path(folder, ts_id):
+    """Where :func:`link_tomogram` puts the link of tomogram ``ts_id`` in ``folder``."""
+    return os.path.join(folder, ts_id + ".mrc")
+
+
 def link_tomogram(tomo, folder):
     """Symbolic link ``folder/<tsId>.mrc`` to the tomogram's file (inputs stay untouched)."""
     os.makedirs(folder, exist_ok=True)
     src = os.path.abspath(tomo.getFileName().split(":")[0])
-    dst = os.path.join(folder, tomo.getTsId() + ".mrc")
+    dst = tomogram_link_path(folder, tomo.getTsId())
     if os.path.lexists(dst):
         os.remove(dst)
     os.symlink(src, dst)

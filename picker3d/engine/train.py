@@ -654,9 +654,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         patch = ck.get("patch", 48) if patch is None else patch
         batch = ck.get("batch", 4) if batch is None else batch
         patch_depth = ck.get("patch_depth") if patch_depth is None else patch_depth
-    if bin_phases is None:
-        # checkpoints written before the flag was recorded: those runs used the default, on
-        bin_phases = ck.get("bin_phases", True) if ck is not None else True
     if patch_depth is None and network == "slice2d":
         patch_depth = SLICE_PATCH_DEPTH
     if patch is None or batch is None:
@@ -715,6 +712,10 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             if not holdout:
                 log("no validation tomograms: the training tomograms choose the epoch and calibrate the thresholds")
             val_vols, val_tables = [d.volume for d in data], [d.table for d in data]
+    if bin_phases is None:
+        # not given: as the interrupted run (checkpoints written before the flag was recorded
+        # come from runs with the default, on), else on
+        bin_phases = ck.get("bin_phases", True) if ck is not None else True
     bin_phases = bool(bin_phases) and bin > 1 and not sparse
     if ck is not None and ck.get("bin_phases", bin_phases) != bin_phases:
         log(f"warning: --{'' if bin_phases else 'no-'}bin-phases differs from the interrupted run "

@@ -8,7 +8,8 @@ import pyworkflow.protocol.params as params
 from tomo.objects import (AverageSubTomogram, SetOfAverageSubTomograms, SetOfClassesSubTomograms,
                           SetOfCoordinates3D, SetOfSubTomograms, SubTomogram)
 
-from ..convert import CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomograms_by_ts_id
+from ..convert import (CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomogram_link_path,
+                       tomograms_by_ts_id)
 from ..engine.coords import read_table, write_table
 from .protocol_base import ProtPicker3DBase
 
@@ -117,7 +118,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     def classifyStep(self):
         folder = self._getExtraPath("tomograms")
         ts_ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".tsv"))
-        args = ["--tomograms " + " ".join(self._quote(os.path.join(folder, t + ".mrc")) for t in ts_ids),
+        args = ["--tomograms " + " ".join(self._quote(tomogram_link_path(folder, t)) for t in ts_ids),
                 "--coords " + " ".join(self._quote(os.path.join(folder, t + ".tsv")) for t in ts_ids),
                 f"--box {self._box()}", f"--bin {self.binning.get()}",
                 f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",

@@ -1,12 +1,11 @@
 """Weak-label masks (TBall / Ball / Cubic / sphere / Gaussian) from particle coordinates."""
-import os
 from enum import Enum
 
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfTomoMasks, TomoMask
 
-from ..convert import link_tomogram, tables_from_coordinates, tomograms_by_ts_id
+from ..convert import link_tomogram, tables_from_coordinates, tomogram_link_path, tomograms_by_ts_id
 from ..engine.coords import write_table
 from ..engine.masks import MASK_TYPES
 from .protocol_base import ProtPicker3DBase
@@ -63,19 +62,23 @@ class ProtPicker3DMasks(ProtPicker3DBase):
         coords = self.inputCoordinates.get()
         tomos = tomograms_by_ts_id(coords.getPrecedents())
         for ts_id, table in tables_from_coordinates(coords).items():
-            folder = self._getExtraPath(ts_id)
-            link_tomogram(tomos[ts_id], folder)
-            write_table(os.path.join(folder, ts_id + ".tsv"), table)
-        with open(self._getExtraPath("diameters.txt"), "w") as f:
+            link_tomogram(tomos[ts_id], self._getExtraPath(ts_id))
+            write_table(self._tableFile(ts_id), table)
+        with open(self._diametersFile(), "w") as f:
             f.write(self._diameterArg())
 
+    def _tableFile(self, ts_id):
+        return self._getExtraPath(ts_id, ts_id + ".tsv")
+
+    def _diametersFile(self):
+        return self._getExtraPath("diameters.txt")
+
     def maskStep(self, ts_id):
-        folder = self._getExtraPath(ts_id)
-        tomo_file = os.path.join(folder, ts_id + ".mrc")       # made by writeInputsStep
-        tsv = os.path.join(folder, ts_id + ".tsv")
-        with open(self._getExtraPath("diameters.txt")) as f:
+        tomo_file = tomogram_link_path(self._getExtraPath(ts_id), ts_id)       # made by writeInputsStep
+        with open(self._diametersFile()) as f:
             diameters = f.read().strip()
-        args = (f"--tomogram {self._quote(tomo_file)} --coords {self._quote(tsv)} --diameters {diameters} "
+        args = (f"--tomogram {self._quote(tomo_file)} --coords {self._quote(self._tableFile(ts_id))} "
+                f"--diameters {diameters} "
                 f"--type {MASK_TYPES[self.maskType.get()]} --out {self._quote(self._maskFile(ts_id))}")
         self.runEngine("masks", args)
 

@@ -6,7 +6,8 @@ import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
 
-from ..convert import append_table, box_from_diameter, link_tomogram, set_class_names, tomograms_by_ts_id
+from ..convert import (append_table, box_from_diameter, link_tomogram, set_class_names, tomogram_link_path,
+                       tomograms_by_ts_id)
 from ..engine.coords import read_table
 from .protocol_base import ProtPicker3DBase
 
@@ -73,7 +74,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
             link_tomogram(tomo, self._folder(ts_id))
 
     def pickStep(self, ts_id):
-        link = os.path.join(self._folder(ts_id), ts_id + ".mrc")        # made by linkTomogramsStep
+        link = tomogram_link_path(self._folder(ts_id), ts_id)        # made by linkTomogramsStep
         args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
                 f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(), self._precisionArg(),
                 f"--mode {'cc' if self.mode.get() == 1 else 'peaks'}"]
