@@ -211,6 +211,47 @@ def test_resume_keeps_the_interrupted_runs_binning_grids(tmp_path):
     assert any(m.startswith("warning: --bin-phases differs") for m in lines), lines
 
 
+def test_init_starts_from_a_trained_model(tmp_path):
+    """--init: a trained model's weights carry over (one near-zero step picks as well as the
+    source, a random start does not); other classes get a new output layer and keep every
+    other layer; another architecture is refused naming --init and the flag."""
+    from picker3d.engine.errors import InputError
+    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.train import load_model, train
+    torch.set_num_threads(2)
+    vol, tab = _small_dataset(10)
+    test_vol, test_tab = _small_dataset(12)
+    src = str(tmp_path / "src.pt")
+    kw = dict(patch=32, batch=2, tile=64, pad=8, seed=0, log=lambda m: None)
+    train([vol], [tab], ["barrel"], {"barrel": 17}, src, [vol], [tab], epochs=4, iters_per_epoch=10, lr=5e-3, **kw)
+    brief = dict(kw, epochs=1, iters_per_epoch=1, lr=1e-9)
+
+    def f1(path):
+        model, meta = load_model(path)
+        return evaluate(pick_tomogram(model, meta, test_vol)[0], test_tab, {"barrel": 17})["f1"]
+    lines = []
+    tuned = str(tmp_path / "tuned.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, tuned, [vol], [tab], init=src, **dict(brief, log=lines.append))
+    scratch = str(tmp_path / "scratch.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, scratch, [vol], [tab], **brief)
+    assert f1(tuned) > 0.8 and f1(scratch) < 0.5, (f1(tuned), f1(scratch))
+    assert any(m.startswith(f"starting from {src}") and "every layer kept" in m for m in lines), lines
+    assert load_model(tuned)[1]["init"] == {"path": os.path.abspath(src), "classes": ["barrel"],
+                                            "output_layer_kept": True}
+    # another class name: every layer but the output one comes from the source
+    other = str(tmp_path / "other.pt")
+    tab_b = CoordTable(tab.xyz, ["cage"] * len(tab))
+    train([vol], [tab_b], ["cage"], {"cage": 17}, other, init=src, **brief)
+    # weights (batch-norm running statistics move with any step, whatever the rate)
+    s_src, s_other = (dict(load_model(p)[0].named_parameters()) for p in (src, other))
+    assert load_model(other)[1]["init"]["output_layer_kept"] is False
+    for k in s_src:
+        same = torch.allclose(s_src[k].float(), s_other[k].float(), atol=1e-5)
+        assert same != k.startswith("head."), k
+    with pytest.raises(InputError, match=r"--init: .*src.pt was trained with --channels 8,16,24,36, this run uses 4,8"):
+        train([vol], [tab], ["barrel"], {"barrel": 17}, str(tmp_path / "x.pt"), init=src, channels=(4, 8), **brief)
+
+
 def test_cli_train_and_pick(tmp_path):
     from picker3d.engine.cli import main
     from picker3d.engine.mrcio import write_volume

@@ -125,6 +125,19 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual(model.getDiameters(), {"barrel": DIAM})
         self.assertAlmostEqual(model.getSamplingRate(), SAMPLING)
         self.assertEqual(len(train.getHistory()), 4)
+        # fine-tuning from it: the engine starts from its weights (one step at a negligible
+        # rate leaves them as they were) and the new model records where it started
+        import torch
+        from picker3d.engine.train import load_model
+        tuned = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
+                                 initialModel=model, trainBy=1, epochs=1, iterationsPerEpoch=1, patchSize=32,
+                                 batchSize=2, channels="8,16,24,36", learningRate=1e-9, useGpu=False)
+        self.launchProtocol(tuned)
+        src, dst = (load_model(p) for p in (model.getFileName(), tuned.model.getFileName()))
+        self.assertEqual(dst[1]["init"]["path"], os.path.abspath(model.getFileName()))
+        self.assertTrue(dst[1]["init"]["output_layer_kept"])
+        for (k, a), (_, b) in zip(src[0].named_parameters(), dst[0].named_parameters()):
+            self.assertTrue(torch.allclose(a, b, atol=1e-5), k)
 
         pick = self.newProtocol(ProtPicker3DPick, inputModel=model, inputTomograms=self.tomos,
                                 splitClasses=True, saveScoreMaps=True, useGpu=False)

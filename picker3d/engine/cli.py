@@ -140,6 +140,10 @@ def _add_train(sub):
     _add_precision(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this picker3d model's weights instead of random ones (fine-tuning on "
+                        "new tomograms or new species; same --network, --channels, --coord-conv and --labels; "
+                        "the output layer is kept when the classes are the same)")
     p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
 
 
@@ -365,7 +369,7 @@ def cmd_train(a):
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
-          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases)
+          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases, init=a.init)
     print(f"model written to {a.out}")
     return 0
 

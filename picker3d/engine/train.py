@@ -511,7 +511,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -574,6 +574,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     binned voxel and at other sub-voxel positions — more views of the same few particles at no
     cost per step. Validation and picking use the unshifted grid. ``None`` (default): on, or
     what the interrupted run recorded in its checkpoint when resuming.
+
+    ``init``: a picker3d model file to start from instead of random weights (fine-tuning:
+    a model trained on other tomograms, or on other species, continues on these annotations;
+    :func:`initialise_from`). The architecture (network, channels, coord-conv, label kind) must
+    be the same; the output layer is kept only when the class list is the same. Ignored when
+    resuming (the checkpoint holds the weights).
 
     ``precision``: arithmetic of the forward and backward passes and of validation
     (:func:`picker3d.engine.network.autocast_dtype`): ``auto`` takes bfloat16 on a CPU that
@@ -741,6 +747,12 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
     model = build_network({"network": network, "n_classes": n_classes, "channels": channels,
                            "heatmap": sparse, "coord_conv": coord_conv}).to(dev)
+    init_info = None
+    if init is not None:
+        if ck is not None:
+            log(f"--init {init}: ignored, resuming from the checkpoint {ckpt_path}")
+        else:
+            init_info = initialise_from(model, init, class_names, voxel_size * bin, dev, log)
     averaged = WeightAverage(model, ema) if ema else None
     # the contrastive module's projection head (seed 002 Fig. 2b; a 1x1x1 convolution, i.e. a
     # linear map per voxel); not part of the picking model
@@ -785,7 +797,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
-                 "bin_phases": bin_phases,
+                 "bin_phases": bin_phases, "init": init_info if ck is None else ck.get("init"),
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
@@ -892,6 +904,45 @@ def kept_summary(history, thresholds):
         per_class = ", ".join(f"{c} {v:g}" for c, v in thresholds["class"].items())
         text += f"; thresholds t_seg {thresholds['t_seg']:g}, score {per_class}"
     return text
+
+
+def initialise_from(model, path, class_names, network_voxel_size, device, log=print):
+    """Copy a model file's weights into ``model`` (the start of a fine-tuning run).
+
+    Every layer is taken from the file; the output layer only when the file was trained
+    for the same classes in the same order (other classes get a new, randomly initialised
+    output layer). Returns the provenance recorded in the new model file. Raises InputError
+    naming the file when its architecture differs from this run's.
+    """
+    source, meta = load_model(path, device=device)
+    own, theirs = model.config, source.config
+    for key, flag in (("network", "--network"), ("channels", "--channels"), ("coord_conv", "--coord-conv"),
+                      ("heatmap", "--labels")):
+        if own.get(key, "resunet3d" if key == "network" else None) != theirs.get(key, "resunet3d" if key == "network" else None):
+            raise InputError(f"--init: {path} was trained with {flag} {_arch_value(key, theirs.get(key))}, this run "
+                             f"uses {_arch_value(key, own.get(key))}: give the same {flag} or train from scratch")
+    same_classes = list(meta.get("classes", [])) == list(class_names)
+    state = source.state_dict()
+    if not same_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    theirs_voxel = float(meta.get("voxel_size") or 0) * int(meta.get("bin", 1))
+    if theirs_voxel and abs(theirs_voxel - network_voxel_size) / theirs_voxel > 0.05:
+        log(f"warning: --init: {path} saw {theirs_voxel:.2f} Å per network voxel, this run "
+            f"{network_voxel_size:.2f}: features tuned to other particle sizes in voxels")
+    log(f"starting from {path} (classes {', '.join(meta.get('classes', []))}): "
+        + ("every layer kept" if same_classes else f"new output layer for {', '.join(class_names)}")
+        + (f"; {len(missing)} tensors new" if missing and same_classes else ""))
+    return {"path": os.path.abspath(path), "classes": list(meta.get("classes", [])),
+            "output_layer_kept": same_classes}
+
+
+def _arch_value(key, value):
+    if key == "heatmap":
+        return "sparse" if value else "complete"
+    if key == "channels":
+        return ",".join(map(str, value))
+    return {True: "xyz", False: "none"}.get(value, value)
 
 
 class WeightAverage:

@@ -49,6 +49,13 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
                            "the thresholds. Empty: the training tomograms are used (thresholds fit the "
                            "training data then), or a part of them (Hold-out fraction).")
+        form.addParam("initialModel", params.PointerParam, pointerClass="Picker3DModel", allowsNull=True,
+                      label="Start from model (optional)",
+                      help="Fine-tune: start from this model's weights instead of random ones (a model "
+                           "trained on other tomograms of the same species, or on other species: its "
+                           "features carry over). It must have the same network, channels and annotation "
+                           "kind; its output layer is kept when the classes are the same, else a new one "
+                           "is trained. Empty: train from scratch.")
         form.addParam("holdout", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       validators=[params.GE(0.0), params.LT(0.5)], label="Hold-out fraction",
                       help="Without validation coordinates (complete annotation): this fraction of each "
@@ -216,6 +223,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                         f"--expected-particles {self.expectedParticles.get()}")
         else:
             args.append(f"--loss {LOSSES[self.loss.get()]}")
+        if self.initialModel.get() is not None:
+            args.append(f"--init {q(self.initialModel.get().getFileName())}")
         if os.path.exists(self.getModelFile() + ".ckpt"):
             args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
         return " ".join(args)
@@ -228,6 +237,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         model.setSamplingRate(self.inputCoordinates.get().getPrecedents().getSamplingRate())
         self._defineOutputs(**{self._possibleOutputs.model.name: model})
         self._defineSourceRelation(self.inputCoordinates, model)
+        if self.initialModel.get() is not None:
+            self._defineSourceRelation(self.initialModel, model)
 
     # ---- info ----------------------------------------------------------------------
     def getHistory(self):
@@ -261,6 +272,9 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             sr, vsr = coords.getSamplingRate(), val.getSamplingRate()
             if sr and vsr and abs(sr - vsr) / sr > 0.01:
                 errors.append(f"Validation coordinates are at {vsr:g} Å/px, training ones at {sr:g} Å/px.")
+        init = self.initialModel.get()
+        if init is not None and not os.path.exists(self._absPath(init.getFileName())):
+            errors.append(f"Start from model: the model file {init.getFileName()} is missing.")
         if self.labels.get() == 1 and not (self.prior.get() or self.expectedParticles.get()):
             errors.append("Sparse annotation needs the number of particles per tomogram (or the class prior).")
         if self.labels.get() == 1 and self.prior.get() and not 0 < self.prior.get() < 1:
