@@ -62,6 +62,8 @@ def main():
     p.add_argument("--coord-conv", default="z", choices=("xyz", "z", "none"),
                    help="position channels: the whole-tomogram x, y, z; z only; none")
     p.add_argument("--min-mask", type=float, default=9.0, help="smallest label diameter (network voxels)")
+    p.add_argument("--max-mask-ratio", type=float, default=None,
+                   help="largest label diameter over the class's own (default: the engine's; 0 = no cap)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
     p.add_argument("--no-val", action="store_true",
                    help="train without the validation tomogram (as a user with one annotated tomogram): "
@@ -106,7 +108,7 @@ def main():
                   [] if a.no_val else [sims[1]["tomogram"]], [] if a.no_val else [tabs[1]], holdout=a.holdout, bin_phases=a.bin_phases,
                   epochs=1000, minutes=a.minutes, iters_per_epoch=a.iters, patch=a.patch, batch=a.batch,
                   channels=ch, seed=a.seed, bin=a.bin, flips=a.flips, loss=a.loss, lr=a.lr,
-                  log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask,
+                  log=lambda m: print("  " + m, flush=True), augment=not a.no_augment, min_mask=a.min_mask, max_mask_ratio=a.max_mask_ratio,
                   coord_conv=COORD_CONV[a.coord_conv], mask_diameter=a.mask_diameter, precision=a.precision, ema=a.ema,
                   **({} if a.rotation is None else {"rotation": a.rotation}))
             t_train = time.time() - t0
@@ -117,7 +119,7 @@ def main():
                 shutil.copyfile(out, a.save_model)
         res = {"channels": list(ch), "train_tomograms": a.train_tomograms, "seed": a.seed, "patch": meta["patch"],
                "batch": meta.get("batch"), "coord_conv": a.coord_conv, "mask_diameter": a.mask_diameter, "bin": a.bin, "augment": not a.no_augment, "rotation": meta.get("rotation"), "loss": a.loss, "precision": meta.get("precision"),
-               "min_mask": a.min_mask, "ema": a.ema, "no_val": a.no_val, "holdout": a.holdout, "bin_phases": a.bin_phases, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
+               "min_mask": a.min_mask, "max_mask_ratio": meta.get("max_mask_ratio"), "ema": a.ema, "no_val": a.no_val, "holdout": a.holdout, "bin_phases": a.bin_phases, "train_s": round(t_train, 1), "epochs": len(meta["history"]),
                "best_val_f1": round(meta["best_val_f1"], 3), "parameters": count_parameters(model),
                "model_mb": round(size_mb, 2), "flops_per_voxel": int(flops_per_voxel(ResUNet3D(len(classes), ch))),
                "tile_overhead": round(tile_overhead([s // a.bin for s in BIG], meta["tile"], meta["pad"]), 2)}

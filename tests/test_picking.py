@@ -715,3 +715,19 @@ def test_binning_phase_copies_hold_out_the_part_the_unshifted_grid_holds_out():
         assert d.volume.shape[2] == cut - ox and ox + 2 * d.volume.shape[2] <= 2 * cut, d.name
         assert d.volume.shape[1] in (20, 19)
         assert d.table.xyz[:, 0].max() < d.volume.shape[2] and len(d.table) == 1      # x = 33 held out
+
+
+def test_label_diameters_grow_to_the_minimum_but_not_past_the_cap(tmp_path):
+    """The benchmark's classes at bin 2: --min-mask 9 grows barrel and shell to 9; the cap of
+    1.5x stops the 4-voxel tiny at 6 (9 without the cap); a bad ratio is named."""
+    from picker3d.engine.errors import InputError
+    from picker3d.engine.train import label_diameters, train
+    binned = {"large": 12.5, "barrel": 8.5, "shell": 6.0, "rod": 12.0, "tiny": 4.0}
+    assert label_diameters(binned, 9.0, 1.5) == {"large": 12.5, "barrel": 9.0, "shell": 9.0, "rod": 12.0,
+                                                 "tiny": 6.0}
+    assert label_diameters(binned, 9.0, 0)["tiny"] == 9.0
+    assert label_diameters(binned, 3.0, 1.5) == binned
+    vol, tab = _small_dataset(10)
+    with pytest.raises(InputError, match=r"--max-mask-ratio: 0.5 must be 1 or more"):
+        train([vol], [tab], ["barrel"], {"barrel": 17}, str(tmp_path / "m.pt"), max_mask_ratio=0.5,
+              log=lambda m: None)

@@ -104,6 +104,9 @@ def _add_train(sub):
     p.add_argument("--min-mask", type=float, default=None, metavar="VOX",
                    help="smallest weak-label diameter in network voxels (after --bin); default 9 for "
                         "complete labels (measured better than 3), 3 for sparse labels")
+    p.add_argument("--max-mask-ratio", type=float, default=None, metavar="RATIO",
+                   help="no weak label wider than RATIO x its class's own diameter (caps --min-mask for "
+                        "classes much smaller than it); default 1.5, 0 = no cap")
     p.add_argument("--rotation", type=float, default=None, metavar="DEG",
                    help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default: 20 "
                         "for complete labels, which keeps the missing wedge close to where the data have it; "
@@ -369,7 +372,8 @@ def cmd_train(a):
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
-          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases, init=a.init)
+          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases, init=a.init,
+          max_mask_ratio=a.max_mask_ratio)
     print(f"model written to {a.out}")
     return 0
 

@@ -511,7 +511,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None):
+          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None,
+          max_mask_ratio=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -528,6 +529,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     for complete labels (the issue-3 experiment's minimum mask and DeepETPicker's Const9: on
     the 10-minute benchmark test F1 0.60 vs 0.54, F1 d >= 12 0.76 vs 0.68, class F1 0.53 vs
     0.50, precision 0.79 vs 0.59, against a minimum of 3) and 3 for sparse labels.
+    ``max_mask_ratio`` caps that growth: no label is wider than this multiple of its class's
+    own diameter (None: :data:`DEFAULT_MAX_MASK_RATIO`; 0: no cap). See :func:`label_diameters`.
 
     ``coord_conv`` (see :class:`ResUNet3D`): ``"z"`` (default) gives the network the depth in
     the tomogram only. With DeepETPicker's x, y, z (``True``) a network trained on one
@@ -638,13 +641,16 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     diam_b = {c: diam[c] / bin for c in class_names}
     if min_mask is None:
         min_mask = 3.0 if sparse else 9.0
+    max_mask_ratio = DEFAULT_MAX_MASK_RATIO if max_mask_ratio is None else float(max_mask_ratio)
+    if max_mask_ratio and not max_mask_ratio >= 1:
+        raise InputError(f"--max-mask-ratio: {max_mask_ratio:g} must be 1 or more (0 = no cap)")
     if mask_diameter is not None and not float(mask_diameter) >= 1:
         raise InputError(f"--mask-diameter: {mask_diameter} must be 1 voxel or more")
     if mask_diameter is not None:
         # DeepETPicker's constant-diameter weak labels (seed 000 §A.3, Supp. Table 2: Const7 / Const9)
         mask_diam = {c: float(mask_diameter) for c in class_names}
     else:
-        mask_diam = {c: max(diam_b[c], float(min_mask)) for c in class_names}
+        mask_diam = label_diameters(diam_b, min_mask, max_mask_ratio)
     ckpt_path = out_path + ".ckpt"
     # a run killed while writing left its temporaries beside the outputs: this run owns them
     remove_stale_temporaries(out_path, ".pt")
@@ -796,7 +802,8 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "rotation": float(rotation), "precision": str(amp).replace("torch.", "") if amp else "float32",
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
-                 "labels": labels, "prior": prior, "min_mask": float(min_mask), "ema": float(ema),
+                 "labels": labels, "prior": prior, "min_mask": float(min_mask),
+                 "max_mask_ratio": max_mask_ratio, "ema": float(ema),
                  "bin_phases": bin_phases, "init": init_info if ck is None else ck.get("init"),
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
@@ -904,6 +911,28 @@ def kept_summary(history, thresholds):
         per_class = ", ".join(f"{c} {v:g}" for c, v in thresholds["class"].items())
         text += f"; thresholds t_seg {thresholds['t_seg']:g}, score {per_class}"
     return text
+
+
+# The widest a weak label may grow over its class's own diameter (--max-mask-ratio; 0 = no cap).
+DEFAULT_MAX_MASK_RATIO = 1.5
+
+
+def label_diameters(diameters, min_mask, max_mask_ratio=DEFAULT_MAX_MASK_RATIO):
+    """Weak-label diameter of each class (network voxels): its own diameter, raised to at
+    least ``min_mask`` and, when ``max_mask_ratio`` is not 0, to at most that multiple of its
+    own diameter.
+
+    The minimum helps classes that binning leaves a few voxels wide (measured: 9 against 3);
+    the cap keeps the smallest class's label from growing past its neighbours' sizes: at bin 2
+    the benchmark's 8-voxel `tiny` (4 network voxels) had a 9-voxel label, wider than the
+    12-voxel `shell` itself; capped at 1.5x it gets 6, every other class keeps its label
+    (README, *Label cap*).
+    """
+    out = {}
+    for c, d in diameters.items():
+        grown = max(float(d), float(min_mask))
+        out[c] = min(grown, max_mask_ratio * float(d)) if max_mask_ratio else grown
+    return out
 
 
 def initialise_from(model, path, class_names, network_voxel_size, device, log=print):
