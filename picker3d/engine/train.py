@@ -944,10 +944,13 @@ def initialise_from(model, path, class_names, network_voxel_size, device, log=pr
     naming the file when its architecture differs from this run's.
     """
     source, meta = load_model(path, device=device)
-    own, theirs = model.config, source.config
-    for key, flag in (("network", "--network"), ("channels", "--channels"), ("coord_conv", "--coord-conv"),
-                      ("heatmap", "--labels")):
-        if own.get(key, "resunet3d" if key == "network" else None) != theirs.get(key, "resunet3d" if key == "network" else None):
+    # the 3-D ResUNet's config has no "network" key; the class count may differ (new head)
+    own = dict({"network": "resunet3d"}, **model.config)
+    theirs = dict({"network": "resunet3d"}, **source.config)
+    flags = {"network": "--network", "channels": "--channels", "coord_conv": "--coord-conv", "heatmap": "--labels"}
+    for key in sorted(set(own) | set(theirs), key=lambda k: (k not in flags, k)):
+        if key != "n_classes" and own.get(key) != theirs.get(key):
+            flag = flags.get(key, f"network setting '{key}'")
             raise InputError(f"--init: {path} was trained with {flag} {_arch_value(key, theirs.get(key))}, this run "
                              f"uses {_arch_value(key, own.get(key))}: give the same {flag} or train from scratch")
     same_classes = list(meta.get("classes", [])) == list(class_names)
