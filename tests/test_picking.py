@@ -238,6 +238,12 @@ def test_init_starts_from_a_trained_model(tmp_path):
     assert any(m.startswith(f"starting from {src}") and "every layer kept" in m for m in lines), lines
     assert load_model(tuned)[1]["init"] == {"path": os.path.abspath(src), "classes": ["barrel"],
                                             "output_layer_kept": True}
+    # an interrupted fine-tuning resumed: the model still records where it started
+    resumed = str(tmp_path / "resumed.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, resumed, init=src, stop_after_epoch=1,
+          **dict(brief, epochs=2))
+    train([vol], [tab], ["barrel"], {"barrel": 17}, resumed, init=src, resume=True, **dict(brief, epochs=2))
+    assert load_model(resumed)[1]["init"]["path"] == os.path.abspath(src)
     # another class name: every layer but the output one comes from the source
     other = str(tmp_path / "other.pt")
     tab_b = CoordTable(tab.xyz, ["cage"] * len(tab))

@@ -877,7 +877,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                         "best_state": best_state, "best_thr": best_thr, "epoch": epoch,
                         "ema": averaged.state_dict() if averaged is not None else None, "patch": patch,
                         "batch": batch, "patch_depth": patch_depth, "network": network,  # patch_depth None: cubes
-                        "bin_phases": bin_phases,
+                        "bin_phases": bin_phases, "init": meta_base["init"],
                         "projection": projection.state_dict() if projection is not None else None}, tmp)
         final = copy.deepcopy(model)
         final.load_state_dict(best_state)
