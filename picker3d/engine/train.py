@@ -753,7 +753,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
     model = build_network({"network": network, "n_classes": n_classes, "channels": channels,
                            "heatmap": sparse, "coord_conv": coord_conv}).to(dev)
-    init_info = None
+    init_info = ck.get("init") if ck is not None else None    # a resumed run keeps its provenance
     if init is not None:
         if ck is not None:
             log(f"--init {init}: ignored, resuming from the checkpoint {ckpt_path}")
@@ -804,7 +804,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask),
                  "max_mask_ratio": max_mask_ratio, "ema": float(ema),
-                 "bin_phases": bin_phases, "init": init_info if ck is None else ck.get("init"),
+                 "bin_phases": bin_phases, "init": init_info,
                  "label_diameters": dict(mask_diam), "peak_smoothing": default_peak_smoothing(sparse),
                  "versions": {"torch": torch.__version__, "numpy": np.__version__,
                               "python": platform.python_version(), "picker3d": _version()}}
@@ -957,14 +957,14 @@ def initialise_from(model, path, class_names, network_voxel_size, device, log=pr
     state = source.state_dict()
     if not same_classes:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    missing = model.load_state_dict(state, strict=False).missing_keys
+    # the architectures are equal (checked above): only a dropped output layer leaves keys unset
+    model.load_state_dict(state, strict=same_classes)
     theirs_voxel = float(meta.get("voxel_size") or 0) * int(meta.get("bin", 1))
     if theirs_voxel and abs(theirs_voxel - network_voxel_size) / theirs_voxel > 0.05:
         log(f"warning: --init: {path} saw {theirs_voxel:.2f} Å per network voxel, this run "
             f"{network_voxel_size:.2f}: features tuned to other particle sizes in voxels")
     log(f"starting from {path} (classes {', '.join(meta.get('classes', []))}): "
-        + ("every layer kept" if same_classes else f"new output layer for {', '.join(class_names)}")
-        + (f"; {len(missing)} tensors new" if missing and same_classes else ""))
+        + ("every layer kept" if same_classes else f"new output layer for {', '.join(class_names)}"))
     return {"path": os.path.abspath(path), "classes": list(meta.get("classes", [])),
             "output_layer_kept": same_classes}
 
