@@ -146,8 +146,6 @@ CASES = {
     "mask_diameter_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--mask-diameter", "0"),
                            "--mask-diameter: 0.0 must be 1 voxel or more"),
     "ema_one": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--ema", "1"), "--ema: 1.0 must be"),
-    "out_of_plane_too_large": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--out-of-plane", "120"),
-                               "--out-of-plane: 120.0 must be an angle between 0 and 90"),
     "holdout_half": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--holdout", "0.5"),
                      "--holdout: 0.5 must be a fraction in [0, 0.5)"),
     "unknown_format": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--format", "pdb"), "--format"),

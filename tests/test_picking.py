@@ -737,33 +737,3 @@ def test_label_diameters_grow_to_the_minimum_but_not_past_the_cap(tmp_path):
     with pytest.raises(InputError, match=r"--max-mask-ratio: 0.5 must be 1 or more"):
         train([vol], [tab], ["barrel"], {"barrel": 17}, str(tmp_path / "m.pt"), max_mask_ratio=0.5,
               log=lambda m: None)
-
-
-def test_out_of_plane_rotation_moves_volume_and_labels_together():
-    """--out-of-plane turns a patch about x and y as well as z: an off-centre blob leaves its
-    plane, and its class label (nearest neighbour) and heatmap (linear) go with it."""
-    from picker3d.engine.train import augment_patch
-    n = 32
-    zz, yy, xx = np.mgrid[:n, :n, :n]
-    blob = ((zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 25) ** 2) <= 9      # 9 voxels off-centre in x
-    v = np.where(blob, 20.0, 0.0).astype(np.float32)
-    lab = blob.astype(np.uint8) * 2
-    heat = blob[None].astype(np.float32)
-
-    def centroid(mask):
-        return np.array([a[mask].mean() for a in (zz, yy, xx)])
-
-    moved_z = []
-    for seed in range(6):
-        out_v, out_lab = augment_patch(v, lab, np.random.default_rng(seed), max_angle=20.0, out_of_plane=30.0)
-        _, out_heat = augment_patch(v, heat, np.random.default_rng(seed), max_angle=20.0, out_of_plane=30.0)
-        c_v = centroid(out_v > 10.0)
-        assert set(np.unique(out_lab)) <= {0, 2}
-        assert np.abs(centroid(out_lab == 2) - c_v).max() < 0.6
-        assert np.abs(centroid(out_heat[0] > 0.5) - c_v).max() < 0.6
-        assert abs(np.linalg.norm(c_v - 15.5) - np.linalg.norm(centroid(blob) - 15.5)) < 0.6   # a rotation
-        moved_z.append(abs(c_v[0] - 16.0))
-    assert max(moved_z) > 2.0            # out of the plane: rotations about z alone keep z
-    # without it, only the rotation about z: z stays
-    out_v, _ = augment_patch(v, lab, np.random.default_rng(0), max_angle=20.0)
-    assert abs(centroid(out_v > 10.0)[0] - 16.0) < 0.3

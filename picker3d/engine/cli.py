@@ -111,10 +111,6 @@ def _add_train(sub):
                    help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default: 20 "
                         "for complete labels, which keeps the missing wedge close to where the data have it; "
                         "180, any in-plane angle, for sparse labels, where it measured better)")
-    p.add_argument("--out-of-plane", type=float, default=None, metavar="DEG",
-                   help="largest rotation about x and about y in the augmentation, 0-90 (tilts the "
-                        "particles out of the plane: orientations the annotated copies do not show, with "
-                        "the missing wedge tilted as much); default 0")
     p.add_argument("--no-augment", action="store_true",
                    help="mirror augmentation only (no rotation about z, no intensity jitter)")
     p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
@@ -375,7 +371,7 @@ def cmd_train(a):
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
-          patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation, out_of_plane=a.out_of_plane,
+          patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
           precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases, init=a.init,
           max_mask_ratio=a.max_mask_ratio)
     print(f"model written to {a.out}")

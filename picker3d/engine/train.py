@@ -167,48 +167,24 @@ def hold_out(data, fraction, reach, split=None):
     return val_volume, val_table
 
 
-def augment_patch(v, lab, rng, max_angle=20.0, out_of_plane=0.0):
+def augment_patch(v, lab, rng, max_angle=20.0):
     """Spatial and intensity augmentation.
 
     - rotation about the beam axis (z) by up to ``max_angle`` degrees: at the complete-label
       default of 20 the tilt axis stays close to y, so the wedge stays where real data has
-      it (large in-plane rotations, the sparse-label default, turn it);
-    - with ``out_of_plane`` > 0, also rotations about x and about y of up to that many degrees
-      each (one interpolation for the three): more particle orientations than the annotated
-      copies show, at the price of a missing wedge tilted by as much;
+      it (large in-plane rotations, the sparse-label default, turn it; rotations about x or
+      y would tilt it, and are never made);
     - contrast x U(0.8, 1.25), offset U(-0.2, 0.2) and added Gaussian noise of up to 0.3 std
       (the tomogram is normalised to unit std), for other SNRs and defoci.
     """
     from scipy import ndimage
     angle = rng.uniform(-max_angle, max_angle)
-    if out_of_plane > 0:
-        v, lab = _rotate_3d(v, lab, angle, rng.uniform(-out_of_plane, out_of_plane, size=2))
-    else:
-        v = ndimage.rotate(v, angle, axes=(1, 2), reshape=False, order=1, mode="reflect")
-        lab_axes = (lab.ndim - 2, lab.ndim - 1)     # labels may carry a leading class axis (heatmaps)
-        lab = ndimage.rotate(lab, angle, axes=lab_axes, reshape=False, order=0, mode="constant", cval=0)
+    v = ndimage.rotate(v, angle, axes=(1, 2), reshape=False, order=1, mode="reflect")
+    lab_axes = (lab.ndim - 2, lab.ndim - 1)     # labels may carry a leading class axis (heatmaps)
+    lab = ndimage.rotate(lab, angle, axes=lab_axes, reshape=False, order=0, mode="constant", cval=0)
     v = v * rng.uniform(0.8, 1.25) + rng.uniform(-0.2, 0.2)
     v = v + rng.normal(0.0, rng.uniform(0.0, 0.3), size=v.shape)
     return v.astype(np.float32), lab
-
-
-def _rotate_3d(v, lab, about_z, about_xy):
-    """``v`` and its labels turned about their centre: about x and y by ``about_xy`` (degrees),
-    then about z by ``about_z``; one trilinear interpolation for the volume, nearest neighbour
-    for class labels (linear for heatmaps, which carry a leading class axis)."""
-    from scipy import ndimage
-    from scipy.spatial.transform import Rotation
-    rot = Rotation.from_euler("xyz", [about_xy[0], about_xy[1], about_z], degrees=True).as_matrix()
-    m = rot[::-1, ::-1]                       # (x, y, z) vectors -> (z, y, x) array indices
-    centre = (np.array(v.shape[-3:]) - 1) / 2.0
-    offset = centre - m @ centre
-    v = ndimage.affine_transform(v, m, offset=offset, order=1, mode="reflect")
-    if lab.ndim == 3:
-        lab = ndimage.affine_transform(lab, m, offset=offset, order=0, mode="constant", cval=0)
-    else:
-        lab = np.stack([ndimage.affine_transform(c, m, offset=offset, order=1, mode="constant", cval=0)
-                        for c in lab])
-    return v, lab
 
 
 def consistency_view(x, rng):
@@ -261,7 +237,7 @@ def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_t
 
 
 def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, jitter=None, augment=False,
-                 max_angle=20.0, out_of_plane=0.0):
+                 max_angle=20.0):
     """Class-balanced patches around particles plus random background patches, mirrored
     (and, with ``augment``, rotated about z and intensity-jittered: :func:`augment_patch`).
     ``patch``: a side, or (z, y, x) sides for thin slabs (the slice network)."""
@@ -300,7 +276,7 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
                 v = np.flip(v, ax)
                 lab = np.flip(lab, ax + lead)
         if augment:
-            v, lab = augment_patch(np.ascontiguousarray(v), np.ascontiguousarray(lab), rng, max_angle, out_of_plane)
+            v, lab = augment_patch(np.ascontiguousarray(v), np.ascontiguousarray(lab), rng, max_angle)
         xs.append(np.ascontiguousarray(v))
         ys.append(np.ascontiguousarray(lab))
         offs.append(tuple(lo))
@@ -515,11 +491,6 @@ def default_rotation(sparse=False):
     return 180.0 if sparse else 20.0
 
 
-def default_out_of_plane(sparse=False):
-    """Largest augmentation rotation about x and about y (degrees) when none is given: 0 (off)."""
-    return 0.0
-
-
 def auto_batch(patch, sparse=False, depth=None):
     """The batch ``--batch auto`` takes for a given patch, also when the patch is explicit:
     8 for patches of at most 32 voxels with complete labels, else 4 (see ``auto_patch``);
@@ -541,7 +512,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
           contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None,
-          max_mask_ratio=None, out_of_plane=None):
+          max_mask_ratio=None):
     """Train a picker; writes ``out_path`` (best model) and ``out_path + '.ckpt'`` (last state).
 
     ``loss`` defaults to dice+ce for complete labels.
@@ -568,9 +539,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
 
     ``ema`` (0 = off): validation, the kept model and picking use an exponential moving
     average of the weights (Polyak averaging, decay per step) instead of the last step's.
-
-    ``out_of_plane``: the largest rotation about x and about y of the augmentation, in degrees
-    (:func:`augment_patch`); None takes :func:`default_out_of_plane`.
 
     ``lr``: the peak of the one-cycle schedule; None takes :func:`default_lr`.
 
@@ -649,9 +617,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
     rotation = default_rotation(sparse) if rotation is None else float(rotation)
     if not 0 <= rotation <= 180:
         raise InputError(f"--rotation: {rotation} must be an angle between 0 and 180 degrees")
-    out_of_plane = default_out_of_plane(sparse) if out_of_plane is None else float(out_of_plane)
-    if not 0 <= out_of_plane <= 90:
-        raise InputError(f"--out-of-plane: {out_of_plane} must be an angle between 0 and 90 degrees")
     if not contrastive >= 0:
         raise InputError(f"--contrastive: {contrastive} must be a weight of 0 (off) or more")
     if contrastive and not sparse:
@@ -834,7 +799,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
                  "normalization": "per-tomogram zero mean, unit std (robust: fill value and 0.5 % tails "
                                   "left out), clipped at +-3", "mask": mask_type, "loss": loss,
                  "lr": lr, "consistency": float(consistency), "contrastive": float(contrastive),
-                 "rotation": float(rotation), "out_of_plane": out_of_plane, "precision": str(amp).replace("torch.", "") if amp else "float32",
+                 "rotation": float(rotation), "precision": str(amp).replace("torch.", "") if amp else "float32",
                  "patch": patch, "patch_depth": depth, "batch": batch, "network": network, "tile": tile,
                  "pad": pad, "bin": bin, "flips": flips, "augment": bool(augment),
                  "labels": labels, "prior": prior, "min_mask": float(min_mask),
@@ -849,8 +814,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         t_epoch = time.time()
         for _ in range(iters_per_epoch):
             x, y, offs, shapes = sample_batch(data, rng, (depth, patch, patch) if depth != patch else patch,
-                                              batch, n_classes, augment=augment, max_angle=rotation,
-                                              out_of_plane=out_of_plane)
+                                              batch, n_classes, augment=augment, max_angle=rotation)
             x, y = x.to(dev), y.to(dev)
             # coord-conv: one offset per patch
             with autocast(dev, amp):
