@@ -926,7 +926,7 @@ def label_diameters(diameters, min_mask, max_mask_ratio=DEFAULT_MAX_MASK_RATIO):
     the cap keeps the smallest class's label from growing past its neighbours' sizes: at bin 2
     the benchmark's 8-voxel `tiny` (4 network voxels) had a 9-voxel label, wider than the
     12-voxel `shell` itself; capped at 1.5x it gets 6, every other class keeps its label
-    (README, *Label cap*).
+    (docs/picking_measurements.md, *Label cap*).
     """
     out = {}
     for c, d in diameters.items():

@@ -98,7 +98,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="Complete annotation, binning 2 or more: also train on the tomograms binned from "
                            "block grids shifted by half a block (8 grids): the same particles with other "
                            "noise in each binned voxel and at other sub-voxel positions. No extra cost per "
-                           "step; on the 10-minute CPU benchmark it raised the test F1 (see the README).")
+                           "step; on the 10-minute CPU benchmark it raised the test F1 (see docs/picking_measurements.md).")
         form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
                       help="tball (DeepETPicker's default), ball, cubic or sphere.")
         line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
