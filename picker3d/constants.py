@@ -1,6 +1,12 @@
-"""Names shared by the Scipion layer (no heavy imports here)."""
+"""Names shared by the Scipion layer and the install path (no heavy imports here)."""
 # Plugin variables (scipion.conf or environment)
-PICKER3D_ENV_ACTIVATION = "PICKER3D_ENV_ACTIVATION"   # e.g. "conda activate picker3d"; empty = this Python
+PICKER3D_ENV_ACTIVATION = "PICKER3D_ENV_ACTIVATION"   # shell command activating the engine environment
 PICKER3D_DEVICE = "PICKER3D_DEVICE"                   # auto | cpu | cuda
+PICKER3D_TORCH = "PICKER3D_TORCH"                     # torch build of the engine environment (engine_env.py)
 DEFAULT_DEVICE = "auto"
 ENGINE_MODULE = "picker3d"                            # run as ``python -m picker3d``
+
+# What the engine environment holds besides torch and picker3d itself (setup.py's engine
+# extra adds torch to the plugin's own requirements, which hold these too)
+ENGINE_REQUIREMENTS = ["numpy", "scipy", "mrcfile", "starfile", "scikit-learn"]
+TORCH_VERSION = "2.13.0"

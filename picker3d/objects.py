@@ -62,7 +62,7 @@ class Picker3DModel(EMFile):
         self._bestValF1.set(value)
 
     def setFromMeta(self, meta):
-        """Fill the attributes from a loaded model file's metadata (engine ``load_model``)."""
+        """Fill the attributes from a model file's metadata (engine ``read_model_info``: the JSON beside the file)."""
         self.setClassNames(meta["classes"])
         self.setDiameters(meta["diameters"])
         self.setSamplingRate(float(meta.get("voxel_size") or 0.0))

@@ -8,6 +8,7 @@ import numpy as np
 from pwem.viewers import EmPlotter
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 
+from .engine.modelinfo import kept_entry
 from .protocols import ProtPicker3DClassify, ProtPicker3DEvaluate, ProtPicker3DPick, ProtPicker3DTrain
 
 CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
@@ -24,7 +25,6 @@ def plot_training(history, title="picker3d training"):
     if any("val_f1" in h for h in history):
         ax.plot(epochs, [h.get("val_f1", np.nan) for h in history], "o-", label="localisation F1")
         ax.plot(epochs, [h.get("val_class_f1", np.nan) for h in history], "s--", label="mean class F1")
-        from .engine.train import kept_entry
         kept = kept_entry(history)["epoch"]
         ax.axvline(kept, color="gray", ls=":", label=f"kept: epoch {kept}")
         ax.set_ylim(0, 1.02)

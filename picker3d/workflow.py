@@ -49,8 +49,8 @@ def workflow_protocols(data_dir, annotations_dir, diameters, sampling=10.0, minu
 
 
 def write_workflow(path, protocols):
-    from .engine.coords import _atomic_text
-    _atomic_text(path, json.dumps(protocols, indent=2) + "\n")
+    from .engine.fileio import atomic_text
+    atomic_text(path, json.dumps(protocols, indent=2) + "\n")
     return path
 
 

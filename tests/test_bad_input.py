@@ -222,7 +222,7 @@ def test_bad_input_out_of_memory_retries_then_fails_clearly(data, tmp_path, caps
 
 
 def test_bad_input_disk_full_leaves_no_half_written_file(data, tmp_path, capsys, monkeypatch):
-    import picker3d.engine.coords as coords
+    import picker3d.engine.fileio as fileio
     real_open = open
 
     class FullDisk:
@@ -243,7 +243,7 @@ def test_bad_input_disk_full_leaves_no_half_written_file(data, tmp_path, capsys,
         fh = real_open(path, mode, *args, **kw)
         return FullDisk(fh) if "w" in mode else fh
 
-    monkeypatch.setattr(coords, "open", full_open, raising=False)
+    monkeypatch.setattr(fileio, "open", full_open, raising=False)
     out_dir = tmp_path / "picks"
     line = _check(capsys, data, ["pick", "--model", data["model.pt"], "--tomograms", data["tomo.mrc"],
                                  "--out-dir", str(out_dir)], "No space left on device")
@@ -254,7 +254,7 @@ def test_bad_input_disk_full_leaves_no_half_written_file(data, tmp_path, capsys,
 def test_bad_input_training_killed_mid_epoch_resumes(tmp_path):
     """SIGKILL during training; --resume continues from the last checkpoint to a valid model."""
     from picker3d.engine.simulate import simulate_tomogram
-    from picker3d.engine.train import load_model
+    from picker3d.engine.modelfile import load_model
     s = simulate_tomogram(shape=(48, 64, 64), seed=3, snr=2.0, species=["barrel"], counts={"barrel": 5},
                           crowders=0, vesicles=0, membranes=0, gold=0)
     write_volume(str(tmp_path / "t.mrc"), s["tomogram"], 10.0)
@@ -357,7 +357,7 @@ def test_bad_input_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     """Tables, star files, MRC volumes, model files, training checkpoints and the simulator's
     manifest are written through atomic_write: a failure while writing keeps the previous file
     as it was and removes the temporary one."""
-    from picker3d.engine.mrcio import atomic_write
+    from picker3d.engine.fileio import atomic_write
     target = tmp_path / "picks.tsv"
     target.write_text("old\n")
     with pytest.raises(RuntimeError):

@@ -210,7 +210,7 @@ def test_cli_classify_writes_table_averages_and_history(tmp_path):
     assert list(table.extra["box_file"]) == [f"particle_{i:06d}.mrc" for i in range(1, 41)]
     box7, vs = read_volume(str(tmp_path / "boxes" / table.extra["box_file"][7]))
     gy, gx = divmod(7, 5)
-    from picker3d.engine.pick import volume_stats
+    from picker3d.engine.volume import volume_stats
     mean, std = volume_stats(tomo)               # the robust estimate the picker uses
     assert abs(mean - tomo.mean()) > 1e-3        # (differs from the plain one on these boxes)
     expected = (tomo[:, gy * 20:(gy + 1) * 20, gx * 20:(gx + 1) * 20] - mean) / std

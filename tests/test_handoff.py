@@ -29,7 +29,7 @@ class TestPicker3DHandOff(tomo_checks.TestBaseCentralizedLayer):
         from tomo.protocols import ProtImportTomograms
         from picker3d.engine.coords import read_table, write_table
         from picker3d.engine.mrcio import read_volume, write_volume
-        from picker3d.engine.pick import bin_volume, to_binned
+        from picker3d.engine.volume import bin_volume, to_binned
         from picker3d.engine.simulate import write_simulation
         from picker3d.protocols import ProtPicker3DImportAnnotations
         cls.cwd = os.getcwd()

@@ -8,7 +8,8 @@ import torch
 from picker3d.engine.coords import CoordTable, read_table, write_table
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D, SliceUNet, autocast_dtype
-from picker3d.engine.pick import _tile_grid, find_particles, normalize, predict_volume, tile_overhead, tile_sides
+from picker3d.engine.pick import _tile_grid, find_particles, predict_volume, tile_overhead, tile_sides
+from picker3d.engine.volume import normalize
 
 
 @pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])
@@ -268,7 +269,7 @@ def test_cli_train_and_pick(tmp_path):
                  "--diameters", "barrel=17", "--out", str(tmp_path / "m.pt"), "--epochs", "1",
                  "--iters-per-epoch", "2", "--patch", "24", "--batch", "1", "--tile", "32", "--pad", "4",
                  "--device", "cpu"]) == 0
-    from picker3d.engine.train import load_model
+    from picker3d.engine.modelfile import load_model
     meta = load_model(str(tmp_path / "m.pt"))[1]
     assert meta["bin"] == 2      # --bin auto: a 17-voxel class
     # no --val-tomograms: the training tomogram calibrated the thresholds
@@ -292,7 +293,7 @@ def test_cli_train_and_pick(tmp_path):
 
 def test_model_file_errors(tmp_path):
     from picker3d.engine.errors import InputError
-    from picker3d.engine.train import load_model
+    from picker3d.engine.modelfile import load_model
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match="junk.pt: not a readable picker3d model"):
         load_model(str(tmp_path / "junk.pt"))
@@ -311,7 +312,8 @@ def test_class_without_annotation_is_refused(tmp_path):
 
 
 def test_binning_coordinates_round_trip_and_block_mean():
-    from picker3d.engine.pick import bin_volume, from_binned, to_binned, upsample
+    from picker3d.engine.pick import upsample
+    from picker3d.engine.volume import bin_volume, from_binned, to_binned
     xyz = np.array([[0.0, 0.0, 0.0], [10.5, 3.25, 7.0], [63.0, 1.0, 2.0]])
     np.testing.assert_allclose(from_binned(to_binned(xyz, 2), 2), xyz, atol=1e-12)
     # voxels 0 and 1 are binned into voxel 0, whose centre is at 0.5 in the original frame
@@ -382,7 +384,7 @@ def test_slice_network_sees_two_slices_either_side_only():
 
 
 def test_slice_network_model_file_round_trip(tmp_path):
-    from picker3d.engine.train import load_model, save_model
+    from picker3d.engine.modelfile import load_model, save_model
     torch.manual_seed(0)
     net = SliceUNet(2, channels=(4, 8, 8, 8), heatmap=True, coord_conv="z").eval()
     save_model(str(tmp_path / "m.pt"), net, {"classes": ["a", "b"]})
@@ -612,7 +614,7 @@ def test_slab_picking_equals_whole_volume_picking():
 
 def test_read_binned_equals_binning_the_volume(tmp_path):
     from picker3d.engine.mrcio import read_binned, read_volume, write_volume
-    from picker3d.engine.pick import bin_volume
+    from picker3d.engine.volume import bin_volume
     vol = np.random.default_rng(3).standard_normal((21, 30, 34)).astype(np.float32)
     write_volume(str(tmp_path / "v.mrc"), vol, 7.5)
     binned, vs, shape = read_binned(str(tmp_path / "v.mrc"), 2, chunk_bytes=1)   # a plane pair at a time
@@ -667,7 +669,7 @@ def test_calibration_gives_a_class_without_validation_particles_the_median_thres
 
 
 def test_normalisation_ignores_gold_beads_and_constant_bands():
-    from picker3d.engine.pick import normalize, volume_stats
+    from picker3d.engine.volume import normalize, volume_stats
     rng = np.random.default_rng(0)
     clean = rng.normal(3.0, 2.0, size=(40, 64, 64)).astype(np.float32)
     mean, std = volume_stats(clean)

@@ -128,7 +128,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         # fine-tuning from it: the engine starts from its weights (one step at a negligible
         # rate leaves them as they were) and the new model records where it started
         import torch
-        from picker3d.engine.train import load_model
+        from picker3d.engine.modelfile import load_model
         tuned = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
                                  initialModel=model, trainBy=1, epochs=1, iterationsPerEpoch=1, patchSize=32,
                                  batchSize=2, channels="8,16,24,36", learningRate=1e-9, useGpu=False)
@@ -317,7 +317,7 @@ def test_viewer_figures_render_to_png(tmp_path):
 
 def test_training_viewer_marks_the_epoch_training_keeps():
     """Of epochs with equal validation F1 training keeps the later one; the curve marks that one."""
-    from picker3d.engine.train import kept_summary
+    from picker3d.engine.modelinfo import kept_summary
     from picker3d.viewers import plot_training
     history = [{"epoch": i + 1, "loss": 1.0, "val_f1": f, "val_class_f1": 0.5}
                for i, f in enumerate([0.2, 0.5, 0.5, 0.3])]

@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InputError
-from .pick import volume_stats
+from .volume import volume_stats
 
 
 # ----------------------------------------------------------------------------------------

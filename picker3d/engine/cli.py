@@ -140,6 +140,7 @@ def _add_train(sub):
                         "trains on the unshifted grid only")
     p.add_argument("--pad", type=int, default=12, help="overlap-tile padding: neighbouring tiles overlap by at least twice this (tiles are flush with the volume's faces)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    _add_gpu(p)
     _add_precision(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
@@ -165,6 +166,7 @@ def _add_pick(sub):
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
                         "tomograms on several devices at once, one model per device")
+    _add_gpu(p)
     _add_precision(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="score threshold for all classes (default: the model's calibrated thresholds)")
@@ -213,8 +215,17 @@ def _add_classify(sub):
     p.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
                    help="boxes reaching outside the tomogram: pad with the mean, or leave the particle out")
     p.add_argument("--device", default="auto")
+    _add_gpu(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+
+
+def _add_model_info(sub):
+    p = sub.add_parser("model-info", help="print what a model file was trained for (JSON); --write stores it beside the file")
+    p.add_argument("--model", required=True, help="model file from 'picker3d train'")
+    p.add_argument("--write", action="store_true",
+                   help="(re)write MODEL.json, the metadata the Scipion layer reads without torch "
+                        "(model files from picker3d 0.1 before it have none)")
 
 
 def _k_range(text):
@@ -237,6 +248,33 @@ def resolve_device(name):
     return name
 
 
+def _add_gpu(p):
+    p.add_argument("--gpu", nargs="+", default=None, metavar="ID",
+                   help="GPU ids to use (space-separated, as Scipion's %%(GPU)s gives them): with --device "
+                        "auto or cuda, the same as --device cuda:ID[,cuda:ID2]; with --device auto and no CUDA, "
+                        "the CPU (default: none, --device decides)")
+
+
+def device_list(a, single=False):
+    """The devices ``--device`` and ``--gpu`` name, resolved ("auto" -> cuda or cpu). With
+    ``single``, the first one (training and classification run one network)."""
+    device = (a.device or "auto").strip()
+    # an unfilled Scipion placeholder (a step given no GPU share) means no GPU was assigned
+    gpus = [g for arg in (a.gpu or []) if arg != "%(GPU)s" for g in arg.replace(",", " ").split()]
+    if gpus and device in ("auto", "cuda"):
+        import torch
+        if device == "auto" and not torch.cuda.is_available():
+            devices = ["cpu"]
+        else:
+            bad = [g for g in gpus if not g.isdigit()]
+            if bad:
+                raise InputError(f"--gpu: {' '.join(bad)} is not a GPU id (0, 1, ...)")
+            devices = [resolve_device(f"cuda:{g}") for g in gpus]
+    else:
+        devices = [resolve_device(d.strip()) for d in device.split(",") if d.strip()] or [resolve_device("auto")]
+    return devices[0] if single else devices
+
+
 def build_parser():
     from picker3d import __version__
     parser = argparse.ArgumentParser(prog="picker3d", description="Deep-learning particle picking in cryo-ET.")
@@ -248,6 +286,7 @@ def build_parser():
     _add_train(sub)
     _add_pick(sub)
     _add_classify(sub)
+    _add_model_info(sub)
     return parser
 
 
@@ -311,8 +350,8 @@ def cmd_evaluate(a):
     res = evaluate(pred, ref, diam, radius_frac=a.radius_frac, radius=a.radius, occupancy=occ)
     text = json.dumps(res, indent=1)
     if a.out:
-        from .coords import _atomic_text
-        _atomic_text(a.out, text + "\n")
+        from .fileio import atomic_text
+        atomic_text(a.out, text + "\n")
     print(text)
     return 0
 
@@ -366,7 +405,7 @@ def cmd_train(a):
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch, batch=batch, channels=channels,
-          loss=a.loss, mask_type=a.mask, lr=lr, seed=a.seed, device=resolve_device(a.device),
+          loss=a.loss, mask_type=a.mask, lr=lr, seed=a.seed, device=device_list(a, single=True),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
           augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
@@ -381,9 +420,9 @@ def cmd_train(a):
 def cmd_pick(a):
     from concurrent.futures import ThreadPoolExecutor
     from .mrcio import read_voxel_size
-    from .train import load_model
+    from .modelfile import load_model
     # --device cuda:0,cuda:1: one model per device, tomograms dealt out in turn
-    devices = [resolve_device(d.strip()) for d in a.device.split(",") if d.strip()] or [resolve_device("auto")]
+    devices = device_list(a)
     # the model first: its binning says how to read the tomograms
     try:
         vs = read_voxel_size(a.tomograms[0])
@@ -459,7 +498,8 @@ def _write_boxes(folder, stack, voxel_size):
 def cmd_classify(a):
     import numpy as np
     from .classify import class_averages, disca_on_boxes, extract_subvolumes, normalize_box
-    from .coords import CoordTable, read_table, write_table, _atomic_text
+    from .coords import CoordTable, read_table, write_table
+    from .fileio import atomic_text
     from .mrcio import read_volume, write_volume
     k_range = _k_range(a.k_range)
     if a.bin < 1:
@@ -498,7 +538,7 @@ def cmd_classify(a):
     stack = np.concatenate(stacks)
     box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
     res = disca_on_boxes(stack, a.bin, a.contrast_weight, a.split_separation, k_range=k_range, iterations=a.iterations,
-                         epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=resolve_device(a.device),
+                         epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=device_list(a, single=True),
                          log=lambda m: print(m, flush=True))
     stack = normalize_box(stack)
     labels = res["labels"]
@@ -516,7 +556,7 @@ def cmd_classify(a):
     for i, avg in enumerate(class_averages(stack, labels), start=1):
         write_volume(os.path.join(avg_dir, f"class_{i:02d}.mrc"), avg, vs or 1.0)
     history = [{k: v for k, v in h.items()} for h in res["history"]]
-    _atomic_text(os.path.splitext(a.out)[0] + "_disca.json", json.dumps(
+    atomic_text(os.path.splitext(a.out)[0] + "_disca.json", json.dumps(
         {"k": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": history,
          "sizes": np.bincount(labels).tolist(),
          "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
@@ -527,8 +567,21 @@ def cmd_classify(a):
     return 0
 
 
+def cmd_model_info(a):
+    from .modelfile import describe_model
+    from .modelinfo import read_model_info
+    if a.write:
+        describe_model(a.model)
+    info = read_model_info(a.model)
+    summary = {k: info.get(k) for k in ("classes", "diameters", "voxel_size", "bin", "thresholds", "best_val_f1",
+                                        "labels", "network", "precision", "versions")}
+    summary["epochs"] = len(info.get("history") or [])
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
-            "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify}
+            "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify, "model-info": cmd_model_info}
 
 
 def _report_error(line):

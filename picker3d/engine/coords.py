@@ -28,6 +28,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from .errors import InputError
+from .fileio import atomic_text, atomic_write
 
 FORMATS = ("tsv", "txt", "star", "tbl", "coords", "xml", "shrec", "json")
 
@@ -357,13 +358,6 @@ def read_table(path, fmt=None, **kw):
 # writing (atomic: temp file + rename)
 # ----------------------------------------------------------------------------------------
 
-def _atomic_text(path, text):
-    from .mrcio import atomic_write
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        fh.write(text)
-    return path
-
-
 def _fmt(v, spec=".3f"):
     if isinstance(v, (float, np.floating)):
         return format(float(v), spec)
@@ -388,7 +382,7 @@ def write_table(path, table):
     lines = ["\t".join(header)]
     for i in range(len(table)):
         lines.append("\t".join(_fmt(c[i], f) for c, f in zip(cols, specs)))
-    return _atomic_text(path, "\n".join(lines) + "\n")
+    return atomic_text(path, "\n".join(lines) + "\n")
 
 
 def _class_ids(table, class_names=None):
@@ -408,7 +402,6 @@ def write_star(path, table, tomo_name="tomo", origin=0):
                        "rlnCoordinateZ": table.xyz[:, 2] + origin})
     ids, _ = _class_ids(table)
     df["rlnClassNumber"] = ids
-    from .mrcio import atomic_write
     with atomic_write(path, ".star") as tmp:
         starfile.write({"particles": df}, tmp, overwrite=True)
     return path
@@ -425,12 +418,12 @@ def write_tbl(path, table, tomo_index=1, origin=0):
         r[21] = ids[i]
         r[23:26] = (x + origin, y + origin, z + origin)
         rows.append(" ".join(_fmt(v) if k in (23, 24, 25) else str(int(v)) for k, v in enumerate(r)))
-    return _atomic_text(path, "\n".join(rows) + "\n")
+    return atomic_text(path, "\n".join(rows) + "\n")
 
 
 def write_coords(path, table, class_names=None):
     ids, _ = _class_ids(table, class_names)
-    return _atomic_text(path, "".join(f"{c}\t{x:.3f}\t{y:.3f}\t{z:.3f}\n" for c, (x, y, z) in zip(ids, table.xyz)))
+    return atomic_text(path, "".join(f"{c}\t{x:.3f}\t{y:.3f}\t{z:.3f}\n" for c, (x, y, z) in zip(ids, table.xyz)))
 
 
 def write_xml(path, table):
@@ -438,13 +431,13 @@ def write_xml(path, table):
     classes = table.classes if table.classes is not None else ["1"] * len(table)
     for c, (x, y, z) in zip(classes, table.xyz):
         ET.SubElement(root, "object", tomo_idx="0", class_label=str(c), x=f"{x:.3f}", y=f"{y:.3f}", z=f"{z:.3f}")
-    return _atomic_text(path, ET.tostring(root, encoding="unicode") + "\n")
+    return atomic_text(path, ET.tostring(root, encoding="unicode") + "\n")
 
 
 def write_shrec(path, table):
     classes = table.classes if table.classes is not None else ["1"] * len(table)
     ang = [table.extra.get(k, np.zeros(len(table))) for k in ("rot", "tilt", "psi")]
-    return _atomic_text(path, "".join(f"{c} {x:.3f} {y:.3f} {z:.3f} {a:.2f} {b:.2f} {g:.2f}\n"
+    return atomic_text(path, "".join(f"{c} {x:.3f} {y:.3f} {z:.3f} {a:.2f} {b:.2f} {g:.2f}\n"
                                       for c, (x, y, z), a, b, g in zip(classes, table.xyz, *ang)))
 
 
@@ -454,13 +447,13 @@ def write_copick(path, table, pixel_size, object_name=None):
             "transformation_": np.eye(4).tolist(), "instance_id": 0,
             **({"score": float(table.scores[i])} if table.scores is not None else {})}
            for i, (x, y, z) in enumerate(table.xyz)]
-    return _atomic_text(path, json.dumps({"pickable_object_name": name, "user_id": "picker3d",
+    return atomic_text(path, json.dumps({"pickable_object_name": name, "user_id": "picker3d",
                                           "session_id": "0", "points": pts}, indent=1))
 
 
 def write_txt(path, table, column_order="xyz", origin=0):
     idx = ["xyz".index(c) for c in column_order]
-    return _atomic_text(path, "".join(" ".join(f"{p[i] + origin:.3f}" for i in idx) + "\n" for p in table.xyz))
+    return atomic_text(path, "".join(" ".join(f"{p[i] + origin:.3f}" for i in idx) + "\n" for p in table.xyz))
 
 
 def parse_diameters(text):

@@ -4,14 +4,14 @@ Volumes are numpy arrays indexed ``data[z, y, x]``; the voxel size is in Å.
 Writes go to a temporary file in the destination folder and are renamed
 into place, so a crash or a full disk never leaves a half-written volume.
 """
-import contextlib
 import os
-import tempfile
 
 import mrcfile
 import numpy as np
 
 from .errors import InputError
+from .fileio import atomic_write
+from .volume import bin_volume
 
 
 def _existing_file(path):
@@ -75,7 +75,6 @@ def read_binned(path, factor, chunk_bytes=64 << 20):
     plane = ny * nx * dtype.itemsize
     if os.path.getsize(path) < offset + nz * plane:
         raise InputError(f"{path}: truncated MRC file (header says {nz}x{ny}x{nx} voxels)")
-    from .pick import bin_volume
     zb = nz // factor
     out = np.empty((zb, ny // factor, nx // factor), dtype=np.float32)
     step = factor * max(1, chunk_bytes // (plane * factor))
@@ -108,39 +107,6 @@ def read_shape(path):
     with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
         h = mrc.header
         return int(h.nz), int(h.ny), int(h.nx)
-
-
-def _temporary_prefix(path):
-    """Name prefix of the temporaries :func:`atomic_write` writes ``path`` through."""
-    return ".tmp_" + os.path.basename(path) + "_"
-
-
-@contextlib.contextmanager
-def atomic_write(path, suffix=""):
-    """Yield a temporary path beside ``path`` to write to: it replaces ``path`` when the block
-    ends, and is removed if the block fails, so an output is complete or absent."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def remove_stale_temporaries(path, suffix=""):
-    """Remove what an :func:`atomic_write` of ``path`` left when its process was killed (a
-    SIGKILL cannot be caught, so the block's own clean-up never ran)."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    prefix = _temporary_prefix(path)
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.startswith(prefix) and name.endswith(suffix):
-                os.remove(os.path.join(folder, name))
 
 
 def write_volume(path, data, voxel_size):

@@ -594,7 +594,8 @@ def write_simulation(out_dir, n_tomograms=1, seed=0, **kw):
     Tomogram ``i`` uses seed ``seed + i``. Returns the manifest dict.
     """
     from .coords import write_table, CoordTable
-    from .mrcio import atomic_write, write_volume
+    from .fileio import atomic_write
+    from .mrcio import write_volume
     os.makedirs(out_dir, exist_ok=True)
     manifest = {"tomograms": []}
     for i in range(n_tomograms):

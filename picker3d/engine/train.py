@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from .coords import CoordTable, diameter_of
 from .errors import InputError
 from .masks import label_mask
-from .mrcio import atomic_write, remove_stale_temporaries
+from .fileio import atomic_write, remove_stale_temporaries
+from .modelfile import load_model, save_model
+from .modelinfo import kept_entry, kept_summary  # noqa: F401  (kept_entry: used by callers of train)
 from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
-from .pick import (NORMALISED, bin_volume, default_peak_smoothing, find_particles, normalize, peak_smoothing,
-                   predict_volume, to_binned)
+from .pick import default_peak_smoothing, find_particles, peak_smoothing, predict_volume
+from .volume import NORMALISED, bin_volume, normalize, to_binned
 from .pu import centre_heatmaps, check_prior, class_priors, contrastive_loss, pn_loss, prior_from_counts, pu_loss
 
-MODEL_FORMAT = "picker3d-model"
-MODEL_VERSION = 1
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,39 +344,6 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
         if f > best[1]:
             best = ({"t_seg": ts, "class": thr}, f, float(np.mean(cf1s)))
     return best
-
-
-# ----------------------------------------------------------------------------------------
-# model file
-# ----------------------------------------------------------------------------------------
-
-def save_model(path, model, meta):
-    with atomic_write(path, ".pt") as tmp:
-        torch.save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "arch": model.config,
-                    "state_dict": model.state_dict(), **meta}, tmp)
-
-
-def load_model(path, device="cpu", voxel_size=None, warn=print):
-    """Load a model file; returns ``(model, meta)``. Warns on a voxel-size mismatch."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: model file not found")
-    try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable picker3d model ({exc.__class__.__name__})") from exc
-    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path}: not a picker3d model file")
-    if ck.get("version", 0) > MODEL_VERSION:
-        raise InputError(f"{path}: model format version {ck['version']} is newer than this picker3d "
-                         f"({MODEL_VERSION}); update picker3d")
-    model = build_network(ck["arch"])
-    model.load_state_dict(ck["state_dict"])
-    model.to(device).eval()
-    meta = {k: v for k, v in ck.items() if k not in ("state_dict",)}
-    if voxel_size and meta.get("voxel_size") and abs(voxel_size - meta["voxel_size"]) / meta["voxel_size"] > 0.05:
-        warn(f"warning: {path} was trained at {meta['voxel_size']:.2f} Å/voxel, the tomogram has "
-             f"{voxel_size:.2f} Å/voxel: bin or rescale the tomogram for best results")
-    return model, meta
 
 
 # ----------------------------------------------------------------------------------------
@@ -891,26 +858,6 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
             break
     log(kept_summary(history, best_thr))
     return out_path
-
-
-def kept_entry(history):
-    """The history entry of the epoch training keeps: the best validation F1, the later of
-    equals (``train`` replaces its best state on ties); None without validation F1."""
-    scored = [h for h in history if "val_f1" in h]
-    return max(reversed(scored), key=lambda h: h["val_f1"]) if scored else None
-
-
-def kept_summary(history, thresholds):
-    """One line saying which epoch the model file keeps and the thresholds picking will use."""
-    best = kept_entry(history)
-    if best is None:
-        return f"kept the last epoch ({len(history)}; no validation F1 to choose by)"
-    text = (f"kept epoch {best['epoch']} of {len(history)}: validation F1 {best['val_f1']:.3f}, "
-            f"class F1 {best['val_class_f1']:.3f}")
-    if thresholds:
-        per_class = ", ".join(f"{c} {v:g}" for c, v in thresholds["class"].items())
-        text += f"; thresholds t_seg {thresholds['t_seg']:g}, score {per_class}"
-    return text
 
 
 # The widest a weak label may grow over its class's own diameter (--max-mask-ratio; 0 = no cap).

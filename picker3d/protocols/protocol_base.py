@@ -34,7 +34,9 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
                            label="Use GPU", help="Run the network on a CUDA GPU when one is available; "
                                                  "without one, the CPU is used.")
             form.addHidden(GPU_LIST, params.StringParam, default="0", label="GPU IDs",
-                           help="GPU to use (one id; picker3d runs one network per job).")
+                           help="GPUs Scipion hands to the network steps (space-separated ids, default 0). "
+                                "With several threads, each step gets its own share of them; training "
+                                "uses the first GPU of its share, picking all of them (one tomogram per GPU).")
         if parallel_steps:
             form.addParallelSection(threads=1, mpi=0, binThreads=threads)
         else:
@@ -46,8 +48,9 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         env = Plugin.getEnviron()
         threads = str(self._engineThreads())
         env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-        if self._usesGpu():
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in self.getGpuList()) or "0"
+        # no CUDA_VISIBLE_DEVICES here: the GPU ids reach the engine through %(GPU)s (see
+        # _deviceArg), which Scipion fills with the step's share of the GPU list (renumbered
+        # from 0 when a queue assigns the devices)
         return env
 
     def _usesGpu(self):
@@ -65,35 +68,43 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         return max(1, int(self.numberOfThreads.get() or 1))
 
     def _deviceArg(self):
-        """``--device``: the plugin's default when GPUs are allowed (auto falls back to CPU)."""
+        """``--device`` (and the GPUs): with GPUs allowed, the plugin's device (auto: a GPU when
+        CUDA is there, else the CPU) and ``--gpu %(GPU)s``, the ids Scipion assigns this step;
+        without, the CPU, and no GPU slot is asked for."""
         from .. import Plugin
         if hasattr(self, USE_GPU) and not self._usesGpu():
             return "--device cpu"
-        return f"--device {Plugin.getDevice()}"
+        return f"--device {Plugin.getDevice()} --gpu %(GPU)s"
 
     def _precisionArg(self):
         """``--precision`` of the engine job (auto for protocols saved before the parameter)."""
         choice = getattr(self, "precision", None)
         return f"--precision {PRECISIONS[choice.get() or 0] if choice is not None else 'auto'}"
 
-    def runEngine(self, subcommand, args):
+    def runEngine(self, subcommand, args, tag=None):
         """Run an engine command; when it fails, the protocol's error is the engine's one-line
-        message (which names the file, set or parameter), the details stay in the run log."""
+        message (which names the file, set or parameter), the details stay in the run log.
+
+        A job sent to a queue returns when the scheduler says it has ended, whatever its exit
+        status: the engine's error file is what tells a failed job from a finished one there.
+        ``tag`` (a tsId) keeps the error files of steps running at once apart."""
         from .. import Plugin
         program, arguments = Plugin.getEngineCommand(subcommand, args)
         env = self._getEnviron()
-        error_file = os.path.abspath(self._getExtraPath(f"{subcommand}_error.txt"))
+        error_file = os.path.abspath(self._getExtraPath(f"{subcommand}_{tag}_error.txt" if tag else f"{subcommand}_error.txt"))
         env["PICKER3D_ERROR_FILE"] = error_file
         if os.path.exists(error_file):
             os.remove(error_file)
         try:
             self.runJob(program, arguments, env=env, numberOfMpi=1, numberOfThreads=1)
         except Exception:
-            if os.path.exists(error_file):
-                with open(error_file) as fh:
-                    line = fh.read().strip().replace("picker3d: error: ", "", 1)
-                raise RuntimeError(f"picker3d {subcommand}: {line}") from None
-            raise
+            if not os.path.exists(error_file):
+                raise
+        if os.path.exists(error_file):
+            with open(error_file) as fh:
+                line = fh.read().strip().replace("picker3d: error: ", "", 1)
+            os.remove(error_file)
+            raise RuntimeError(f"picker3d {subcommand}: {line}") from None
 
     # ---- helpers ---------------------------------------------------------------------
     def _absPath(self, path):

@@ -6,6 +6,7 @@ from enum import Enum
 import pyworkflow.protocol.params as params
 from pwem.protocols import ProtImport
 
+from ..engine.modelinfo import read_model_info
 from ..objects import Picker3DModel
 from .protocol_base import ProtPicker3DBase
 
@@ -30,15 +31,22 @@ class ProtPicker3DImportModel(ProtImport, ProtPicker3DBase):
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep, needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _copiedFile(self):
+        return self._getExtraPath(os.path.basename(self.modelFile.get()))
 
     def importStep(self):
-        from ..engine.train import load_model
-        src = self.modelFile.get()
-        _, meta = load_model(src)   # refuses files that are not picker3d models, by name
-        dst = self._getExtraPath(os.path.basename(src))
-        shutil.copy2(src, dst)
+        """Copy the file and describe it: the engine (in its own environment, with torch)
+        checks that it is a picker3d model and writes its metadata as JSON beside the copy,
+        so files written before the JSON sidecar existed import too."""
+        shutil.copy2(self.modelFile.get(), self._copiedFile())
+        self.runEngine("model-info", f"--model {self._quote(self._copiedFile())} --write")
+
+    def createOutputStep(self):
+        dst = self._copiedFile()
         model = Picker3DModel(filename=dst)
-        model.setFromMeta(meta)
+        model.setFromMeta(read_model_info(dst))
         if self.samplingRate.get():
             model.setSamplingRate(self.samplingRate.get())
         self._defineOutputs(**{self._possibleOutputs.model.name: model})

@@ -80,7 +80,7 @@ class ProtPicker3DMasks(ProtPicker3DBase):
         args = (f"--tomogram {self._quote(tomo_file)} --coords {self._quote(self._tableFile(ts_id))} "
                 f"--diameters {diameters} "
                 f"--type {MASK_TYPES[self.maskType.get()]} --out {self._quote(self._maskFile(ts_id))}")
-        self.runEngine("masks", args)
+        self.runEngine("masks", args, tag=ts_id)
 
     def _maskFile(self, ts_id):
         return self._getExtraPath(ts_id, ts_id + "_mask.mrc")

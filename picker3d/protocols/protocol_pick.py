@@ -2,6 +2,7 @@
 import os
 from enum import Enum
 
+import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
@@ -12,6 +13,7 @@ from ..engine.coords import read_table
 from .protocol_base import ProtPicker3DBase
 
 FLIP_CHOICES = ["model's", "1", "2", "4", "8"]
+FAILED_FILE = "FAILED"       # in a tomogram's folder: the error line of its failed picking
 
 
 class PickOutputs(Enum):
@@ -33,6 +35,10 @@ class ProtPicker3DPick(ProtPicker3DBase):
     _label = "pick"
     _possibleOutputs = PickOutputs
     stepsExecutionMode = STEPS_PARALLEL
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.failedList = pwobj.String()      # comma-separated tsIds whose picking failed
 
     def _defineParams(self, form):
         form.addSection(label="Input")
@@ -73,7 +79,38 @@ class ProtPicker3DPick(ProtPicker3DBase):
         for ts_id, tomo in tomograms_by_ts_id(self.inputTomograms.get()).items():
             link_tomogram(tomo, self._folder(ts_id))
 
+    def _failedFile(self, ts_id):
+        return os.path.join(self._folder(ts_id), FAILED_FILE)
+
     def pickStep(self, ts_id):
+        """Pick one tomogram. Its failure (an unreadable file, say) does not stop the others:
+        the error line is kept in its folder, whatever it wrote there is removed, and the
+        output step registers the tomograms that were picked and names the failed tsIds."""
+        stale = self._absPath(self._failedFile(ts_id))
+        if os.path.exists(stale):        # a failure of an earlier try ('Continue')
+            os.remove(stale)
+        try:
+            self._pickOne(ts_id)
+        except Exception as exc:
+            folder = self._absPath(self._folder(ts_id))
+            for name in (ts_id + ".tsv", ts_id + "_score.mrc"):
+                if os.path.exists(os.path.join(folder, name)):
+                    os.remove(os.path.join(folder, name))
+            with open(os.path.join(folder, FAILED_FILE), "w") as fh:
+                fh.write(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__)
+            self.error(f"picker3d pick: tomogram {ts_id} failed, the others go on: {exc}")
+
+    def failedTsIds(self):
+        """{tsId: error line} of the tomograms whose picking failed."""
+        out = {}
+        for ts_id in sorted(tomograms_by_ts_id(self.inputTomograms.get())):
+            path = self._absPath(self._failedFile(ts_id))
+            if os.path.exists(path):
+                with open(path) as fh:
+                    out[ts_id] = fh.read().strip()
+        return out
+
+    def _pickOne(self, ts_id):
         link = tomogram_link_path(self._folder(ts_id), ts_id)        # made by linkTomogramsStep
         args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
                 f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(), self._precisionArg(),
@@ -84,7 +121,9 @@ class ProtPicker3DPick(ProtPicker3DBase):
             args.append(f"--flips {FLIP_CHOICES[self.flips.get()]}")
         if self.saveScoreMaps.get():
             args.append("--score-map")
-        self.runEngine("pick", " ".join(args))
+        self.runEngine("pick", " ".join(args), tag=ts_id)
+        if not os.path.exists(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv"))):
+            raise RuntimeError(f"picker3d pick: the engine wrote no table for {ts_id} (see the run log)")
 
     def getTable(self, ts_id):
         return read_table(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv")), allow_empty=True)
@@ -100,6 +139,15 @@ class ProtPicker3DPick(ProtPicker3DBase):
         tomo_set = self.inputTomograms.get()
         tomos = tomograms_by_ts_id(tomo_set)
         names = model.getClassNames()
+        failed = self.failedTsIds()
+        self.failedList.set(",".join(failed))
+        self._store(self.failedList)
+        if len(failed) == len(ts_ids):
+            raise RuntimeError("picker3d pick: every tomogram failed: "
+                               + "; ".join(f"{ts}: {line}" for ts, line in failed.items()))
+        if failed:
+            self.warning(f"picker3d pick: not picked (failed): {', '.join(failed)}")
+        ts_ids = [ts_id for ts_id in ts_ids if ts_id not in failed]
         tables = {ts_id: self.getTable(ts_id) for ts_id in ts_ids}
 
         def new_set(suffix, keep):
@@ -121,7 +169,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         if self.saveScoreMaps.get():
             maps = SetOfTomoMasks.create(self._getPath(), template="tomomasks%s.sqlite")
             maps.copyInfo(tomo_set)
-            for ts_id in ts_ids:
+            for ts_id in ts_ids:     # the picked ones
                 m = TomoMask()
                 m.copyInfo(tomos[ts_id])
                 m.setLocation(os.path.join(self._folder(ts_id), ts_id + "_score.mrc"))
@@ -162,8 +210,12 @@ class ProtPicker3DPick(ProtPicker3DBase):
         counts = {c: 0 for c in names}
         for coord in out.iterItems():
             counts[names[coord.getGroupId() - 1]] += 1
-        return [f"{out.getSize()} particles picked in {self.inputTomograms.get().getSize()} tomograms: "
-                + ", ".join(f"{c} {n}" for c, n in counts.items()) + f"; box {out.getBoxSize()} px."]
+        failed = [ts for ts in (self.failedList.get() or "").split(",") if ts]
+        lines = [f"{out.getSize()} particles picked in {self.inputTomograms.get().getSize() - len(failed)} tomograms: "
+                 + ", ".join(f"{c} {n}" for c, n in counts.items()) + f"; box {out.getBoxSize()} px."]
+        if failed:
+            lines.append(f"Failed tomograms (not picked, see the log): {', '.join(failed)}")
+        return lines
 
     def _methods(self):
         return ["Particles were picked with picker3d [Liu2024DeepETPicker]."]

@@ -6,6 +6,7 @@ import pyworkflow.protocol.params as params
 
 from ..convert import get_class_names, link_tomogram, tables_from_coordinates, tomograms_by_ts_id
 from ..engine.coords import write_table
+from ..engine.modelinfo import read_model_info, sidecar_path
 from ..objects import Picker3DModel
 from .protocol_base import ProtPicker3DBase
 
@@ -230,8 +231,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         return " ".join(args)
 
     def createOutputStep(self):
-        from ..engine.train import load_model
-        _, meta = load_model(self.getModelFile())
+        meta = read_model_info(self.getModelFile())
         model = Picker3DModel(filename=self.getModelFile())
         model.setFromMeta(meta)
         model.setSamplingRate(self.inputCoordinates.get().getPrecedents().getSamplingRate())
@@ -243,11 +243,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     # ---- info ----------------------------------------------------------------------
     def getHistory(self):
         """Per-epoch training history from the model file (for the viewer)."""
-        from ..engine.train import load_model
         path = self._absPath(self.getModelFile())
-        if not os.path.exists(path):
+        if not os.path.exists(path) or not os.path.exists(sidecar_path(path)):
             return []
-        return load_model(path)[1].get("history", [])
+        return read_model_info(path).get("history", [])
 
     def _validate(self):
         coords = self.inputCoordinates.get()
