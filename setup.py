@@ -31,15 +31,18 @@ setup(
         "scipion-pyworkflow>=3.0",
         "scipion-em>=3.0",
         "scipion-em-tomo>=3.0",
-        "torch>=2.1",
         "numpy",
         "scipy",
         "mrcfile",
         "starfile",        # RELION star files (pandas-based, as RELION 5 writes them)
         "scikit-learn",    # PCA / Gaussian mixtures for classification
     ],
-    # the hand-off tests feed picker3d's sets to the converters of the downstream plugins
-    extras_require={"test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
+    # torch is the engine's: in a Scipion installation the engine runs in an environment of
+    # its own ('scipion installb picker3d', picker3d/engine_env.py), so Scipion's never gets
+    # it; one environment for both (the README's two commands) installs the 'engine' extra.
+    # The hand-off tests feed picker3d's sets to the converters of the downstream plugins.
+    extras_require={"engine": ["torch>=2.1"],
+                    "test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": "picker3d = picker3d",
         "console_scripts": ["picker3d = picker3d.engine.cli:main"],

@@ -45,8 +45,9 @@ def torch_pip_args(choice):
 
 def package_source(version):
     """What pip installs picker3d from: this checkout when the plugin runs from one (a
-    developer's or an editable install: the engine then runs the same code), else the
-    released package of the plugin's own version (without its Scipion requirements)."""
+    developer's or an editable install; installed editable, so the engine runs the same code
+    as the plugin), else the released package of the plugin's own version (without its
+    Scipion requirements)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     setup = os.path.join(root, "setup.py")
     if os.path.isfile(setup):
@@ -65,7 +66,8 @@ def install_commands(home, version, torch_choice=None, conda=None, python="pytho
     (Scipion's software/em/picker3d-<version>). ``conda``: the conda activation command (a
     conda environment is made) or None (a venv in ``home/venv`` made by ``python``)."""
     pkgs = " ".join(shlex.quote(r) for r in ENGINE_REQUIREMENTS)
-    source = shlex.quote(package_source(version))
+    source = package_source(version)
+    source = f"-e {shlex.quote(source)}" if os.path.isdir(source) else shlex.quote(source)
     torch = torch_pip_args(torch_choice)
     marker = os.path.join(home, INSTALLED_MARKER)
     if conda is not None:
