@@ -18,15 +18,20 @@ pytestmark = pytest.mark.scipion
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# the data are simulated in the engine environment (the simulator uses torch)
+SIMULATE_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from picker3d.engine.simulate import write_simulation
+    write_simulation(os.path.join(sys.argv[1], "simulated"), n_tomograms=2, seed=70, shape=(48, 80, 80), snr=2.0,
+                     species=["barrel"], counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
+""")
+
 WORKFLOW_SCRIPT = textwrap.dedent("""
     import os, shutil, sys
     assert "torch" not in sys.modules
-    from picker3d.engine.simulate import write_simulation
     from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
     base = sys.argv[1]
     sim = os.path.join(base, "simulated")
-    write_simulation(sim, n_tomograms=2, seed=70, shape=(48, 80, 80), snr=2.0, species=["barrel"],
-                     counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
     os.makedirs(os.path.join(base, "annotations"))
     shutil.copy(os.path.join(sim, "tomo_00.tsv"), os.path.join(base, "annotations"))
     wf = workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=0.6, binning=1,
@@ -83,6 +88,9 @@ def test_engine_env_installb_then_the_workflow_runs_with_torch_only_in_the_engin
     assert check.returncode != 0 and "blocked" in check.stderr
     work = tmp_path / "run"
     work.mkdir()
+    sim = subprocess.run([engine_python, "-c", SIMULATE_SCRIPT, str(work)], capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"]})
+    assert sim.returncode == 0, sim.stderr[-3000:]
     r = subprocess.run([sys.executable, "-c", WORKFLOW_SCRIPT, str(work)], env=env, capture_output=True,
                        text=True, timeout=1500, cwd=str(work))
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

@@ -194,7 +194,7 @@ class TestPicker3DOneTomogramFails(tomo_checks.TestBaseCentralizedLayer):
         pick = self.proj.getProtocol(pick.getObjId())
         self.assertTrue(pick.isFinished(), pick.getErrorMessage())
         self.assertEqual(list(pick.failedTsIds()), ["tomo_01"])
-        self.assertIn("truncated", pick.failedTsIds()["tomo_01"])
+        self.assertIn("tomo_01.mrc: not a readable MRC file", pick.failedTsIds()["tomo_01"])
         per_tomo = {}
         for c in pick.coordinates.iterCoordinates():
             per_tomo[c.getTomoId()] = per_tomo.get(c.getTomoId(), 0) + 1
