@@ -85,7 +85,7 @@ def bench_training(a, sims, tabs, diam, binning, folder):
 def bench_picking_end_to_end(a, model_path, folder):
     big = simulate_tomogram(shape=tuple(a.big_shape), seed=103, snr=a.snr)
     tomo = os.path.join(folder, "big.mrc")
-    write_volume(tomo, big["tomogram"], big["manifest"]["voxel_size"])
+    write_volume(tomo, big["tomogram"], float(big["manifest"].get("voxel_size_A", 10.0)))
     del big["tomogram"]
     ref = CoordTable.from_rows(big["rows"])
     out_dir = os.path.join(folder, "picks")

@@ -13,6 +13,10 @@ from ..engine.errors import InputError
 PRECISIONS = ["auto", "fp32", "bf16"]
 
 
+class EngineError(RuntimeError):
+    """An engine command ended with its one-line error (bad input, not a stopped run)."""
+
+
 class ProtPicker3DBase(EMProtocol, ProtTomoBase):
     """Base of the picker3d protocols (not shown in the menu)."""
     _label = None
@@ -104,7 +108,7 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
             with open(error_file) as fh:
                 line = fh.read().strip().replace("picker3d: error: ", "", 1)
             os.remove(error_file)
-            raise RuntimeError(f"picker3d {subcommand}: {line}") from None
+            raise EngineError(f"picker3d {subcommand}: {line}") from None
 
     # ---- helpers ---------------------------------------------------------------------
     def _absPath(self, path):

@@ -10,7 +10,7 @@ from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
 from ..convert import (append_table, box_from_diameter, link_tomogram, set_class_names, tomogram_link_path,
                        tomograms_by_ts_id)
 from ..engine.coords import read_table
-from .protocol_base import ProtPicker3DBase
+from .protocol_base import EngineError, ProtPicker3DBase
 
 FLIP_CHOICES = ["model's", "1", "2", "4", "8"]
 FAILED_FILE = "FAILED"       # in a tomogram's folder: the error line of its failed picking
@@ -91,7 +91,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
             os.remove(stale)
         try:
             self._pickOne(ts_id)
-        except Exception as exc:
+        except EngineError as exc:     # the engine's own error; a stopped run is not a failed tomogram
             folder = self._absPath(self._folder(ts_id))
             for name in (ts_id + ".tsv", ts_id + "_score.mrc"):
                 if os.path.exists(os.path.join(folder, name)):
@@ -123,7 +123,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
             args.append("--score-map")
         self.runEngine("pick", " ".join(args), tag=ts_id)
         if not os.path.exists(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv"))):
-            raise RuntimeError(f"picker3d pick: the engine wrote no table for {ts_id} (see the run log)")
+            raise EngineError(f"picker3d pick: the engine wrote no table for {ts_id} (see the run log)")
 
     def getTable(self, ts_id):
         return read_table(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv")), allow_empty=True)
