@@ -33,3 +33,17 @@ def start(cls, prefix, pattern="tomo_0?.mrc", sampling=10.0, annotate=None, box=
 def end(cls):
     os.chdir(cls.cwd)
     shutil.rmtree(cls.data, ignore_errors=True)
+
+
+def train_tiny_model(cls, epochs=4):
+    """``cls.model_file``: a one-class (barrel, 17 voxels) model trained in seconds on tomo_00."""
+    import torch
+    from picker3d.engine.coords import read_table
+    from picker3d.engine.mrcio import read_volume
+    from picker3d.engine.train import train
+    torch.set_num_threads(2)
+    vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
+    tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
+    cls.model_file = os.path.join(cls.data, "model.pt")
+    train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=epochs, iters_per_epoch=10,
+          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)

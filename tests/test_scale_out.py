@@ -16,18 +16,9 @@ class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
 
     @classmethod
     def setUpClass(cls):
-        import torch
-        from picker3d.engine.coords import read_table
-        from picker3d.engine.mrcio import read_volume
-        from picker3d.engine.train import train
         simulated_project.start(cls, "picker3d_scale_", n_tomograms=4, seed=90, shape=SHAPE, snr=2.0,
                                 species=["barrel"], counts={"barrel": 6})
-        torch.set_num_threads(2)
-        vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
-        tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
-        cls.model_file = os.path.join(cls.data, "model.pt")
-        train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=4, iters_per_epoch=10,
-              patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+        simulated_project.train_tiny_model(cls, epochs=4)
 
     @classmethod
     def tearDownClass(cls):

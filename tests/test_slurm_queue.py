@@ -44,10 +44,6 @@ class TestPicker3DSlurmQueue(tomo_checks.TestBaseCentralizedLayer):
 
     @classmethod
     def setUpClass(cls):
-        import torch
-        from picker3d.engine.coords import read_table
-        from picker3d.engine.mrcio import read_volume
-        from picker3d.engine.train import train
         cls.slurm_dir = tempfile.mkdtemp(prefix="picker3d_slurm_")
         r = subprocess.run(["bash", SLURM_SCRIPT, "start", cls.slurm_dir], capture_output=True, text=True,
                            timeout=900)
@@ -59,12 +55,7 @@ class TestPicker3DSlurmQueue(tomo_checks.TestBaseCentralizedLayer):
         try:
             simulated_project.start(cls, "picker3d_slurm_data_", n_tomograms=3, seed=91, shape=SHAPE, snr=2.0,
                                     species=["barrel"], counts={"barrel": 6})
-            torch.set_num_threads(2)
-            vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
-            tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
-            cls.model_file = os.path.join(cls.data, "model.pt")
-            train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=3,
-                  iters_per_epoch=10, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+            simulated_project.train_tiny_model(cls, epochs=3)
             from picker3d.protocols import ProtPicker3DImportModel
             imp = cls.newProtocol(ProtPicker3DImportModel, modelFile=cls.model_file)
             cls.launchProtocol(imp)
@@ -161,18 +152,9 @@ class TestPicker3DOneTomogramFails(tomo_checks.TestBaseCentralizedLayer):
 
     @classmethod
     def setUpClass(cls):
-        import torch
-        from picker3d.engine.coords import read_table
-        from picker3d.engine.mrcio import read_volume
-        from picker3d.engine.train import train
         simulated_project.start(cls, "picker3d_failing_", n_tomograms=3, seed=92, shape=SHAPE, snr=2.0,
                                 species=["barrel"], counts={"barrel": 6})
-        torch.set_num_threads(2)
-        vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
-        tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
-        cls.model_file = os.path.join(cls.data, "model.pt")
-        train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=2,
-              iters_per_epoch=10, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+        simulated_project.train_tiny_model(cls, epochs=2)
 
     @classmethod
     def tearDownClass(cls):

@@ -4,4 +4,6 @@ Modules: ``simulate`` (synthetic tomograms with ground truth), ``coords`` (coord
 tables and file formats), ``masks`` (weak labels), ``metrics`` (evaluation),
 ``mrcio`` (validated, atomic MRC I/O), ``cli`` (the ``picker3d`` command).
 """
-from .errors import InputError  # noqa: F401
+from .errors import InputError
+
+__all__ = ["InputError"]

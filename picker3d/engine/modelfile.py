@@ -9,7 +9,7 @@ import torch
 
 from .errors import InputError
 from .fileio import atomic_write
-from .modelinfo import MODEL_FORMAT, MODEL_VERSION, write_sidecar
+from .modelinfo import MODEL_FORMAT, MODEL_VERSION, check_format, write_sidecar
 from .network import build_network
 
 
@@ -29,11 +29,7 @@ def load_model(path, device="cpu", voxel_size=None, warn=print):
         ck = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:
         raise InputError(f"{path}: not a readable picker3d model ({exc.__class__.__name__})") from exc
-    if not isinstance(ck, dict) or ck.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path}: not a picker3d model file")
-    if ck.get("version", 0) > MODEL_VERSION:
-        raise InputError(f"{path}: model format version {ck['version']} is newer than this picker3d "
-                         f"({MODEL_VERSION}); update picker3d")
+    check_format(ck, path, "model file", path)
     model = build_network(ck["arch"])
     model.load_state_dict(ck["state_dict"])
     model.to(device).eval()

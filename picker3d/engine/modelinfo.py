@@ -52,6 +52,16 @@ def write_sidecar(model_path, meta):
     return atomic_text(sidecar_path(model_path), json.dumps(info, indent=1, allow_nan=True) + "\n")
 
 
+def check_format(record, name, what, model_path):
+    """InputError unless ``record`` (a model file's dictionary or its sidecar's) is a picker3d
+    model of a format version this picker3d reads; ``name`` is the file named as not one."""
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        raise InputError(f"{name}: not a picker3d {what}")
+    if record.get("version", 0) > MODEL_VERSION:
+        raise InputError(f"{model_path}: model format version {record['version']} is newer than this picker3d "
+                         f"({MODEL_VERSION}); update picker3d")
+
+
 def read_model_info(model_path):
     """The metadata of a model file, from its JSON sidecar (no torch). InputError naming the
     file when the model or its sidecar is missing, unreadable or describes another file."""
@@ -67,11 +77,7 @@ def read_model_info(model_path):
             info = json.load(fh)
     except (OSError, ValueError) as exc:
         raise InputError(f"{side}: not a readable picker3d model metadata file ({exc.__class__.__name__})") from None
-    if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
-        raise InputError(f"{side}: not a picker3d model metadata file")
-    if info.get("version", 0) > MODEL_VERSION:
-        raise InputError(f"{model_path}: model format version {info['version']} is newer than this picker3d "
-                         f"({MODEL_VERSION}); update picker3d")
+    check_format(info, side, "model metadata file", model_path)
     recorded = info.get("model_file") or {}
     if recorded.get("size") is not None and recorded["size"] != os.path.getsize(model_path):
         raise InputError(f"{side}: describes another model file ({recorded['size']} bytes, {model_path} has "

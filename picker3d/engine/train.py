@@ -35,7 +35,7 @@ from .errors import InputError
 from .masks import label_mask
 from .fileio import atomic_write, remove_stale_temporaries
 from .modelfile import load_model, save_model
-from .modelinfo import kept_entry, kept_summary  # noqa: F401  (kept_entry: used by callers of train)
+from .modelinfo import kept_summary
 from .metrics import evaluate, match
 from .network import NETWORKS, autocast, autocast_dtype, build_network, count_parameters
 from .pick import default_peak_smoothing, find_particles, peak_smoothing, predict_volume
