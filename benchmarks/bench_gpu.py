@@ -34,7 +34,7 @@ from picker3d.engine.modelfile import load_model
 from picker3d.engine.mrcio import write_volume
 from picker3d.engine.pick import pick_tomogram
 from picker3d.engine.simulate import simulate_tomogram
-from picker3d.engine.train import train
+from picker3d.engine.training import train
 
 
 def peak_memory_mb(device):

@@ -29,7 +29,8 @@ from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
 from picker3d.engine.pick import pick_tomogram, tile_overhead
 from picker3d.engine.simulate import simulate_tomogram
-from picker3d.engine.train import load_model, train
+from picker3d.engine.modelfile import load_model
+from picker3d.engine.training import train
 
 BIG = (200, 512, 512)
 

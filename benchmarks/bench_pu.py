@@ -28,7 +28,8 @@ from picker3d.engine.coords import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.pick import pick_tomogram
 from picker3d.engine.simulate import SPECIES_BUILDERS, simulate_tomogram
-from picker3d.engine.train import load_model, train
+from picker3d.engine.modelfile import load_model
+from picker3d.engine.training import train
 
 
 def run(mode, frac, sims, tabs, classes, diam, a):

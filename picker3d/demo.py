@@ -40,6 +40,44 @@ def _report_classes(classify, pick, man, sim, diameters):
               f"{s['homogeneity']:.3f}, completeness {s['completeness']:.3f}, ARI {s['ari']:.3f}")
 
 
+def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
+    """A PNG of the central slab of ``tomogram`` (mean of ``slab`` planes) with the picks
+    within it circled by class and the missed reference particles crossed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from picker3d.engine.metrics import match
+    from picker3d.engine.mrcio import read_volume
+    vol, _ = read_volume(tomogram)
+    zc = vol.shape[0] // 2
+    z0, z1 = zc - slab // 2, zc + slab // 2 + 1
+    img = vol[z0:z1].mean(axis=0)
+    lo, hi = np.percentile(img, [1, 99])
+    radii = np.array([diameters[c] / 2.0 for c in ref.classes])
+    pairs, _ = match(picked.xyz, ref.xyz, radii)
+    found = {j for _, j in pairs}
+    names = list(diameters)
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7, 7 * img.shape[0] / img.shape[1]), dpi=110)
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+    for (x, y, z), c in zip(picked.xyz, picked.classes):
+        r = diameters[c] / 2.0
+        if z0 - r <= z <= z1 + r:
+            ax.add_patch(plt.Circle((x, y), r, fill=False, lw=1.2, color=colours(names.index(c) % 10)))
+    for j, ((x, y, z), c) in enumerate(zip(ref.xyz, ref.classes)):
+        if j not in found and z0 <= z <= z1:
+            ax.plot(x, y, "x", color="red", ms=5)
+    for i, c in enumerate(names):
+        ax.plot([], [], "o", mfc="none", color=colours(i % 10), label=c)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.7)
+    ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6.0, project="picker3d_demo"):
     from picker3d.engine.coords import read_table
     from picker3d.engine.metrics import evaluate
@@ -75,6 +113,11 @@ def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6
               f"mean class F1 {r['mean_class_f1']:.3f}, AP {r['ap']:.3f}  [{per}]")
     held = [results[t["name"]]["f1"] for t in man["tomograms"][1:]]
     print(f"held-out F1 {sum(held) / len(held):.3f}")
+    shown = man["tomograms"][1]
+    picture = write_picks_picture(os.path.join(out_dir, "picks.png"), os.path.join(sim, shown["name"] + ".mrc"),
+                                  pick.getTable(shown["name"]), read_table(os.path.join(sim, shown["coords"])),
+                                  diameters)
+    print(f"picture of the picks on {shown['name']} (central slab): {picture}")
     export = prots[5]
     if len(prots) > 6:
         _report_classes(prots[6], pick, man, sim, diameters)

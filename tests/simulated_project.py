@@ -40,7 +40,7 @@ def train_tiny_model(cls, epochs=4):
     import torch
     from picker3d.engine.coords import read_table
     from picker3d.engine.mrcio import read_volume
-    from picker3d.engine.train import train
+    from picker3d.engine.training import train
     torch.set_num_threads(2)
     vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
     tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))

@@ -71,7 +71,7 @@ def data(tmp_path_factory):
         (d / name).write_text(text)
         f[name] = str(d / name)
     # models: a real one, a truncated copy, a newer format, a foreign pickle
-    from picker3d.engine.train import train
+    from picker3d.engine.training import train
     f["model.pt"] = str(d / "model.pt")
     train([vol], [CoordTable([[20, 24, 16]], ["a"])], ["a"], {"a": 8}, f["model.pt"], epochs=1,
           iters_per_epoch=1, patch=16, batch=1, tile=32, pad=4, channels=(4, 8), log=lambda m: None)
@@ -146,8 +146,12 @@ CASES = {
     "mask_diameter_zero": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--mask-diameter", "0"),
                            "--mask-diameter: 0.0 must be 1 voxel or more"),
     "ema_one": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--ema", "1"), "--ema: 1.0 must be"),
-    "holdout_half": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--holdout", "0.5"),
-                     "--holdout: 0.5 must be a fraction in [0, 0.5)"),
+    "removed_holdout": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--holdout", "0.5"),
+                        "--holdout: removed in picker3d 0.2; give validation tomograms"),
+    "removed_no_augment": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--no-augment"),
+                           "--no-augment: removed in picker3d 0.2; augmentation is always on"),
+    "removed_no_bin_phases": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--no-bin-phases"),
+                              "--no-bin-phases: removed in picker3d 0.2"),
     "unknown_format": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--format", "pdb"), "--format"),
     "cuda_without_gpu": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--device", "cuda"), "--device: cuda"),
     "sparse_without_prior": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--labels", "sparse"), "--prior"),

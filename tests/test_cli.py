@@ -33,6 +33,16 @@ def test_simulate_masks_evaluate_chain(tmp_path, capsys):
                  "--occupancy", str(out / "tomo_00_occupancy.mrc")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["f1"] == 1.0 and res["mean_class_f1"] == 1.0 and res["shrec"]["missed"] == 0
+    # several tomograms: per tomogram by file stem, and pooled (the empty picks of the second count)
+    empty = tmp_path / "none.tsv"
+    empty.write_text("x\ty\tz\tclass\tscore\n")
+    assert main(["evaluate", "--pred", str(coords), str(empty), "--ref", str(coords), str(coords),
+                 "--diameters", diam]) == 0
+    res = json.loads(capsys.readouterr().out)
+    n = len(read_table(coords))
+    assert set(res["per_tomogram"]) == {"1_tomo_00", "2_tomo_00"}
+    assert res["per_tomogram"]["1_tomo_00"]["f1"] == 1.0 and res["per_tomogram"]["2_tomo_00"]["tp"] == 0
+    assert (res["overall"]["tp"], res["overall"]["fn"]) == (n, n)
 
 
 def test_subtomogram_mode(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from picker3d.engine.coords import CoordTable
-from picker3d.engine.metrics import evaluate, shrec_hits
+from picker3d.engine.metrics import evaluate, evaluate_tomograms, shrec_hits
 
 
 @pytest.fixture
@@ -97,3 +97,17 @@ def test_matched_filter_dprime_follows_signal_norm_over_noise():
     assert abs(empty) < 3.0 < d
     with pytest.raises(ValueError, match="border"):
         matched_filter_dprime(noisy, clean, (2, 32, 32), 4, np.random.default_rng(0))
+
+
+def test_tomograms_pool_their_matches_and_no_match_crosses_between_them(ref):
+    """Two tomograms: the picks of the second sit where the first's particles are, so a
+    plain concatenation would match them; pooled, they stay false positives."""
+    half = ref.subset(np.arange(10))
+    pairs = {"t1": (half, half), "t2": (CoordTable(half.xyz + [0, 0, 0.5], half.classes), ref.subset(np.arange(10, 20))),
+             "t3": (None, half)}
+    res = evaluate_tomograms(pairs, D)
+    per = res["per_tomogram"]
+    assert per["t1"]["tp"] == 10 and per["t2"]["tp"] == 0 and per["t3"]["fn"] == 10
+    overall = res["overall"]
+    assert (overall["tp"], overall["fp"], overall["fn"]) == (10, 10, 20)
+    assert overall["f1"] == pytest.approx(2 * 10 / (2 * 10 + 10 + 20))

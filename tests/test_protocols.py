@@ -112,26 +112,51 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         empty = self.newProtocol(ProtPicker3DMasks, inputCoordinates=coords, diameters="barrel=-3")
         self.assertIn("positive", " ".join(empty.validate()))
 
-    def test_train_pick_and_import_model(self):
-        from picker3d.engine.metrics import evaluate
-        from picker3d.protocols import ProtPicker3DImportModel, ProtPicker3DPick, ProtPicker3DTrain
-        coords = self._importAnnotations().coordinates
-        train = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
-                                 trainBy=1, epochs=4, iterationsPerEpoch=10, patchSize=32, batchSize=2,
-                                 channels="8,16,24,36", learningRate=5e-3, useGpu=False)
-        self.launchProtocol(train)
+    # the trained model and the pick run are shared by the tests below: made by the first
+    # test that needs them, so each protocol's failure is named by its own test
+    _train = _pick = None
+
+    def _trained(self):
+        from picker3d.protocols import ProtPicker3DTrain
+        cls = type(self)
+        if cls._train is None:
+            coords = self._importAnnotations().coordinates
+            train = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
+                                     trainBy=1, epochs=4, iterationsPerEpoch=10, patchSize=32, batchSize=2,
+                                     channels="8,16,24,36", learningRate=5e-3, useGpu=False)
+            self.launchProtocol(train)
+            cls._train = train
+        return cls._train
+
+    def _picked(self):
+        from picker3d.protocols import ProtPicker3DPick
+        cls = type(self)
+        if cls._pick is None:
+            pick = self.newProtocol(ProtPicker3DPick, inputModel=self._trained().model, inputTomograms=self.tomos,
+                                    splitClasses=True, saveScoreMaps=True, useGpu=False)
+            self.launchProtocol(pick)
+            cls._pick = pick
+        return cls._pick
+
+    def test_train(self):
+        train = self._trained()
         model = train.model
         self.assertEqual(model.getClassNames(), ["barrel"])
         self.assertEqual(model.getDiameters(), {"barrel": DIAM})
         self.assertAlmostEqual(model.getSamplingRate(), SAMPLING)
         self.assertEqual(len(train.getHistory()), 4)
-        # fine-tuning from it: the engine starts from its weights (one step at a negligible
-        # rate leaves them as they were) and the new model records where it started
+
+    def test_train_fine_tuning_starts_from_the_model(self):
+        # the engine starts from its weights (one step at a negligible rate leaves them as they
+        # were) and the new model records where it started
         import torch
         from picker3d.engine.modelfile import load_model
-        tuned = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
-                                 initialModel=model, trainBy=1, epochs=1, iterationsPerEpoch=1, patchSize=32,
-                                 batchSize=2, channels="8,16,24,36", learningRate=1e-9, useGpu=False)
+        from picker3d.protocols import ProtPicker3DTrain
+        model = self._trained().model
+        tuned = self.newProtocol(ProtPicker3DTrain, inputCoordinates=self._importAnnotations().coordinates,
+                                 diameters=f"barrel={DIAM}", initialModel=model, trainBy=1, epochs=1,
+                                 iterationsPerEpoch=1, patchSize=32, batchSize=2, channels="8,16,24,36",
+                                 learningRate=1e-9, useGpu=False)
         self.launchProtocol(tuned)
         src, dst = (load_model(p) for p in (model.getFileName(), tuned.model.getFileName()))
         self.assertEqual(dst[1]["init"]["path"], os.path.abspath(model.getFileName()))
@@ -139,16 +164,18 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         for (k, a), (_, b) in zip(src[0].named_parameters(), dst[0].named_parameters()):
             self.assertTrue(torch.allclose(a, b, atol=1e-5), k)
 
-        pick = self.newProtocol(ProtPicker3DPick, inputModel=model, inputTomograms=self.tomos,
-                                splitClasses=True, saveScoreMaps=True, useGpu=False)
-        self.launchProtocol(pick)
+    def test_pick(self):
+        from picker3d.engine.metrics import evaluate
+        from tomo.constants import BOTTOM_LEFT_CORNER
+        pick = self._picked()
         out = pick.coordinates
-        self.checkCoordinates(out, expectedBoxSize=18, expectedSRate=SAMPLING, setSizeTolPercent=1.0,
-                              expectedSetSize=max(out.getSize(), 1))
+        # 8 barrels per tomogram: the trained model finds most of them on both
+        self.checkCoordinates(out, expectedBoxSize=18, expectedSRate=SAMPLING, setSizeTolPercent=0.4,
+                              expectedSetSize=2 * 8)
+        self.assertEqual(out.getSize(), sum(len(pick.getTable(t)) for t in ("tomo_00", "tomo_01")))
         self.assertEqual(pick.coordinates_barrel.getSize(), out.getSize())
         self.assertEqual(pick.scoreMaps.getSize(), 2)
         # the output set equals the engine's table, to 0.01 voxel, in bottom-left-corner convention
-        from tomo.constants import BOTTOM_LEFT_CORNER
         for ts_id in ("tomo_00", "tomo_01"):
             table = pick.getTable(ts_id)
             tomo = {t.getTsId(): t.clone() for t in self.tomos}[ts_id]   # set iteration reuses one object
@@ -161,18 +188,25 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         r = evaluate(pick.getTable("tomo_01"), self._gt(1), {"barrel": DIAM})
         self.assertGreater(r["f1"], 0.7, r)
 
-        # the viewers of both protocols render (training curves; picks over slices)
+    def test_train_and_pick_viewers_render(self):
+        # training curves; picks over slices
         from picker3d.viewers import Picker3DPickViewer, Picker3DTrainViewer
         from PIL import Image
-        for viewer_cls, prot in ((Picker3DTrainViewer, train), (Picker3DPickViewer, pick)):
+        for viewer_cls, prot in ((Picker3DTrainViewer, self._trained()), (Picker3DPickViewer, self._picked())):
             views = viewer_cls(project=self.proj, protocol=prot)._visualize(prot)
             self.assertGreaterEqual(len(views), 1)
             png = os.path.join(self.data, f"{viewer_cls.__name__}.png")
             views[0].savefig(png)
             self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
 
-        # evaluate picks against the ground truth of both tomograms: the engine's numbers
+    def test_evaluate(self):
+        """The picks against the ground truth of both tomograms: the engine's numbers."""
+        from PIL import Image
+        from picker3d.engine.metrics import evaluate
         from picker3d.protocols import ProtPicker3DEvaluate
+        from picker3d.viewers import Picker3DEvaluateViewer
+        pick = self._picked()
+        out = pick.coordinates
         ref = self._importAnnotations(filesPath=self.data, filesPattern="tomo_0?.tsv").coordinates
         ev = self.newProtocol(ProtPicker3DEvaluate, inputCoordinates=out, referenceCoordinates=ref,
                               diameters=f"barrel={DIAM}")
@@ -190,14 +224,22 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual(o["tp"] + o["fp"], out.getSize())
         self.assertEqual(o["tp"] + o["fn"], ref.getSize())
         self.assertIn(f"F1 {o['f1']:.3f}", " ".join(ev.summary()))
-        # a reference of another class: well localised picks, yet no class-aware match; the
-        # output sets and the summary follow the class-aware matching, and class-agnostic
-        # evaluation (Match classes? = No) counts the same picks as hits
+        view = Picker3DEvaluateViewer(project=self.proj, protocol=ev)._visualize(ev)[0]
+        png = os.path.join(self.data, "evaluate.png")
+        view.savefig(png)
+        self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
+
+    def test_evaluate_against_another_class(self):
+        """Well localised picks, yet no class-aware match: the output sets and the summary
+        follow the class-aware matching, and class-agnostic evaluation (Match classes? = No)
+        counts the same picks as hits."""
+        from picker3d.protocols import ProtPicker3DEvaluate
+        pick = self._picked()
         other = self._importAnnotations(className="ribosome").coordinates
         n_picks_00 = len(pick.getTable("tomo_00"))
         for per_class in (True, False):
-            ev2 = self.newProtocol(ProtPicker3DEvaluate, inputCoordinates=out, referenceCoordinates=other,
-                                   diameters=str(DIAM), perClass=per_class)
+            ev2 = self.newProtocol(ProtPicker3DEvaluate, inputCoordinates=pick.coordinates,
+                                   referenceCoordinates=other, diameters=str(DIAM), perClass=per_class)
             self.launchProtocol(ev2)
             o2 = ev2.getResults()["overall"]
             self.assertGreater(o2["tp"], 0.7 * other.getSize(), o2)
@@ -206,12 +248,10 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
             self.assertEqual(ev2.falsePositives.getSize(), n_picks_00 - tp)
             self.assertEqual(ev2.missed.getSize(), other.getSize() - tp)
             self.assertIn(f"{tp} true positives", " ".join(ev2.summary()))
-        from picker3d.viewers import Picker3DEvaluateViewer
-        view = Picker3DEvaluateViewer(project=self.proj, protocol=ev)._visualize(ev)[0]
-        png = os.path.join(self.data, "evaluate.png")
-        view.savefig(png)
-        self.assertGreater(np.asarray(Image.open(png).convert("L"), dtype=float).std(), 10)
 
+    def test_import_model(self):
+        from picker3d.protocols import ProtPicker3DImportModel
+        model = self._trained().model
         imp = self.newProtocol(ProtPicker3DImportModel, modelFile=model.getFileName())
         self.launchProtocol(imp)
         self.assertEqual(imp.model.getClassNames(), ["barrel"])
@@ -256,7 +296,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         coords = self._importAnnotations().coordinates
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}",
                                 labels=1, expectedParticles=40, consistency=0.1, network=1, learningRate=0.002,
-                                contrastive=0.2, precision=1, binPhases=False,
+                                contrastive=0.2, precision=1,
                                 patchSize=48, batchSize=6, seed=3, trainBy=1, epochs=7)
         prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])
         a = build_parser().parse_args(["train"] + shlex.split(prot._trainArgs()))
@@ -264,7 +304,6 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
                          ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
         self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive, a.precision),
                          ("sparse", "pu", 40.0, None, 0.2, "fp32"))
-        self.assertFalse(a.bin_phases)
         # sparse labels, no validation set: the training tomogram calibrates the thresholds
         self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
         # the defaults leave the automatic choices to the engine
@@ -274,8 +313,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual((a.network, a.consistency, a.contrastive, a.lr, a.patch, a.batch, a.labels, a.minutes,
                           a.precision), ("resunet3d", 0.0, 0.0, "auto", "auto", "auto", "complete", 10.0, "auto"))
         # complete labels without validation set: the engine calibrates on the training tomograms
-        self.assertEqual((a.val_tomograms, a.holdout), ([], 0.0))
-        self.assertTrue(a.bin_phases)
+        self.assertEqual(a.val_tomograms, [])
 
     def test_pick_refuses_other_sampling(self):
         from picker3d.objects import Picker3DModel

@@ -82,7 +82,7 @@ def test_heatmap_targets_and_prior_helpers():
 
 
 def test_sparse_training_needs_a_prior(tmp_path):
-    from picker3d.engine.train import train
+    from picker3d.engine.training import train
     vol = np.random.default_rng(0).standard_normal((32, 32, 32)).astype(np.float32)
     tab = CoordTable([[16, 16, 16]], ["a"])
     with pytest.raises(InputError, match="--prior"):
@@ -92,7 +92,7 @@ def test_sparse_training_needs_a_prior(tmp_path):
 
 
 def test_learning_rate_defaults_by_label_kind_and_parses_auto():
-    from picker3d.engine.train import default_lr, float_or_auto
+    from picker3d.engine.training.config import default_lr, float_or_auto
     assert default_lr(sparse=True) == 1e-3 and default_lr(sparse=False) == 3e-3   # seed 002 §4.2 for sparse
     assert float_or_auto("auto", "--lr") is None and float_or_auto("2e-3", "--lr") == 2e-3
     for bad in ("fast", "0", "-1e-3"):
@@ -101,7 +101,7 @@ def test_learning_rate_defaults_by_label_kind_and_parses_auto():
 
 
 def test_consistency_view_flips_back_exactly():
-    from picker3d.engine.train import consistency_loss, consistency_view
+    from picker3d.engine.training.losses import consistency_loss, consistency_view
     rng = np.random.default_rng(3)
     x = torch.randn(2, 1, 8, 10, 12)
     for _ in range(8):
@@ -113,7 +113,7 @@ def test_consistency_view_flips_back_exactly():
             assert float(consistency_loss(logits, torch.flip(logits, dims), dims, sparse)) == pytest.approx(0.0, abs=1e-7)
             assert float(consistency_loss(logits, logits + 1.0 * (torch.rand_like(logits) > 0.5), dims, sparse)) > 1e-3
     vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
-    from picker3d.engine.train import train
+    from picker3d.engine.training import train
     with pytest.raises(InputError, match="--consistency"):
         train([vol], [CoordTable([[16, 16, 16]], ["a"])], ["a"], {"a": 8}, "unused.pt", consistency=-1, epochs=1)
 
@@ -121,7 +121,9 @@ def test_consistency_view_flips_back_exactly():
 def test_slice_network_options_are_checked(tmp_path):
     """--network and --patch-depth: bad values and a resume with the other network are
     one-line errors naming the flag; slabs of the slice network are sampled thin."""
-    from picker3d.engine.train import auto_batch, sample_batch, TomogramData, train
+    from picker3d.engine.training.config import auto_batch
+    from picker3d.engine.training.data import TomogramData, sample_batch
+    from picker3d.engine.training import train
     rng = np.random.default_rng(0)
     vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
     table = CoordTable([[16, 16, 16]], ["a"])
@@ -149,7 +151,8 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
     from picker3d.engine.pick import pick_tomogram
     from picker3d.engine.simulate import simulate_tomogram
-    from picker3d.engine.train import load_model, train
+    from picker3d.engine.modelfile import load_model
+    from picker3d.engine.training import train
     torch.set_num_threads(2)
     s = simulate_tomogram(shape=(64, 96, 96), seed=21, snr=2.0, species=["barrel"], counts={"barrel": 18},
                           crowders=0, vesicles=0, membranes=0, gold=0)

@@ -34,7 +34,9 @@ class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
                                 numberOfThreads=3, binThreads=1)      # 2 step threads + the main one
         self.launchProtocol(pick)
         out = pick.coordinates
-        self.checkCoordinates(out, expectedSetSize=max(out.getSize(), 1), expectedBoxSize=18, expectedSRate=10.0)
+        # 6 barrels in each of the 4 tomograms: the tiny model finds most of them
+        self.checkCoordinates(out, expectedSetSize=4 * 6, setSizeTolPercent=0.4, expectedBoxSize=18,
+                              expectedSRate=10.0)
         per_tomo = {}
         for c in out.iterCoordinates():
             per_tomo[c.getTomoId()] = per_tomo.get(c.getTomoId(), 0) + 1

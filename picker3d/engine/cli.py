@@ -43,8 +43,11 @@ def _add_masks(sub):
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="compare picks with reference coordinates (prints JSON)")
-    p.add_argument("--pred", required=True, help="predicted coordinate table")
-    p.add_argument("--ref", required=True, help="reference coordinate table")
+    p.add_argument("--pred", required=True, nargs="+",
+                   help="predicted coordinate table(s); several: one per tomogram, in the order of --ref")
+    p.add_argument("--ref", required=True, nargs="+",
+                   help="reference coordinate table(s); with several pairs the JSON holds each tomogram's "
+                        "figures (per_tomogram, by file stem) and the pooled ones (overall)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--radius-frac", type=float, default=0.5, help="match radius as a fraction of the diameter")
     g.add_argument("--radius", type=float, default=None, help="match radius in voxels")
@@ -53,171 +56,220 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="also write the JSON here")
 
 
+class _Removed(argparse.Action):
+    """A retired flag: one error line saying so and what to use instead."""
+
+    def __init__(self, option_strings, dest, instead="", **kw):
+        kw.pop("nargs", None)
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kw)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise InputError(f"{option_string}: removed in picker3d 0.2; {self.instead}")
+
+
+# Flags retired by issue 29: variants measured worse that no seed paper describes. The
+# engine keeps them as keyword arguments of train() for the benchmarks.
+REMOVED_TRAIN_FLAGS = {
+    "--no-augment": "augmentation is always on (benchmarks: train(augment=False))",
+    "--bin-phases": "the shifted binning grids are always trained on with complete labels at binning 2 or more",
+    "--no-bin-phases": "the shifted binning grids are always trained on (benchmarks: train(bin_phases=False))",
+    "--holdout": "give validation tomograms (--val-tomograms, --val-coords), or none: the training tomograms "
+                 "then calibrate (benchmarks: train(holdout=F))",
+}
+
+
 def _add_train(sub):
     p = sub.add_parser("train", help="train a 3D-ResUNet picker from coordinates (weak labels)")
-    p.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
-    p.add_argument("--coords", nargs="+", required=True, help="one coordinate table per training tomogram")
-    p.add_argument("--diameters", required=True, help="name=VOX,... : the classes and their diameters in voxels")
-    p.add_argument("--out", required=True, help="model file to write (the last state goes to OUT.ckpt)")
-    p.add_argument("--val-tomograms", nargs="*", default=[], help="validation tomograms (thresholds are calibrated on them)")
-    p.add_argument("--val-coords", nargs="*", default=[], help="one coordinate table per validation tomogram")
-    p.add_argument("--mask", default="tball", choices=("tball", "ball", "cubic", "sphere"), help="weak-label shape")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
-    g.add_argument("--minutes", type=float, default=None, help="time budget in minutes instead of epochs")
-    p.add_argument("--iters-per-epoch", type=int, default=40)
-    p.add_argument("--patch", default="auto",
-                   help="training patch side in network voxels (multiple of 8; auto, the default: the "
-                        "smallest of at least 32 that holds the largest particle plus 8 voxels; sparse labels: 48)")
-    p.add_argument("--batch", default="auto",
-                   help="patches per step (auto, the default: 8 for patches of at most 32 voxels, else 4; 4 with sparse labels)")
-    p.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level")
-    p.add_argument("--network", default="resunet3d", choices=("resunet3d", "slice2d"),
-                   help="resunet3d: 3-D residual U-Net (default); slice2d: the same U-Net in 2-D layers on "
-                        "every z-slice, fused by 3-D layers (the sparse-label paper's backbone)")
-    p.add_argument("--patch-depth", type=int, default=None,
-                   help="z thickness of the training patches (default: the patch side for resunet3d, "
-                        "16 slices for slice2d)")
-    p.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
-                   help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu "
-                        "(default, positive-unlabeled) or pn (unlabeled taken as negative, a baseline)")
-    p.add_argument("--labels", default="complete", choices=("complete", "sparse"),
-                   help="complete: every particle of the training tomograms is annotated; sparse: only "
-                        "some are (positive-unlabeled training on centre heatmaps)")
-    p.add_argument("--prior", type=float, default=None,
-                   help="sparse labels: class prior = fraction of the tomogram's voxels inside particles "
-                        "(all of them, annotated or not); or give --expected-particles")
-    p.add_argument("--expected-particles", type=float, default=None, metavar="N",
-                   help="sparse labels: rough number of particles per training tomogram (all classes); "
-                        "sets the prior from the diameters")
-    p.add_argument("--lr", default="auto",
-                   help="peak learning rate of the one-cycle schedule (auto, the default: 3e-3 with complete "
-                        "labels, 1e-3 with sparse labels)")
-    p.add_argument("--tile", type=int, default=128, help="largest inference tile side for validation/picking (multiple of 8; each axis gets as few tiles as this allows, each only as long as needed)")
-    p.add_argument("--bin", default="auto",
-                   help="train and pick on tomograms binned by this factor; auto (default): 2 when every "
-                        "class is >= 16 voxels across (on a CPU: 4 when every class is >= 24, 2 when every class "
-                        "is >= 8 or the largest >= 12), else 1 (the model stores it, "
-                        "coordinates stay in the original voxels)")
-    p.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
-                   help="test-time mirrored copies averaged in validation and, by default, picking")
-    p.add_argument("--min-mask", type=float, default=None, metavar="VOX",
-                   help="smallest weak-label diameter in network voxels (after --bin); default 9 for "
-                        "complete labels (measured better than 3), 3 for sparse labels")
-    p.add_argument("--max-mask-ratio", type=float, default=None, metavar="RATIO",
-                   help="no weak label wider than RATIO x its class's own diameter (caps --min-mask for "
-                        "classes much smaller than it); default 1.5, 0 = no cap")
-    p.add_argument("--rotation", type=float, default=None, metavar="DEG",
-                   help="largest rotation about the beam axis (z) in the augmentation, 0-180 (default: 20 "
-                        "for complete labels, which keeps the missing wedge close to where the data have it; "
-                        "180, any in-plane angle, for sparse labels, where it measured better)")
-    p.add_argument("--no-augment", action="store_true",
-                   help="mirror augmentation only (no rotation about z, no intensity jitter)")
-    p.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
-                   help="position channels of the network: z = depth in the tomogram only (default; "
-                        "measured better than x, y, z), xyz = DeepETPicker's three, none")
-    p.add_argument("--mask-diameter", type=float, default=None, metavar="VOX",
-                   help="one weak-label diameter for every class, in network voxels (after --bin), as "
-                        "DeepETPicker's constant masks (Const7/Const9); default: each class's diameter")
-    p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
-                   help="weight of the consistency term between a batch and a mirrored, re-noised view of it "
-                        "(seed 002 Eq. 14; 0.1 there; 0, the default, = off; doubles the cost of a step)")
-    p.add_argument("--contrastive", type=float, default=0.0, metavar="WEIGHT",
-                   help="sparse labels: weight of the voxel-level debiased contrastive module (seed 002 "
-                        "Eq. 8-13; 0.1 there; 0, the default, = off; doubles the cost of a step)")
-    p.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
-                   help="validate and keep an exponential moving average of the weights with this "
-                        "decay per step (0 = the last step's weights)")
-    p.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
-                   help="without --val-tomograms (complete labels): hold out this fraction of each training "
-                        "tomogram (the far end of its longer in-plane axis) to choose the epoch and calibrate "
-                        "the thresholds; 0 (default; measured better with one annotated tomogram) = the "
-                        "training tomograms calibrate")
-    p.add_argument("--bin-phases", action=argparse.BooleanOptionalAction, default=None,
-                   help="complete labels, binning 2 or more: also train on the tomograms binned from block "
-                        "grids shifted by half a block (8 grids; other noise in each binned voxel, other "
-                        "sub-voxel positions; default on, or as the interrupted run with --resume); --no-bin-phases "
-                        "trains on the unshifted grid only")
-    p.add_argument("--pad", type=int, default=12, help="overlap-tile padding: neighbouring tiles overlap by at least twice this (tiles are flush with the volume's faces)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    _add_gpu(p)
-    _add_precision(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    p.add_argument("--init", default=None, metavar="MODEL",
-                   help="start from this picker3d model's weights instead of random ones (fine-tuning on "
-                        "new tomograms or new species; same --network, --channels, --coord-conv and --labels; "
-                        "the output layer is kept when the classes are the same)")
-    p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+    _train_inputs(p.add_argument_group("inputs"))
+    _train_time(p.add_argument_group("time budget"))
+    _train_network(p.add_argument_group("network"))
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--rotation", type=float, default=None, metavar="DEG",
+                   help="largest rotation about the beam axis (z) of the training patches, 0-180 (default: 20 "
+                        "for complete labels, which keeps the missing wedge near where the data have it; 180 for "
+                        "sparse labels)")
+    _train_sparse(p.add_argument_group("sparse labels"))
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, help="model file to write (the last state goes to OUT.ckpt)")
+    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    g = p.add_argument_group("compute")
+    g.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
+    _add_gpu(g)
+    _add_precision(g)
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _train_advanced(p.add_argument_group("advanced (seed-paper variants and label geometry)"))
+    for flag, instead in REMOVED_TRAIN_FLAGS.items():
+        p.add_argument(flag, action=_Removed, instead=instead)
+
+
+def _train_inputs(g):
+    g.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
+    g.add_argument("--coords", nargs="+", required=True, help="one coordinate table per training tomogram")
+    g.add_argument("--diameters", required=True, help="name=VOX,... : the classes and their diameters in voxels")
+    g.add_argument("--val-tomograms", nargs="*", default=[],
+                   help="validation tomograms: they choose the epoch and calibrate the thresholds (default: "
+                        "none, the training tomograms do)")
+    g.add_argument("--val-coords", nargs="*", default=[], help="one coordinate table per validation tomogram")
+    g.add_argument("--labels", default="complete", choices=("complete", "sparse"),
+                   help="complete (default): every particle of the training tomograms is annotated; sparse: "
+                        "only some are (positive-unlabeled training on centre heatmaps)")
+    g.add_argument("--mask", default="tball", choices=("tball", "ball", "cubic", "sphere"),
+                   help="weak-label shape (default tball)")
+    g.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+    g.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this picker3d model's weights instead of random ones (fine-tuning; same "
+                        "--network, --channels, --coord-conv and --labels; the output layer is kept when the "
+                        "classes are the same; default: random weights)")
+
+
+def _train_time(g):
+    e = g.add_mutually_exclusive_group()
+    e.add_argument("--epochs", type=int, default=None, help="number of epochs (default 20)")
+    e.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes instead of epochs")
+    g.add_argument("--iters-per-epoch", type=int, default=40,
+                   help="training steps between two validations (default 40)")
+
+
+def _train_network(g):
+    g.add_argument("--channels", default="8,16,24,36", help="channel widths per U-Net level (default 8,16,24,36)")
+    g.add_argument("--bin", default="auto",
+                   help="train and pick on tomograms binned by this factor; auto (default): chosen from the "
+                        "smallest and largest diameters and the device (picker3d.engine.training.config.auto_bin); "
+                        "the model stores it, coordinates stay in the original voxels")
+    g.add_argument("--patch", default="auto",
+                   help="training patch side in network voxels, a multiple of 8 (default auto: the smallest of at "
+                        "least 32 that holds the largest particle plus 8 voxels; 48 with sparse labels)")
+    g.add_argument("--batch", default="auto",
+                   help="patches per step (default auto: 8 for patches of at most 32 voxels, else 4; 4 with "
+                        "sparse labels)")
+    g.add_argument("--loss", default=None, choices=("dice", "ce", "focal", "dice+ce", "pu", "pn"),
+                   help="complete labels: dice, ce, focal or dice+ce (default); sparse labels: pu (default, "
+                        "positive-unlabeled) or pn (unlabeled taken as negative, a baseline)")
+    g.add_argument("--lr", default="auto",
+                   help="peak learning rate of the one-cycle schedule (default auto: 3e-3 with complete labels, "
+                        "1e-3 with sparse labels)")
+    g.add_argument("--ema", type=float, default=0.99, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights with this decay per "
+                        "step (default 0.99; 0 = the last step's weights)")
+    g.add_argument("--flips", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="test-time mirrored copies averaged in validation and, by default, picking (default 1)")
+    g.add_argument("--tile", type=int, default=128,
+                   help="largest inference tile side, a multiple of 8 (default 128)")
+    g.add_argument("--pad", type=int, default=12,
+                   help="overlap-tile padding: neighbouring tiles overlap by at least twice this (default 12)")
+
+
+def _train_sparse(g):
+    g.add_argument("--prior", type=float, default=None,
+                   help="class prior = fraction of the tomogram's voxels inside particles (all of them, "
+                        "annotated or not); or give --expected-particles")
+    g.add_argument("--expected-particles", type=float, default=None, metavar="N",
+                   help="rough number of particles per training tomogram (all classes); sets the prior from "
+                        "the diameters")
+    g.add_argument("--contrastive", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of seed 002's voxel-level debiased contrastive module (Eq. 8-13; 0.1 there; "
+                        "default 0 = off; doubles the cost of a step)")
+
+
+def _train_advanced(g):
+    g.add_argument("--network", default="resunet3d", choices=("resunet3d", "slice2d"),
+                   help="resunet3d (default): 3-D residual U-Net; slice2d: the same U-Net in 2-D layers on "
+                        "every z-slice, fused by 3-D layers (seed 002's backbone)")
+    g.add_argument("--patch-depth", type=int, default=None,
+                   help="z thickness of the training patches (default: the patch side for resunet3d, 16 "
+                        "slices for slice2d)")
+    g.add_argument("--coord-conv", default="z", choices=("z", "xyz", "none"),
+                   help="position channels of the network: z = depth in the tomogram (default), xyz = "
+                        "DeepETPicker's three, none")
+    g.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
+                   help="weight of seed 002's consistency term between a batch and a mirrored, re-noised view "
+                        "(Eq. 14; 0.1 there; default 0 = off; doubles the cost of a step)")
+    g.add_argument("--mask-diameter", type=float, default=None, metavar="VOX",
+                   help="one weak-label diameter for every class in network voxels, as DeepETPicker's constant "
+                        "masks (Const7/Const9; default: each class's own diameter)")
+    g.add_argument("--min-mask", type=float, default=None, metavar="VOX",
+                   help="smallest weak-label diameter in network voxels (default 9 for complete labels, 3 for "
+                        "sparse labels)")
+    g.add_argument("--max-mask-ratio", type=float, default=None, metavar="RATIO",
+                   help="no weak label wider than RATIO x its class's own diameter (default 1.5; 0 = no cap)")
 
 
 def _add_precision(p):
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="arithmetic of the network: auto = bfloat16 on CPUs that compute it natively "
-                        "(AVX512-BF16, AMX; several times faster) and float16 for CUDA inference, float32 "
-                        "elsewhere")
+                   help="arithmetic of the network: auto (default) = bfloat16 on CPUs that compute it "
+                        "natively (AVX512-BF16, AMX) and float16 for CUDA inference, float32 elsewhere")
 
 
 def _add_pick(sub):
     p = sub.add_parser("pick", help="pick particles with a trained model")
-    p.add_argument("--model", required=True, help="model file from 'picker3d train'")
-    p.add_argument("--tomograms", nargs="+", required=True)
-    p.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
-                        "tomograms on several devices at once, one model per device")
-    _add_gpu(p)
-    _add_precision(p)
-    p.add_argument("--threshold", type=float, default=None,
-                   help="score threshold for all classes (default: the model's calibrated thresholds)")
-    p.add_argument("--mode", default="peaks", choices=("peaks", "cc"), help="local maxima or connected components")
-    p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
-    p.add_argument("--pad", type=int, default=None, help="tile overlap padding: neighbouring tiles overlap by at least twice this; tiles are flush with the volume's faces (default: the model's)")
-    p.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
-    p.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
-                   help="test-time mirrored copies to average (default: the model's)")
-    p.add_argument("--border", type=float, default=0.0,
-                   help="drop particles whose centre is closer than this (voxels) to the volume's faces")
-    p.add_argument("--classes", default=None,
+    g = p.add_argument_group("inputs")
+    g.add_argument("--model", required=True, help="model file from 'picker3d train'")
+    g.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
+    g.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
+    g.add_argument("--classes", default=None,
                    help="comma-separated classes to keep (default: all the model's classes)")
+    g = p.add_argument_group("picking")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="score threshold for all classes (default: the model's calibrated thresholds)")
+    g.add_argument("--mode", default="peaks", choices=("peaks", "cc"),
+                   help="peaks (default): local maxima at each class's scale; cc: connected components")
+    g.add_argument("--flips", type=int, default=None, choices=(1, 2, 4, 8),
+                   help="test-time mirrored copies to average (default: the model's)")
+    g.add_argument("--border", type=float, default=0.0,
+                   help="drop particles whose centre is closer than this (voxels) to the volume's faces "
+                        "(default 0)")
+    g.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
+    g.add_argument("--pad", type=int, default=None,
+                   help="tile overlap padding: neighbouring tiles overlap by at least twice this (default: the "
+                        "model's)")
+    g = p.add_argument_group("compute")
+    g.add_argument("--device", default="auto",
+                   help="auto (default), cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
+                        "tomograms on several devices at once, one model per device")
+    _add_gpu(g)
+    _add_precision(g)
 
 
 def _add_classify(sub):
     p = sub.add_parser("classify", help="sort picked sub-volumes into homogeneous classes (DISCA)")
-    p.add_argument("--tomograms", nargs="+", default=[], help="tomograms (MRC) the coordinates refer to")
-    p.add_argument("--coords", nargs="+", default=[], help="one coordinate table per tomogram")
-    p.add_argument("--subtomograms", default=None,
+    g = p.add_argument_group("inputs")
+    g.add_argument("--tomograms", nargs="+", default=[], help="tomograms (MRC) the coordinates refer to")
+    g.add_argument("--coords", nargs="+", default=[], help="one coordinate table per tomogram")
+    g.add_argument("--subtomograms", default=None,
                    help="instead of tomograms + coordinates: a stack of boxes (MRC, n x box x box x box, "
                         "e.g. from 'picker3d simulate --subtomograms') with its table next to it (.tsv)")
-    p.add_argument("--box", type=int, default=32, help="sub-volume side in voxels (about 1.3 x the diameter)")
-    p.add_argument("--bin", type=int, default=2,
-                   help="bin the boxes by this factor before clustering (speed; 1 keeps full detail)")
-    p.add_argument("--out", required=True, help="output table: the input columns plus cluster and posterior")
-    p.add_argument("--averages", default=None, help="folder for class averages (default: OUT stem + _averages)")
-    p.add_argument("--k-range", default="2-20", help="candidate numbers of classes, MIN-MAX")
-    p.add_argument("--iterations", type=int, default=10, help="maximum DISCA iterations")
-    p.add_argument("--epochs", type=int, default=1, help="network training passes per iteration")
-    p.add_argument("--pca-dim", type=int, default=2,
-                   help="PCA components the mixture sees (2 measured best on 500 boxes; 3-4 did better on "
-                        "some 2,000-box sets)")
-    p.add_argument("--boxes-dir", default=None,
+    g.add_argument("--box", type=int, default=32,
+                   help="sub-volume side in voxels, about 1.3 x the largest diameter (default 32)")
+    g.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
+                   help="boxes reaching outside the tomogram: pad with the mean (default), or leave them out")
+    g.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, help="output table: the input columns plus cluster and posterior")
+    g.add_argument("--averages", default=None, help="folder for class averages (default: OUT stem + _averages)")
+    g.add_argument("--boxes-dir", default=None,
                    help="also write every extracted sub-volume (full resolution, in the tomogram's normalised "
                         "units) as DIR/particle_NNNNNN.mrc; the table gets a box_file column")
-    p.add_argument("--contrast-weight", type=float, default=3.0,
+    g = p.add_argument_group("clustering")
+    g.add_argument("--k-range", default="2-20", help="candidate numbers of classes, MIN-MAX (default 2-20)")
+    g.add_argument("--iterations", type=int, default=10, help="maximum DISCA iterations (default 10)")
+    g.add_argument("--epochs", type=int, default=1, help="network training passes per iteration (default 1)")
+    g.add_argument("--bin", type=int, default=2,
+                   help="bin the boxes by this factor before clustering (default 2; 1 keeps full detail)")
+    g = p.add_argument_group("compute")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    _add_gpu(g)
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("advanced")
+    g.add_argument("--pca-dim", type=int, default=2, help="PCA components the mixture sees (default 2)")
+    g.add_argument("--contrast-weight", type=float, default=3.0,
                    help="weight of each box's contrast (log std, and density at the centre against the rim, "
-                        "in the tomogram's units) next to the shape features (default 3: empty-ice picks "
-                        "gather in their own classes more often, shape sorting unchanged on simulated "
-                        "sets; 4 isolated junk in every run but cost homogeneity at SNR 0.03; 0: shape only)")
-    p.add_argument("--split-separation", type=float, default=3.0,
-                   help="after clustering, split a class in two where its boxes' centre density is clearly "
-                        "bimodal (two Gaussians separated by Ashman's D of at least this; empty-ice picks "
-                        "sharing a class with particles measured D 3.4-4.4); 0: no split")
-    p.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
-                   help="boxes reaching outside the tomogram: pad with the mean, or leave the particle out")
-    p.add_argument("--device", default="auto")
-    _add_gpu(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+                        "in the tomogram's units) next to the shape features (default 3; 0: shape only)")
+    g.add_argument("--split-separation", type=float, default=3.0,
+                   help="after clustering, split a class in two where its boxes' centre density is bimodal "
+                        "with two Gaussians separated by Ashman's D of at least this (default 3; 0: no split)")
 
 
 def _add_model_info(sub):
@@ -339,15 +391,27 @@ def cmd_masks(a):
 
 def cmd_evaluate(a):
     from .coords import read_table, parse_diameters
-    from .metrics import evaluate
+    from .metrics import evaluate, evaluate_tomograms
     from .mrcio import read_volume
-    pred = read_table(a.pred, allow_empty=True)
-    ref = read_table(a.ref)
+    if len(a.pred) != len(a.ref):
+        raise InputError(f"--pred: {len(a.pred)} tables for {len(a.ref)} reference tables (--ref): give one per "
+                         f"tomogram, in the same order")
+    preds = [read_table(p, allow_empty=True) for p in a.pred]
+    refs = [read_table(r) for r in a.ref]
     diam = parse_diameters(a.diameters)
     if a.radius is None and not diam:
         raise InputError("--diameters: needed to turn --radius-frac into voxels (or give --radius)")
     occ = read_volume(a.occupancy, dtype="int32")[0] if a.occupancy else None
-    res = evaluate(pred, ref, diam, radius_frac=a.radius_frac, radius=a.radius, occupancy=occ)
+    if len(refs) == 1:
+        res = evaluate(preds[0], refs[0], diam, radius_frac=a.radius_frac, radius=a.radius, occupancy=occ)
+    else:
+        if occ is not None:
+            raise InputError("--occupancy: one occupancy map goes with one --pred / --ref pair")
+        names = [os.path.splitext(os.path.basename(r))[0] for r in a.ref]
+        if len(set(names)) < len(names):
+            names = [f"{i + 1}_{n}" for i, n in enumerate(names)]     # same stems in other folders
+        res = evaluate_tomograms(dict(zip(names, zip(preds, refs))), diam, radius_frac=a.radius_frac,
+                                 radius=a.radius)
     text = json.dumps(res, indent=1)
     if a.out:
         from .fileio import atomic_text
@@ -383,7 +447,8 @@ def cmd_train(a):
     import numpy as np
     from .coords import parse_diameters
     from .network import COORD_CONV
-    from .train import float_or_auto, int_or_auto, train
+    from .training.config import float_or_auto, int_or_auto
+    from .training import train
     diam = parse_diameters(a.diameters)
     patch, batch = int_or_auto(a.patch, "--patch"), int_or_auto(a.batch, "--batch")   # before reading
     lr = float_or_auto(a.lr, "--lr")
@@ -407,11 +472,11 @@ def cmd_train(a):
           iters_per_epoch=a.iters_per_epoch, minutes=a.minutes, patch=patch, batch=batch, channels=channels,
           loss=a.loss, mask_type=a.mask, lr=lr, seed=a.seed, device=device_list(a, single=True),
           resume=a.resume, tile=a.tile, pad=a.pad, log=lambda m: print(m, flush=True), bin=a.bin, flips=a.flips,
-          augment=not a.no_augment, min_mask=a.min_mask, labels=a.labels, prior=a.prior,
+          min_mask=a.min_mask, labels=a.labels, prior=a.prior,
           expected_particles=a.expected_particles, coord_conv=COORD_CONV[a.coord_conv], ema=a.ema,
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
-          precision=a.precision, holdout=a.holdout, bin_phases=a.bin_phases, init=a.init,
+          precision=a.precision, init=a.init,
           max_mask_ratio=a.max_mask_ratio)
     print(f"model written to {a.out}")
     return 0
@@ -595,9 +660,19 @@ def _report_error(line):
             pass
 
 
+def _fail(msg):
+    line = f"picker3d: error: {msg}"
+    print(line, file=sys.stderr)
+    _report_error(line)
+    return 2
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except InputError as exc:     # a removed flag (_Removed)
+        return _fail(exc)
     try:
         return COMMANDS[args.command](args)
     except (InputError, OSError, MemoryError) as exc:
@@ -611,10 +686,7 @@ def main(argv=None):
             msg = f"out of memory while running '{args.command}'"
         else:
             msg = str(exc)
-        line = f"picker3d: error: {msg}"
-        print(line, file=sys.stderr)
-        _report_error(line)
-        return 2
+        return _fail(msg)
     except KeyboardInterrupt:
         print("picker3d: interrupted", file=sys.stderr)
         return 130

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from .coords import diameter_of
+from .coords import CoordTable, diameter_of
 
 
 def reference_radii(ref, diameters, radius_frac=0.5, radius=None):
@@ -174,6 +174,38 @@ def evaluate(pred, ref, diameters=None, radius_frac=0.5, radius=None, occupancy=
     if occupancy is not None:
         out["shrec"] = shrec_hits(pred, ref, occupancy)
     return out
+
+
+def pooled_table(tables, offset):
+    """One table from several tomograms' tables, the i-th shifted by ``i * offset`` along x so
+    that no match crosses between tomograms (class-less tables count as one class, score-less
+    ones score 1)."""
+    if not tables:
+        return CoordTable(np.zeros((0, 3)), [], [])
+    xyz = np.concatenate([np.asarray(t.xyz, float).reshape(-1, 3) + [i * offset, 0, 0] for i, t in enumerate(tables)])
+    classes = np.concatenate([t.classes if t.classes is not None else np.asarray(["particle"] * len(t), object)
+                              for t in tables])
+    scores = np.concatenate([t.scores if t.scores is not None else np.ones(len(t)) for t in tables])
+    return CoordTable(xyz, classes, scores)
+
+
+def evaluate_tomograms(pairs, diameters=None, radius_frac=0.5, radius=None, **kw):
+    """Figures per tomogram and over all of them: ``pairs`` maps a tomogram's name to its
+    (picks, reference) tables (picks may be None: nothing picked). The overall figures pool
+    the matches of every tomogram (not the mean of the per-tomogram figures), so a tomogram
+    counts by its particles."""
+    per = {}
+    empty = CoordTable(np.zeros((0, 3)), [], [])
+    for name in sorted(pairs):
+        pred, ref = pairs[name]
+        per[name] = evaluate(pred if pred is not None else empty, ref, diameters, radius_frac, radius, **kw)
+    tables = [t for p, r in pairs.values() for t in (p, r) if t is not None and len(t)]
+    offset = 10.0 * max([1.0] + [float(np.abs(t.xyz).max()) for t in tables])
+    names = sorted(pairs)
+    preds = [pairs[n][0] if pairs[n][0] is not None else empty for n in names]
+    overall = evaluate(pooled_table(preds, offset), pooled_table([pairs[n][1] for n in names], offset),
+                       diameters, radius_frac, radius, **kw)
+    return {"overall": overall, "per_tomogram": per}
 
 
 def shrec_hits(pred, ref, occupancy):

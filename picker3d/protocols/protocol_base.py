@@ -30,9 +30,9 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         if precision:
             form.addParam("precision", params.EnumParam, choices=PRECISIONS, default=0,
                           expertLevel=params.LEVEL_ADVANCED, label="Network precision",
-                          help="auto: bfloat16 on CPUs that compute it natively (AVX512-BF16, AMX; "
-                               "several times faster, same accuracy measured) and float16 for picking "
-                               "on a GPU; fp32: always single precision; bf16: always bfloat16.")
+                          help="auto (default): bfloat16 on CPUs that compute it natively (AVX512-BF16, "
+                               "AMX) and float16 for picking on a GPU; fp32: always single precision; bf16: "
+                               "always bfloat16.")
         if gpu:
             form.addHidden(USE_GPU, params.BooleanParam, default=True,
                            label="Use GPU", help="Run the network on a CUDA GPU when one is available; "

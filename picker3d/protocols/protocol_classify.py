@@ -60,23 +60,19 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                       help="pad: fill the missing part with the tomogram mean; skip: leave the particle out.")
         form.addParam("pcaDim", params.IntParam, default=2, validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Feature dimensions",
-                      help="PCA components the Gaussian mixture sees. 2 was best on 500 particles; with "
-                           "thousands, 3-4 separated more classes on simulated data.")
+                      help="PCA components the Gaussian mixture sees (default 2; docs/classification.md).")
         form.addParam("contrastWeight", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Weight of box contrast",
                       help="Each box's contrast (its density spread, and the density at its centre against its "
                            "rim, in the tomogram's units) joins the shape features with this weight: it tells "
                            "a strong object (gold) from a faint one of the same shape and an empty-ice pick "
-                           "from a particle. 3 (default) gathered more empty picks in their own classes without "
-                           "changing the shape sorting on simulated data; 4 isolated them in every run but "
-                           "merged two species at SNR 0.03; 0 = shape only.")
+                           "from a particle. Default 3; 0 = shape only (docs/classification.md).")
         form.addParam("splitSeparation", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Split classes by centre density",
                       help="After clustering, a class whose boxes' centre density is clearly bimodal is split "
                            "in two: empty-ice picks that look like particles once normalised, but hold no "
                            "density where they were picked. The value is the separation the two groups need "
-                           "(Ashman's D; empty picks among particles measured 3.4-4.4 on simulated data, a "
-                           "single species never more than 2.4). 0 = no split.")
+                           "(Ashman's D, default 3; docs/classification.md). 0 = no split.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       help="Results are reproducible for a given seed; run a few seeds and keep the "
                            "lowest DDBI to be safe (seed 003, Discussion).")

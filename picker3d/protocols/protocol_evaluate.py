@@ -9,7 +9,7 @@ from tomo.objects import SetOfCoordinates3D
 
 from ..convert import tables_from_coordinates
 from ..engine.coords import CoordTable
-from ..engine.metrics import evaluate, match_by_class, reference_radii
+from ..engine.metrics import evaluate_tomograms, match_by_class, reference_radii
 from .protocol_base import ProtPicker3DBase
 
 RADIUS_MODES = ["fraction of the diameter", "Å"]
@@ -91,17 +91,11 @@ class ProtPicker3DEvaluate(ProtPicker3DBase):
         pt, rt = self._tables()
         diam = self._diameters(rt)
         radius, frac = self._radius(), self.radiusFraction.get()
-        results, matches = {}, {}
-        for ts_id in sorted(rt):
-            pred = pt.get(ts_id, CoordTable(np.zeros((0, 3)), [], [], {"objId": []}))
-            results[ts_id] = evaluate(pred, rt[ts_id], diam, radius_frac=frac, radius=radius)
-            matches[ts_id] = self._match(pred, rt[ts_id], diam, radius, frac)
-        # overall: tomograms placed far apart, so that no match crosses between them
-        offset = 10.0 * max([1.0] + [float(np.abs(t.xyz).max()) for t in list(pt.values()) + list(rt.values()) if len(t)])
-        both = [(pt.get(k), rt[k]) for k in sorted(rt)]
-        pred_all = _concat([p for p, _ in both if p is not None], offset)
-        ref_all = _concat([r for _, r in both], offset)
-        overall = evaluate(pred_all, ref_all, diam, radius_frac=frac, radius=radius)
+        empty = CoordTable(np.zeros((0, 3)), [], [], {"objId": []})
+        pairs = {ts_id: (pt.get(ts_id, empty), rt[ts_id]) for ts_id in rt}
+        figures = evaluate_tomograms(pairs, diam, radius_frac=frac, radius=radius)
+        results, overall = figures["per_tomogram"], figures["overall"]
+        matches = {ts_id: self._match(p, r, diam, radius, frac) for ts_id, (p, r) in pairs.items()}
         unused = sorted(set(pt) - set(rt))
         with open(self._resultFile(), "w") as fh:
             json.dump({"overall": overall, "per_tomogram": results, "matches": matches,
@@ -195,14 +189,3 @@ class ProtPicker3DEvaluate(ProtPicker3DBase):
 
     def _citations(self):
         return ["Liu2024DeepETPicker"]
-
-
-def _concat(tables, offset):
-    """One table from several, each shifted by ``offset`` x its index along x."""
-    if not tables:
-        return CoordTable(np.zeros((0, 3)), [], [])
-    xyz = np.concatenate([t.xyz + [i * offset, 0, 0] for i, t in enumerate(tables)])
-    classes = np.concatenate([t.classes if t.classes is not None else np.asarray(["particle"] * len(t), object)
-                              for t in tables])
-    scores = np.concatenate([t.scores if t.scores is not None else np.ones(len(t)) for t in tables])
-    return CoordTable(xyz, classes, scores)

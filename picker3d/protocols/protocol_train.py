@@ -40,6 +40,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     _possibleOutputs = TrainOutputs
 
     def _defineParams(self, form):
+        # the sections follow the option groups of 'picker3d train --help'
         form.addSection(label="Input")
         form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D", important=True,
                       label="Training coordinates",
@@ -48,32 +49,64 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("validationCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
                       allowsNull=True, label="Validation coordinates (optional)",
                       help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
-                           "the thresholds. Empty: the training tomograms are used (thresholds fit the "
-                           "training data then), or a part of them (Hold-out fraction).")
-        form.addParam("initialModel", params.PointerParam, pointerClass="Picker3DModel", allowsNull=True,
-                      label="Start from model (optional)",
-                      help="Fine-tune: start from this model's weights instead of random ones (a model "
-                           "trained on other tomograms of the same species, or on other species: its "
-                           "features carry over). It must have the same network, channels and annotation "
-                           "kind; its output layer is kept when the classes are the same, else a new one "
-                           "is trained. Empty: train from scratch.")
-        form.addParam("holdout", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
-                      validators=[params.GE(0.0), params.LT(0.5)], label="Hold-out fraction",
-                      help="Without validation coordinates (complete annotation): this fraction of each "
-                           "training tomogram (the far end of its longer in-plane axis) is not trained on "
-                           "but chooses the epoch and calibrates the thresholds. 0 (default): the training "
-                           "tomograms calibrate; with one annotated tomogram that measured better than "
-                           "holding a quarter out (test F1 0.75 against 0.68).")
+                           "the thresholds. Empty (default): the training tomograms do.")
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
-                           "or group ids '1', '2', ...), or one number for all. Empty: the box size.")
+                           "or group ids '1', '2', ...), or one number for all. Empty (default): the box size.")
         form.addParam("labels", params.EnumParam, choices=["complete", "sparse"], default=0,
                       display=params.EnumParam.DISPLAY_HLIST, label="Annotation is",
-                      help="complete: every particle of these classes in the training tomograms is "
-                           "annotated (best when true: unannotated density is learned as background). "
-                           "sparse: you picked only some of them; picker3d then treats the rest as "
-                           "unlabeled, not as background (positive-unlabeled learning, seed 002), and "
-                           "needs to know roughly how many particles there are.")
+                      help="complete (default): every particle of these classes in the training tomograms is "
+                           "annotated (unannotated density is learned as background). sparse: you picked "
+                           "only some of them; the rest is treated as unlabeled, not as background "
+                           "(positive-unlabeled learning, seed 002), and picker3d needs to know roughly how "
+                           "many particles there are.")
+        form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
+                      help="tball (default, DeepETPicker's), ball, cubic or sphere.")
+        form.addParam("initialModel", params.PointerParam, pointerClass="Picker3DModel", allowsNull=True,
+                      label="Start from model (optional)",
+                      help="Fine-tune: start from this model's weights instead of random ones. It must have "
+                           "the same network, channels and annotation kind; its output layer is kept when "
+                           "the classes are the same, else a new one is trained. Empty (default): train "
+                           "from scratch.")
+
+        form.addSection(label="Time budget")
+        form.addParam("trainBy", params.EnumParam, choices=["time budget", "epochs"], default=0,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Train for")
+        form.addParam("minutes", params.FloatParam, default=10.0, condition="trainBy == 0",
+                      label="Minutes", help="Wall-clock budget (default 10; the one-cycle schedule follows "
+                                            "the time).")
+        form.addParam("epochs", params.IntParam, default=20, condition="trainBy == 1", label="Epochs",
+                      help="Number of epochs (default 20).")
+        form.addParam("iterationsPerEpoch", params.IntParam, default=30, expertLevel=params.LEVEL_ADVANCED,
+                      label="Iterations per epoch", help="Training steps between two validations (default 30).")
+
+        form.addSection(label="Network")
+        form.addParam("binning", params.IntParam, default=0, validators=[params.GE(0)], label="Binning",
+                      help="Train and pick on tomograms binned by this factor (coordinates stay in the "
+                           "original pixels). 0 (default) = automatic, from the smallest and largest "
+                           "diameters and the device (the engine's auto_bin rule, docs/picking.md).")
+        line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
+        line.addParam("channels", params.StringParam, default="8,16,24,36", label="Channels per level",
+                      help="U-Net widths per level (default 8,16,24,36).")
+        line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips",
+                      help="Mirrored copies averaged in validation and picking (default 2).")
+        form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Patch size (px, multiple of 8)",
+                      help="Side of the training patches in (binned) voxels. 0 (default) = automatic: the "
+                           "smallest multiple of 8 of at least 32 that holds the largest particle plus 8 "
+                           "voxels (48 for sparse labels).")
+        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Batch size",
+                      help="Patches per training step. 0 (default) = automatic: 8 for patches of at most 32 "
+                           "voxels with complete annotations, else 4.")
+        form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Loss", help="dice+ce (default, class-weighted), soft Dice (seed 000 §A.5), "
+                                         "cross-entropy, focal. Complete annotation only.")
+        form.addParam("learningRate", params.FloatParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Peak learning rate",
+                      help="Peak of the one-cycle schedule. 0 (default) = automatic: 3e-3 for complete "
+                           "annotations, 1e-3 for sparse ones (seed 002 §4.2).")
+
+        form.addSection(label="Sparse labels")
         form.addParam("expectedParticles", params.FloatParam, default=0.0, condition="labels == 1",
                       label="Particles per tomogram (about)",
                       help="Rough number of particles of all the classes in one training tomogram, annotated "
@@ -82,68 +115,25 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("prior", params.FloatParam, default=0.0, condition="labels == 1",
                       expertLevel=params.LEVEL_ADVANCED, label="Class prior (fraction of voxels)",
                       help="Instead of the particle count: the fraction of the tomogram's voxels inside "
-                           "particles. 0 = from the particle count.")
-        form.addParam("trainBy", params.EnumParam, choices=["time budget", "epochs"], default=0,
-                      display=params.EnumParam.DISPLAY_HLIST, label="Train for")
-        form.addParam("minutes", params.FloatParam, default=10.0, condition="trainBy == 0",
-                      label="Minutes", help="Wall-clock budget (the one-cycle schedule follows the time).")
-        form.addParam("epochs", params.IntParam, default=20, condition="trainBy == 1", label="Epochs")
-        form.addParam("binning", params.IntParam, default=0, validators=[params.GE(0)], label="Binning",
-                      help="Train and pick on tomograms binned by this factor: 2 is much faster and suits "
-                           "particles of 12 px or more; coordinates stay in the original pixels. "
-                           "0 = automatic: 2 when every class is at least 16 px across (training on a CPU: "
-                           "4 when every class is at least 24 px, 2 when every class is at least 8 px or the "
-                           "largest at least 12 px, a CPU cannot train full resolution long enough), else 1.")
-        form.addParam("binPhases", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
-                      label="Shifted binning grids?",
-                      help="Complete annotation, binning 2 or more: also train on the tomograms binned from "
-                           "block grids shifted by half a block (8 grids): the same particles with other "
-                           "noise in each binned voxel and at other sub-voxel positions. No extra cost per "
-                           "step; on the 10-minute CPU benchmark it raised the test F1 (see docs/picking_measurements.md).")
-        form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
-                      help="tball (DeepETPicker's default), ball, cubic or sphere.")
-        line = form.addLine("Network", expertLevel=params.LEVEL_ADVANCED)
-        line.addParam("channels", params.StringParam, default="8,16,24,36", label="Channels per level",
-                      help="U-Net widths per level. [8,16,24,36] (default) beat [16,32,48,64] on the "
-                           "10-minute CPU benchmark: test F1 1.19x, 1.78x faster picking.")
-        line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips")
-        form.addParam("network", params.EnumParam, choices=list(NETWORKS), default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Network",
-                      help="resunet3d: 3-D residual U-Net (DeepETPicker's). slice2d: the same U-Net in 2-D "
-                           "layers on every z-slice, fused by 3-D layers at the end (the sparse-label "
-                           "paper's backbone); it trains on slabs 16 slices thick. resunet3d is the default "
-                           "because it picked better on the sparse-label benchmark (F1 0.76-0.79 vs "
-                           "0.67-0.72); see the README.")
-        form.addParam("iterationsPerEpoch", params.IntParam, default=30, expertLevel=params.LEVEL_ADVANCED,
-                      label="Iterations per epoch")
-        form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Patch size (px, multiple of 8)",
-                      help="Side of the training patches in (binned) voxels. 0 = automatic: the smallest "
-                           "multiple of 8 of at least 32 that holds the largest particle plus 8 voxels "
-                           "(48 for sparse labels). 32 in batches of 8 fitted the data much better than 48 "
-                           "in batches of 4 in the same time on the CPU benchmark.")
-        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Batch size",
-                      help="Patches per training step. 0 = automatic: 8 for patches of at most 32 voxels "
-                           "with complete annotations, else 4.")
-        form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Loss", help="dice+ce (class-weighted), soft Dice (seed 000 §A.5), cross-entropy, focal.")
-        form.addParam("learningRate", params.FloatParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Peak learning rate",
-                      help="Peak of the one-cycle schedule. 0 = automatic: 3e-3 for complete annotations, "
-                           "1e-3 for sparse ones (the sparse-label paper's rate; it overfits a few "
-                           "annotated particles less).")
-        form.addParam("consistency", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Consistency weight",
-                      help="Weight of the sparse-label paper's consistency term (Eq. 14; 0.1 there): the "
-                           "outputs for a batch and for a mirrored, re-noised copy of it should agree. "
-                           "0 = off. Each training step then runs the network twice.")
+                           "particles. 0 (default) = from the particle count.")
         form.addParam("contrastive", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       condition="labels == 1", label="Contrastive weight",
-                      help="Sparse annotation: weight of the sparse-label paper's voxel-level debiased "
-                           "contrastive module (Eq. 8-13; 0.1 there): features of annotated centres are "
-                           "pulled together and away from the rest. 0 = off. Each training step then "
-                           "runs the network twice. See the README for what it did on the benchmark.")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+                      help="Weight of seed 002's voxel-level debiased contrastive module (Eq. 8-13; 0.1 "
+                           "there). 0 (default) = off. Each training step then runs the network twice.")
+
+        form.addSection(label="Advanced")
+        form.addParam("network", params.EnumParam, choices=list(NETWORKS), default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Network",
+                      help="resunet3d (default): 3-D residual U-Net (DeepETPicker's). slice2d: the same U-Net "
+                           "in 2-D layers on every z-slice, fused by 3-D layers at the end (seed 002's "
+                           "backbone); it trains on slabs 16 slices thick.")
+        form.addParam("consistency", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Consistency weight",
+                      help="Weight of seed 002's consistency term (Eq. 14; 0.1 there): the outputs for a "
+                           "batch and for a mirrored, re-noised copy of it should agree. 0 (default) = off. "
+                           "Each training step then runs the network twice.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Seed of the patch sampling and the initial weights (default 0).")
         self._addComputeParams(form, gpu=True, threads=2, precision=True)
 
     # ---- steps ---------------------------------------------------------------------
@@ -207,8 +197,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                 f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
                 f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}",
                 self._deviceArg(), self._precisionArg(),
-                f"--network {NETWORKS[self.network.get()]}", f"--holdout {self.holdout.get()}",
-                "--bin-phases" if self.binPhases.get() else "--no-bin-phases"]
+                f"--network {NETWORKS[self.network.get()]}"]
         args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
         if self.patchSize.get():       # 0 = the engine's automatic choice
             args.append(f"--patch {self.patchSize.get()}")
