@@ -9,7 +9,7 @@ with open(os.path.join(here, "README.md"), encoding="utf-8") as fh:
 
 
 def version():
-    with open(os.path.join(here, "picker3d", "__init__.py")) as fh:
+    with open(os.path.join(here, "picker3d", "_version.py")) as fh:
         for line in fh:
             if line.startswith("__version__"):
                 return line.split("=")[1].strip().strip('"')

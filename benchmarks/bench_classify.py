@@ -17,8 +17,10 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classify import clustering_scores, disca_on_boxes, extract_subvolumes
-from picker3d.engine.simulate import simulate_subtomograms, simulate_tomogram
+from picker3d.engine.classification.mixture import clustering_scores
+from picker3d.engine.classification.disca import disca_on_boxes
+from picker3d.engine.classification.boxes import extract_subvolumes
+from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
 
 
 def _cluster(stack, args):

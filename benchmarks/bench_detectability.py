@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from picker3d.engine.metrics import matched_filter_dprime
-from picker3d.engine.simulate import simulate_tomogram
+from picker3d.engine.simulation.dataset import simulate_tomogram
 
 
 def main():

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from picker3d.engine.mrcio import read_volume, write_volume
+from picker3d.engine.formats.mrc import read_volume, write_volume
 
 # name -> (simulate flags, seed, invert contrast)
 VARIANTS = {

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from picker3d.engine.cli import main as cli
-from picker3d.engine.coords import CoordTable, read_table
+from picker3d.engine.formats.table import CoordTable
+from picker3d.engine.formats.readers import read_table
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.modelfile import load_model
-from picker3d.engine.mrcio import write_volume
-from picker3d.engine.pick import pick_tomogram
-from picker3d.engine.simulate import simulate_tomogram
+from picker3d.engine.formats.mrc import write_volume
+from picker3d.engine.picking.tomogram import pick_tomogram
+from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.training import train
 
 

@@ -20,7 +20,7 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
 from picker3d.engine.network import ResUNet3D
-from picker3d.engine.pick import pick_tomogram
+from picker3d.engine.picking.tomogram import pick_tomogram
 shape, bin_, n_classes, channels, flips = json.loads(sys.argv[1])
 torch.set_num_threads(2)
 torch.manual_seed(0)
@@ -30,7 +30,7 @@ meta = {"classes": [f"c{i}" for i in range(n_classes)], "diameters": {f"c{i}": 1
 path = sys.argv[2]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.time()
-from picker3d.engine.mrcio import read_binned
+from picker3d.engine.formats.mrc import read_binned
 binned, vs, full_shape = read_binned(path, bin_)        # as 'picker3d pick' reads it
 table, _ = pick_tomogram(model, meta, binned, prebinned=True)
 print(json.dumps({"shape": shape, "seconds": round(time.time() - t0, 1),
@@ -40,7 +40,7 @@ print(json.dumps({"shape": shape, "seconds": round(time.time() - t0, 1),
 
 WRITE = r"""
 import sys, json, numpy as np
-from picker3d.engine.mrcio import write_volume
+from picker3d.engine.formats.mrc import write_volume
 shape = json.loads(sys.argv[1])
 # noise, written a slab at a time would need a streaming writer: the writer process holds it once
 write_volume(sys.argv[2], np.random.default_rng(0).standard_normal(shape, dtype=np.float32), 10.0)

@@ -24,11 +24,12 @@ import time
 import numpy as np
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
-from picker3d.engine.pick import pick_tomogram, tile_overhead
-from picker3d.engine.simulate import simulate_tomogram
+from picker3d.engine.picking.tomogram import pick_tomogram
+from picker3d.engine.picking.tiles import tile_overhead
+from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.modelfile import load_model
 from picker3d.engine.training import train
 

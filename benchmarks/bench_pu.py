@@ -24,10 +24,11 @@ import time
 import numpy as np
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.pick import pick_tomogram
-from picker3d.engine.simulate import SPECIES_BUILDERS, simulate_tomogram
+from picker3d.engine.picking.tomogram import pick_tomogram
+from picker3d.engine.simulation.species import SPECIES_BUILDERS
+from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.modelfile import load_model
 from picker3d.engine.training import train
 

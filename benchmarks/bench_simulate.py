@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from picker3d.engine.simulate import write_simulation
+from picker3d.engine.simulation.dataset import write_simulation
 
 
 def main():

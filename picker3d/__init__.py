@@ -5,7 +5,8 @@ Scipion discovers the plugin through the ``pyworkflow.plugin`` entry point and r
 lives in ``picker3d.engine``, which imports neither Scipion nor anything of the Scipion
 layer, so ``python -m picker3d`` runs in an environment without Scipion.
 """
-__version__ = "0.1.0"
+from ._version import __version__
+
 _logo = None
 _references = ["Liu2024DeepETPicker", "Moebel2021DeepFinder", "Huang2022SparsePicking",
                "Zeng2023DISCA", "Zeng2020GumNet"]

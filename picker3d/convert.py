@@ -16,7 +16,8 @@ import pyworkflow.object as pwobj
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import Coordinate3D
 
-from .engine.coords import CoordTable
+from .engine.formats.table import CoordTable
+
 
 CLASS_ATTR = "_picker3dClass"
 CLASSES_ATTR = "_picker3dClasses"

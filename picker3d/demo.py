@@ -18,8 +18,8 @@ from picker3d.engine.cli import main as cli
 def _report_classes(classify, pick, man, sim, diameters):
     """Class sizes, and how the classes split the correctly picked particles by true species."""
     import numpy as np
-    from picker3d.engine.classify import clustering_scores
-    from picker3d.engine.coords import read_table
+    from picker3d.engine.classification.mixture import clustering_scores
+    from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import match
     result, info = classify.getResult()
     print(f"      classification: K={info['k']} (iteration {info['iteration']}), class sizes {info['sizes']}")
@@ -48,7 +48,7 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
     import matplotlib.pyplot as plt
     import numpy as np
     from picker3d.engine.metrics import match
-    from picker3d.engine.mrcio import read_volume
+    from picker3d.engine.formats.mrc import read_volume
     vol, _ = read_volume(tomogram)
     zc = vol.shape[0] // 2
     z0, z1 = zc - slab // 2, zc + slab // 2 + 1
@@ -79,7 +79,7 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
 
 
 def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6.0, project="picker3d_demo"):
-    from picker3d.engine.coords import read_table
+    from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
     from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
     t0 = time.time()

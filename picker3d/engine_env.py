@@ -9,10 +9,12 @@ package's folder under Scipion's software/em. Once it exists, protocols run the 
 there (``PICKER3D_ENV_ACTIVATION`` defaults to its activation command).
 """
 import os
-import shlex
 import shutil
 
+import shlex
+
 from .constants import ENGINE_REQUIREMENTS, TORCH_VERSION
+
 
 PACKAGE = "picker3d"
 INSTALLED_MARKER = "engine-installed.txt"

@@ -11,6 +11,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 from .engine.modelinfo import kept_entry
 from .protocols import ProtPicker3DClassify, ProtPicker3DEvaluate, ProtPicker3DPick, ProtPicker3DTrain
 
+
 CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
                  "tab:pink", "tab:brown", "tab:gray"]
 
@@ -156,7 +157,7 @@ class Picker3DPickViewer(Viewer):
 
     def _visualize(self, obj, **kwargs):
         from .convert import tomograms_by_ts_id
-        from .engine.mrcio import read_volume
+        from .engine.formats.mrc import read_volume
         prot = self.protocol
         model = prot.inputModel.get()
         views = []
@@ -175,8 +176,8 @@ class Picker3DClassifyViewer(Viewer):
     _targets = [ProtPicker3DClassify]
 
     def _visualize(self, obj, **kwargs):
-        from .engine.coords import read_table
-        from .engine.mrcio import read_volume
+        from .engine.formats.readers import read_table
+        from .engine.formats.mrc import read_volume
         prot = self.protocol
         _, info = prot.getResult()
         if info is None:

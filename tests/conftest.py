@@ -28,7 +28,7 @@ if not os.path.exists(os.path.join(SCIPION_HOME, "config", "scipion.conf")):
 @pytest.fixture(scope="session")
 def small_sim(tmp_path_factory):
     """One small simulated tomogram (64x96x96, high SNR, all species) written to disk."""
-    from picker3d.engine.simulate import write_simulation
+    from picker3d.engine.simulation.dataset import write_simulation
     out = tmp_path_factory.mktemp("sim")
     man = write_simulation(str(out), n_tomograms=1, seed=3, shape=(64, 96, 96), snr=1.0,
                            crowders=4, vesicles=0, membranes=0, gold=1)

@@ -11,7 +11,7 @@ def start(cls, prefix, pattern="tomo_0?.mrc", sampling=10.0, annotate=None, box=
     ``coords`` imported from the ground truth of tomo_00 copied there."""
     from pyworkflow.tests import setupTestProject
     from tomo.protocols import ProtImportTomograms
-    from picker3d.engine.simulate import write_simulation
+    from picker3d.engine.simulation.dataset import write_simulation
     cls.cwd = os.getcwd()
     cls.data = tempfile.mkdtemp(prefix=prefix)
     write_simulation(cls.data, **dict(dict(crowders=0, vesicles=0, membranes=0, gold=0), **simulation))
@@ -38,8 +38,8 @@ def end(cls):
 def train_tiny_model(cls, epochs=4):
     """``cls.model_file``: a one-class (barrel, 17 voxels) model trained in seconds on tomo_00."""
     import torch
-    from picker3d.engine.coords import read_table
-    from picker3d.engine.mrcio import read_volume
+    from picker3d.engine.formats.readers import read_table
+    from picker3d.engine.formats.mrc import read_volume
     from picker3d.engine.training import train
     torch.set_num_threads(2)
     vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))

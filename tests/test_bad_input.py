@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from picker3d.engine.cli import main
-from picker3d.engine.coords import CoordTable, write_table
-from picker3d.engine.mrcio import write_volume
+from picker3d.engine.formats.table import CoordTable
+from picker3d.engine.formats.writers import write_table
+from picker3d.engine.formats.mrc import write_volume
 
 SHAPE = (32, 48, 48)
 
@@ -202,7 +203,7 @@ def test_bad_input_tile_larger_than_volume_is_shrunk(data, tmp_path, capsys):
 
 
 def test_bad_input_out_of_memory_retries_then_fails_clearly(data, tmp_path, capsys, monkeypatch):
-    import picker3d.engine.pick as pick
+    import picker3d.engine.picking.tiles as pick
     real = pick._predict_tiles
     tiles = []
 
@@ -257,7 +258,7 @@ def test_bad_input_disk_full_leaves_no_half_written_file(data, tmp_path, capsys,
 
 def test_bad_input_training_killed_mid_epoch_resumes(tmp_path):
     """SIGKILL during training; --resume continues from the last checkpoint to a valid model."""
-    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.simulation.dataset import simulate_tomogram
     from picker3d.engine.modelfile import load_model
     s = simulate_tomogram(shape=(48, 64, 64), seed=3, snr=2.0, species=["barrel"], counts={"barrel": 5},
                           crowders=0, vesicles=0, membranes=0, gold=0)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.classify import (YOPO, align_labels, bin_boxes, class_averages, clustering_scores, ddbi,
-                                      box_contrast, disca, disca_on_boxes, extract_features, extract_subvolumes, fit_gmm_bic,
-                                      normalize_box, rotate_boxes, split_by_density)
+from picker3d.engine.classification.yopo import YOPO, extract_features, rotate_boxes
+from picker3d.engine.classification.mixture import align_labels, clustering_scores, ddbi, fit_gmm_bic, split_by_density
+from picker3d.engine.classification.boxes import bin_boxes, box_contrast, class_averages, extract_subvolumes, normalize_box
+from picker3d.engine.classification.disca import disca, disca_on_boxes
 
 
 def _blob(box, centre, rng):
@@ -187,8 +188,10 @@ def test_disca_refuses_too_few_particles():
 
 
 def test_cli_classify_writes_table_averages_and_history(tmp_path):
-    from picker3d.engine.coords import CoordTable, read_table, write_table
-    from picker3d.engine.mrcio import read_volume, write_volume
+    from picker3d.engine.formats.table import CoordTable
+    from picker3d.engine.formats.readers import read_table
+    from picker3d.engine.formats.writers import write_table
+    from picker3d.engine.formats.mrc import read_volume, write_volume
     stack, truth = _two_shapes(n=20, box=20, seed=1)
     # paste the boxes into a tomogram and classify from coordinates
     tomo = np.zeros((20, 20 * 8, 20 * 5), np.float32)

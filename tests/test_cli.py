@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from picker3d.engine.cli import main
-from picker3d.engine.coords import read_table
+from picker3d.engine.formats.readers import read_table
 
 
 def run_cli(*args):
@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path, args, culprit):
 
 def test_subset_with_an_empty_index_list():
     """A class with no pick in a tomogram gives an empty selection (a regression: [] is float)."""
-    from picker3d.engine.coords import CoordTable
+    from picker3d.engine.formats.table import CoordTable
     t = CoordTable([[1, 2, 3], [4, 5, 6]], ["a", "b"], [0.5, 0.9])
     assert len(t.subset([])) == 0 and t.subset([]).classes.tolist() == []
     assert t.subset(np.array([False, True])).classes.tolist() == ["b"]

@@ -1,13 +1,14 @@
 """The train and pick commands end to end."""
 import os
 
-from picker3d.engine.coords import read_table, write_table
+from picker3d.engine.formats.readers import read_table
+from picker3d.engine.formats.writers import write_table
 from engine_data import small_dataset
 
 
 def test_cli_train_and_pick(tmp_path):
     from picker3d.engine.cli import main
-    from picker3d.engine.mrcio import write_volume
+    from picker3d.engine.formats.mrc import write_volume
     vol, tab = small_dataset(30)
     write_volume(tmp_path / "t.mrc", vol, 10.0)
     write_table(tmp_path / "t.tsv", tab)

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the data are simulated in the engine environment (the simulator uses torch)
 SIMULATE_SCRIPT = textwrap.dedent("""
     import os, sys
-    from picker3d.engine.simulate import write_simulation
+    from picker3d.engine.simulation.dataset import write_simulation
     write_simulation(os.path.join(sys.argv[1], "simulated"), n_tomograms=2, seed=70, shape=(48, 80, 80), snr=2.0,
                      species=["barrel"], counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
 """)
@@ -41,7 +41,7 @@ WORKFLOW_SCRIPT = textwrap.dedent("""
     path = write_workflow(os.path.join(base, "wf.json"), wf)
     proj, prots = run_workflow("picker3d_engine_env_test", path, location=os.path.join(base, "projects"),
                                log=print)
-    from picker3d.engine.coords import read_table
+    from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
     os.chdir(proj.getPath())
     r = evaluate(prots[4].getTable("tomo_01"), read_table(os.path.join(sim, "tomo_01.tsv")), {"barrel": 17.0})

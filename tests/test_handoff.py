@@ -27,10 +27,11 @@ class TestPicker3DHandOff(tomo_checks.TestBaseCentralizedLayer):
     def setUpClass(cls):
         from pyworkflow.tests import setupTestProject
         from tomo.protocols import ProtImportTomograms
-        from picker3d.engine.coords import read_table, write_table
-        from picker3d.engine.mrcio import read_volume, write_volume
+        from picker3d.engine.formats.readers import read_table
+        from picker3d.engine.formats.writers import write_table
+        from picker3d.engine.formats.mrc import read_volume, write_volume
         from picker3d.engine.volume import bin_volume, to_binned
-        from picker3d.engine.simulate import write_simulation
+        from picker3d.engine.simulation.dataset import write_simulation
         from picker3d.protocols import ProtPicker3DImportAnnotations
         cls.cwd = os.getcwd()
         cls.data = tempfile.mkdtemp(prefix="picker3d_handoff_")
@@ -64,7 +65,7 @@ class TestPicker3DHandOff(tomo_checks.TestBaseCentralizedLayer):
         shutil.rmtree(cls.data, ignore_errors=True)
 
     def _engine(self, which, ts_id):
-        from picker3d.engine.coords import read_table
+        from picker3d.engine.formats.readers import read_table
         return read_table(os.path.join(self.sets[which][2], ts_id + ".tsv"))
 
     def _tomoDict(self, tomos):

@@ -44,7 +44,7 @@ def test_scipion_layer_reads_a_model_file_without_torch(tmp_path):
 
 def test_engine_cli_imports_no_scipion():
     out = _run("import sys, picker3d.engine.cli, picker3d.engine.modelfile, picker3d.engine.training, "
-               "picker3d.engine.pick, picker3d.engine.classify\n"
+               "picker3d.engine.picking, picker3d.engine.classification\n"
                "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pwem', 'pyworkflow', 'tomo')))")
     assert out == "[]"
 

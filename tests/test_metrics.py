@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate, evaluate_tomograms, shrec_hits
 
 

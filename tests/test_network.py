@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from picker3d.engine.network import ResUNet3D, SliceUNet, autocast_dtype
-from picker3d.engine.pick import predict_volume
+from picker3d.engine.picking.tiles import predict_volume
 
 
 @pytest.mark.parametrize("network", [ResUNet3D, SliceUNet])

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D, SliceUNet
-from picker3d.engine.pick import _tile_grid, find_particles, predict_volume, tile_overhead, tile_sides
+from picker3d.engine.picking.tiles import _tile_grid, predict_volume, tile_overhead, tile_sides
+from picker3d.engine.picking.peaks import find_particles
 from picker3d.engine.volume import normalize
 
 
@@ -189,7 +190,7 @@ def test_predicting_a_z_range_equals_the_whole_volume_slice():
 
 def test_slab_picking_equals_whole_volume_picking():
     from scipy import ndimage
-    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.picking.tomogram import pick_tomogram
     rng = np.random.default_rng(2)
     vol = np.zeros((72, 40, 40), np.float32)
     pts = rng.uniform([3, 3, 3], [69, 37, 37], size=(40, 3)).astype(int)
@@ -221,7 +222,7 @@ def test_slab_picking_equals_whole_volume_picking():
 
 
 def test_model_files_without_peak_smoothing_keep_their_calibration():
-    from picker3d.engine.pick import peak_smoothing
+    from picker3d.engine.picking.tomogram import peak_smoothing
     assert peak_smoothing({"labels": "complete"}) == 0.25       # files written before the key
     assert peak_smoothing({"labels": "sparse"}) == pytest.approx(1 / 12)
     assert peak_smoothing({"labels": "complete", "peak_smoothing": 1 / 6}) == pytest.approx(1 / 6)

@@ -29,7 +29,7 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
 
     def test_classify_picks_outputs(self):
         from picker3d.convert import CLASS_ATTR
-        from picker3d.engine.classify import clustering_scores
+        from picker3d.engine.classification.mixture import clustering_scores
         from picker3d.protocols import ProtPicker3DClassify
         from picker3d.protocols.protocol_classify import PICKED_CLASS_ATTR, POSTERIOR_ATTR
         from tomo.constants import BOTTOM_LEFT_CORNER
@@ -60,7 +60,7 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual(sum(s.getSize() for s in per_class), n)
         self.assertEqual([s.getSize() for s in per_class], [labels.count(i) for i in range(1, k + 1)])
         self.assertEqual(prot.averages.getSize(), k)
-        from picker3d.engine.mrcio import read_volume
+        from picker3d.engine.formats.mrc import read_volume
         for avg in prot.averages:
             vol, _ = read_volume(prot._absPath(avg.getFileName()))
             self.assertEqual(vol.shape, (BOX, BOX, BOX))

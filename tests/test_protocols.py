@@ -46,7 +46,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         return prot
 
     def _gt(self, i):
-        from picker3d.engine.coords import read_table
+        from picker3d.engine.formats.readers import read_table
         return read_table(os.path.join(self.data, f"tomo_0{i}.tsv"))
 
     def _positions(self, coord_set):
@@ -335,8 +335,8 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
 
 def test_viewer_figures_render_to_png(tmp_path):
     """Both viewers' figures render to non-empty PNGs (training curves; picks over slices)."""
-    from picker3d.engine.coords import CoordTable
-    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.formats.table import CoordTable
+    from picker3d.engine.simulation.dataset import simulate_tomogram
     from picker3d.viewers import plot_picks, plot_training
     history = [{"epoch": i + 1, "loss": 1.0 / (i + 1), "val_f1": 0.2 * i, "val_class_f1": 0.15 * i} for i in range(5)]
     s = simulate_tomogram(shape=(32, 64, 64), seed=1, snr=1.0, species=["barrel"], counts={"barrel": 3},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.errors import InputError
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.pu import (centre_heatmaps, check_prior, positive_voxels_per_particle, prior_from_count,
@@ -149,8 +149,8 @@ def test_slice_network_options_are_checked(tmp_path):
 
 def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
-    from picker3d.engine.pick import pick_tomogram
-    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.picking.tomogram import pick_tomogram
+    from picker3d.engine.simulation.dataset import simulate_tomogram
     from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
     torch.set_num_threads(2)

@@ -25,7 +25,7 @@ class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
         simulated_project.end(cls)
 
     def test_pick_four_tomograms_two_steps_at_once(self):
-        from picker3d.engine.coords import read_table
+        from picker3d.engine.formats.readers import read_table
         from picker3d.engine.metrics import evaluate
         from picker3d.protocols import ProtPicker3DImportModel, ProtPicker3DPick
         imp = self.newProtocol(ProtPicker3DImportModel, modelFile=self.model_file)

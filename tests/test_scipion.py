@@ -37,7 +37,7 @@ def test_engine_command_line_for_runjob(monkeypatch):
 def test_engine_does_not_import_scipion():
     import subprocess
     import sys
-    code = ("import sys, picker3d.engine.simulate, picker3d.engine.coords, picker3d.engine.masks, "
+    code = ("import sys, picker3d.engine.simulation, picker3d.engine.formats, picker3d.engine.masks, "
             "picker3d.engine.metrics, picker3d.engine.cli; "
             "bad = [m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in ('pyworkflow', 'pwem', 'tomo')]; "
             "print(bad); sys.exit(1 if bad else 0)")

@@ -6,15 +6,18 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from picker3d.engine import simulate
-from picker3d.engine.coords import read_table
+from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
+from picker3d.engine.simulation.imaging import backproject, ctf_2d, image_volume, project, ramp_filter, tilt_angles
+from picker3d.engine.simulation.scene import render_scene
+from picker3d.engine.simulation.species import SPECIES_BUILDERS, build_species
+from picker3d.engine.formats.readers import read_table
 
 
 def test_species_are_distinct_and_deterministic():
     sizes = {}
-    for name in simulate.SPECIES_BUILDERS:
-        a = simulate.build_species(name)
-        b = simulate.build_species(name)
+    for name in SPECIES_BUILDERS:
+        a = build_species(name)
+        b = build_species(name)
         np.testing.assert_array_equal(a.atoms, b.atoms)
         sizes[name] = a.diameter
     # the sizes the issue asks for: large ~24, barrel ~16, shell ~12, tiny ~7, rod elongated
@@ -22,19 +25,19 @@ def test_species_are_distinct_and_deterministic():
     assert 14 <= sizes["barrel"] <= 19
     assert 10 <= sizes["shell"] <= 14
     assert 6 <= sizes["tiny"] <= 9
-    rod = simulate.build_species("rod").atoms
+    rod = build_species("rod").atoms
     ext = np.ptp(rod @ np.linalg.svd(rod - rod.mean(0))[2].T, axis=0)
     assert ext[0] > 2.5 * ext[2]  # elongated
 
 
 def test_voxel_size_scales_species():
-    assert abs(simulate.build_species("large", voxel_size=20.0).diameter
-               - simulate.build_species("large").diameter / 2) <= 1
+    assert abs(build_species("large", voxel_size=20.0).diameter
+               - build_species("large").diameter / 2) <= 1
 
 
 def test_scene_has_no_overlaps_and_stays_in_slab(rng):
-    sp = [simulate.build_species(n) for n in ("large", "shell", "tiny")]
-    dens, rows, occ = simulate.render_scene((64, 128, 128), sp, {"large": 5, "shell": 8, "tiny": 10}, rng,
+    sp = [build_species(n) for n in ("large", "shell", "tiny")]
+    dens, rows, occ = render_scene((64, 128, 128), sp, {"large": 5, "shell": 8, "tiny": 10}, rng,
                                             crowders=5, gold=2)
     assert len(rows) >= 18
     radii = {s.name: s.radius for s in sp}
@@ -60,7 +63,7 @@ def test_orientations_are_uniform_on_so3():
 
 def test_reconstruction_is_not_z_mirrored():
     """At very high SNR the reconstruction matches the density, not its z-mirror (tilt sign)."""
-    sim = simulate.simulate_tomogram(shape=(48, 96, 96), seed=5, snr=np.inf, crowders=0, vesicles=0,
+    sim = simulate_tomogram(shape=(48, 96, 96), seed=5, snr=np.inf, crowders=0, vesicles=0,
                                      membranes=0, gold=0, species=["large", "rod"])
     # particles are dark: compare -tomogram with the (low-passed) density
     from scipy import ndimage
@@ -76,14 +79,14 @@ def test_wrong_tilt_sign_would_be_caught():
     """The check above can fail: back-projecting with flipped angles mirrors z."""
     import torch
     rng = np.random.default_rng(0)
-    sp = [simulate.build_species("large")]
-    dens, _, _ = simulate.render_scene((48, 64, 64), sp, {"large": 2}, rng, slab_fraction=0.6)
+    sp = [build_species("large")]
+    dens, _, _ = render_scene((48, 64, 64), sp, {"large": 2}, rng, slab_fraction=0.6)
     dens = np.roll(dens, 8, axis=0)   # off-centre in z, so that a mirror moves the particles
     vol = torch.as_tensor(dens)
-    angles = simulate.tilt_angles(60, 3)
-    filt = torch.stack([simulate.ramp_filter(simulate.project(vol, a)) for a in angles])
-    good = simulate.backproject(filt, angles, dens.shape).numpy()
-    bad = simulate.backproject(filt, -angles, dens.shape).numpy()
+    angles = tilt_angles(60, 3)
+    filt = torch.stack([ramp_filter(project(vol, a)) for a in angles])
+    good = backproject(filt, angles, dens.shape).numpy()
+    bad = backproject(filt, -angles, dens.shape).numpy()
     c_good = np.corrcoef(good.ravel(), dens.ravel())[0, 1]
     c_bad = np.corrcoef(bad.ravel(), dens.ravel())[0, 1]
     c_bad_mirror = np.corrcoef(bad.ravel(), dens[::-1].ravel())[0, 1]
@@ -92,8 +95,8 @@ def test_wrong_tilt_sign_would_be_caught():
 
 def test_particles_are_dark_and_snr_controls_noise():
     kw = dict(shape=(48, 96, 96), seed=2, crowders=0, vesicles=0, membranes=0, gold=0, species=["large"])
-    clean = simulate.simulate_tomogram(snr=np.inf, **kw)
-    noisy = simulate.simulate_tomogram(snr=0.01, **kw)
+    clean = simulate_tomogram(snr=np.inf, **kw)
+    noisy = simulate_tomogram(snr=0.01, **kw)
     mask = clean["occupancy"] > 0
     assert clean["tomogram"][mask].mean() < clean["tomogram"][~mask].mean()
     c_clean = np.corrcoef(clean["tomogram"].ravel(), -clean["density"].ravel())[0, 1]
@@ -102,7 +105,7 @@ def test_particles_are_dark_and_snr_controls_noise():
 
 
 def test_ctf_has_underfocus_sign_and_zeros():
-    ctf = simulate.ctf_2d((256, 256), 10.0, 3.0, bfactor=0)
+    ctf = ctf_2d((256, 256), 10.0, 3.0, bfactor=0)
     assert ctf[0, 0] < 0                      # low frequencies negative -> dark protein
     assert (np.diff(np.sign(ctf[0, :])) != 0).any()  # at least one zero crossing
 
@@ -115,14 +118,14 @@ def test_write_simulation_outputs(small_sim):
         assert abs(float(m.voxel_size.x) - 10.0) < 1e-4
     table = read_table(os.path.join(out, t["coords"]))
     assert len(table) == sum(v["count"] for v in t["species"].values()) > 0
-    assert set(table.class_names()) <= set(simulate.SPECIES_BUILDERS)
+    assert set(table.class_names()) <= set(SPECIES_BUILDERS)
     assert {"rot", "tilt", "psi"} <= set(table.extra)
     with open(os.path.join(out, "manifest.json")) as fh:
-        assert json.load(fh)["diameters"]["large"] == simulate.build_species("large").diameter
+        assert json.load(fh)["diameters"]["large"] == build_species("large").diameter
 
 
 def test_subtomogram_mode_labels_and_shapes():
-    stack, rows = simulate.simulate_subtomograms(n_per_species=3, box=24, seed=0, snr=10.0,
+    stack, rows = simulate_subtomograms(n_per_species=3, box=24, seed=0, snr=10.0,
                                                  species=["large", "tiny"], chunk=4)
     assert stack.shape == (6, 24, 24, 24)
     assert sorted(r["class"] for r in rows) == ["large"] * 3 + ["tiny"] * 3
@@ -136,7 +139,7 @@ def test_subtomogram_mode_labels_and_shapes():
 def test_unknown_species_is_a_clear_error():
     from picker3d.engine.errors import InputError
     with pytest.raises(InputError, match="unknown species 'ribosome'"):
-        simulate.build_species("ribosome")
+        build_species("ribosome")
 
 
 def _particle_cnr(distractors, referred, seed=3):
@@ -144,9 +147,9 @@ def _particle_cnr(distractors, referred, seed=3):
     from scipy import ndimage
     rng = np.random.default_rng(seed)
     kw = dict(gold=10, membranes=1, vesicles=1) if distractors else {}
-    dens, rows, _, part = simulate.render_scene((48, 96, 96), [simulate.build_species("large")], {"large": 6},
+    dens, rows, _, part = render_scene((48, 96, 96), [build_species("large")], {"large": 6},
                                                 rng, with_particle_density=True, **kw)
-    tomo = simulate.image_volume(dens, 10.0, rng, snr=0.1, particle_density=part if referred else None)
+    tomo = image_volume(dens, 10.0, rng, snr=0.1, particle_density=part if referred else None)
     centres = np.array([[r["z"], r["y"], r["x"]] for r in rows]).round().astype(int)
     inside = np.mean([tomo[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2].mean() for z, y, x in centres])
     bg = tomo[ndimage.binary_erosion(dens < 1e-3, iterations=4)]

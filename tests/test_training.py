@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from engine_data import small_dataset
 
 
 def test_short_training_picks_large_particles(tmp_path):
-    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
     torch.set_num_threads(2)
@@ -36,7 +36,7 @@ def test_short_training_picks_large_particles(tmp_path):
 
 
 def test_binned_training_picks_in_original_voxels(tmp_path):
-    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
     torch.set_num_threads(2)
@@ -76,7 +76,7 @@ def test_calibration_gives_a_class_without_validation_particles_the_median_thres
     assert f1 == 1.0 and thr["class"]["a"] > 0.2     # above the weaker false one
     # every grid value between the false pick's score and the true ones' ties at F1 1: the
     # highest is kept (the lowest, kept before, let through crowders on unseen tomograms)
-    from picker3d.engine.pick import find_particles
+    from picker3d.engine.picking.peaks import find_particles
     from picker3d.engine.training.calibration import THRESHOLD_GRID
     picks = find_particles(probs, ["a", "b"], {"a": 5.0, "b": 5.0}, t_seg=thr["t_seg"], t_lm=0.05, smooth=0.25)
     true_low = min(s for p, s in zip(picks.xyz, picks.scores) if abs(p[2] - 6) < 1)     # z 6: the true ones

@@ -1,7 +1,7 @@
 """Training data: patches, hard negatives, hold-out, shifted binning grids."""
 import numpy as np
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 
 
 def test_a_training_patch_longer_than_the_volume_is_completed_with_zeros():
@@ -17,7 +17,7 @@ def test_a_training_patch_longer_than_the_volume_is_completed_with_zeros():
 
 
 def test_hard_negatives_avoid_annotated_particles():
-    from picker3d.engine.simulate import simulate_tomogram
+    from picker3d.engine.simulation.dataset import simulate_tomogram
     from picker3d.engine.training.data import TomogramData
     s = simulate_tomogram(shape=(48, 96, 96), seed=5, snr=1.0, species=["barrel"], counts={"barrel": 6},
                           crowders=8, vesicles=0, membranes=0, gold=0)

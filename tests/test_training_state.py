@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.coords import CoordTable
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D
 from engine_data import small_dataset
@@ -84,7 +84,7 @@ def test_init_starts_from_a_trained_model(tmp_path):
     source, a random start does not); other classes get a new output layer and keep every
     other layer; another architecture is refused naming --init and the flag."""
     from picker3d.engine.errors import InputError
-    from picker3d.engine.pick import pick_tomogram
+    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
     torch.set_num_threads(2)

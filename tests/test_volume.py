@@ -4,7 +4,7 @@ import pytest
 
 
 def test_binning_coordinates_round_trip_and_block_mean():
-    from picker3d.engine.pick import upsample
+    from picker3d.engine.picking.tiles import upsample
     from picker3d.engine.volume import bin_volume, from_binned, to_binned
     xyz = np.array([[0.0, 0.0, 0.0], [10.5, 3.25, 7.0], [63.0, 1.0, 2.0]])
     np.testing.assert_allclose(from_binned(to_binned(xyz, 2), 2), xyz, atol=1e-12)
@@ -18,7 +18,7 @@ def test_binning_coordinates_round_trip_and_block_mean():
 
 
 def test_read_binned_equals_binning_the_volume(tmp_path):
-    from picker3d.engine.mrcio import read_binned, read_volume, write_volume
+    from picker3d.engine.formats.mrc import read_binned, read_volume, write_volume
     from picker3d.engine.volume import bin_volume
     vol = np.random.default_rng(3).standard_normal((21, 30, 34)).astype(np.float32)
     write_volume(str(tmp_path / "v.mrc"), vol, 7.5)

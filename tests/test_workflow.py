@@ -43,9 +43,9 @@ def test_scipion_create_script_accepts_the_workflow(tmp_path):
 
 def test_tiny_workflow_runs_end_to_end(tmp_path):
     import shutil
-    from picker3d.engine.coords import read_table
+    from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
-    from picker3d.engine.simulate import write_simulation
+    from picker3d.engine.simulation.dataset import write_simulation
     from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
     sim = tmp_path / "simulated"
     write_simulation(str(sim), n_tomograms=2, seed=70, shape=(48, 80, 80), snr=2.0, species=["barrel"],

@@ -328,7 +328,7 @@ def device_list(a, single=False):
 
 
 def build_parser():
-    from picker3d import __version__
+    from .._version import __version__
     parser = argparse.ArgumentParser(prog="picker3d", description="Deep-learning particle picking in cryo-ET.")
     parser.add_argument("--version", action="version", version=f"picker3d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,9 +343,10 @@ def build_parser():
 
 
 def cmd_simulate(a):
-    from .simulate import write_simulation, simulate_subtomograms
-    from .mrcio import write_volume
-    from .coords import CoordTable, write_table
+    from .simulation.dataset import simulate_subtomograms, write_simulation
+    from .formats.mrc import write_volume
+    from .formats.table import CoordTable
+    from .formats.writers import write_table
     import numpy as np
     t0 = time.time()
     if a.subtomograms:
@@ -372,9 +373,10 @@ def cmd_simulate(a):
 
 
 def cmd_masks(a):
-    from .coords import read_table, parse_diameters
+    from .formats.readers import read_table
+    from .formats.table import parse_diameters
     from .masks import label_mask
-    from .mrcio import write_volume, read_volume
+    from .formats.mrc import read_volume, write_volume
     data, voxel_size = read_volume(a.tomogram)  # validates the file (exists, 3D, finite)
     shape = data.shape
     del data
@@ -390,9 +392,10 @@ def cmd_masks(a):
 
 
 def cmd_evaluate(a):
-    from .coords import read_table, parse_diameters
+    from .formats.readers import read_table
+    from .formats.table import parse_diameters
     from .metrics import evaluate, evaluate_tomograms
-    from .mrcio import read_volume
+    from .formats.mrc import read_volume
     if len(a.pred) != len(a.ref):
         raise InputError(f"--pred: {len(a.pred)} tables for {len(a.ref)} reference tables (--ref): give one per "
                          f"tomogram, in the same order")
@@ -423,8 +426,8 @@ def cmd_evaluate(a):
 def _iter_pairs(tomos, coords, fmt, what):
     """(tomogram, coordinate file, volume, voxel size, table) per pair, read one pair at a
     time, the table checked against its volume."""
-    from .coords import read_table
-    from .mrcio import read_volume
+    from .formats.readers import read_table
+    from .formats.mrc import read_volume
     if len(tomos) != len(coords):
         raise InputError(f"--{what}coords: {len(coords)} coordinate files for {len(tomos)} tomograms")
     for t, c in zip(tomos, coords):
@@ -445,7 +448,7 @@ def _read_pairs(tomos, coords, fmt, what):
 
 def cmd_train(a):
     import numpy as np
-    from .coords import parse_diameters
+    from .formats.table import parse_diameters
     from .network import COORD_CONV
     from .training.config import float_or_auto, int_or_auto
     from .training import train
@@ -484,7 +487,7 @@ def cmd_train(a):
 
 def cmd_pick(a):
     from concurrent.futures import ThreadPoolExecutor
-    from .mrcio import read_voxel_size
+    from .formats.mrc import read_voxel_size
     from .modelfile import load_model
     # --device cuda:0,cuda:1: one model per device, tomograms dealt out in turn
     devices = device_list(a)
@@ -526,9 +529,10 @@ def cmd_pick(a):
 
 def _pick_one(a, path, model, meta, device, keep, quiet=False):
     """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
-    from .coords import write_table
-    from .mrcio import read_binned, write_volume
-    from .pick import pick_tomogram, upsample
+    from .formats.writers import write_table
+    from .formats.mrc import read_binned, write_volume
+    from .picking.tomogram import pick_tomogram
+    from .picking.tiles import upsample
     # read and binned a few planes at a time: the full-size tomogram is never in memory
     vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
     t0 = time.time()
@@ -552,7 +556,7 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
 def _write_boxes(folder, stack, voxel_size):
     """Each sub-volume of ``stack`` as ``folder/particle_NNNNNN.mrc`` (1-based, table order);
     returns the file names relative to ``folder``."""
-    from .mrcio import write_volume
+    from .formats.mrc import write_volume
     os.makedirs(folder, exist_ok=True)
     names = [f"particle_{i:06d}.mrc" for i in range(1, len(stack) + 1)]
     for name, box in zip(names, stack):
@@ -562,10 +566,13 @@ def _write_boxes(folder, stack, voxel_size):
 
 def cmd_classify(a):
     import numpy as np
-    from .classify import class_averages, disca_on_boxes, extract_subvolumes, normalize_box
-    from .coords import CoordTable, read_table, write_table
+    from .classification.boxes import class_averages, extract_subvolumes, normalize_box
+    from .classification.disca import disca_on_boxes
+    from .formats.table import CoordTable
+    from .formats.readers import read_table
+    from .formats.writers import write_table
     from .fileio import atomic_text
-    from .mrcio import read_volume, write_volume
+    from .formats.mrc import read_volume, write_volume
     k_range = _k_range(a.k_range)
     if a.bin < 1:
         raise InputError(f"--bin: {a.bin} must be >= 1")

@@ -19,8 +19,9 @@ import math
 
 import numpy as np
 
-from .coords import diameter_of
 from .errors import InputError
+from .formats.table import diameter_of
+
 
 MASK_TYPES = ("tball", "ball", "cubic", "sphere", "gaussian")
 T_G = {"tball": math.exp(-1.0), "ball": math.exp(-0.5), "cubic": math.exp(-1.5)}

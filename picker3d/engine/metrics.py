@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from .coords import CoordTable, diameter_of
+from .formats.table import CoordTable, diameter_of
 
 
 def reference_radii(ref, diameters, radius_frac=0.5, radius=None):

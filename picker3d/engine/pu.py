@@ -41,8 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .coords import diameter_of
+from .formats.table import diameter_of
 from .masks import gaussian_heatmap
+
 
 SIGMA_FRAC = 1.0 / 6.0
 SOFT_MIN = 0.01       # below this the Gaussian tail counts as unlabeled

@@ -6,8 +6,9 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import GPU_LIST, USE_GPU
 from tomo.protocols import ProtTomoBase
 
-from ..engine.coords import parse_diameters
 from ..engine.errors import InputError
+from ..engine.formats.table import parse_diameters
+
 
 # the engine's --precision values, in the form's order
 PRECISIONS = ["auto", "fp32", "bf16"]

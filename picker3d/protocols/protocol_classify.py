@@ -6,11 +6,14 @@ from enum import Enum
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 from tomo.objects import (AverageSubTomogram, SetOfAverageSubTomograms, SetOfClassesSubTomograms,
+
+
                           SetOfCoordinates3D, SetOfSubTomograms, SubTomogram)
 
 from ..convert import (CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomogram_link_path,
                        tomograms_by_ts_id)
-from ..engine.coords import read_table, write_table
+from ..engine.formats.readers import read_table
+from ..engine.formats.writers import write_table
 from .protocol_base import ProtPicker3DBase
 
 POSTERIOR_ATTR = "_picker3dPosterior"

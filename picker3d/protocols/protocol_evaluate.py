@@ -8,9 +8,10 @@ import pyworkflow.protocol.params as params
 from tomo.objects import SetOfCoordinates3D
 
 from ..convert import tables_from_coordinates
-from ..engine.coords import CoordTable
+from ..engine.formats.table import CoordTable
 from ..engine.metrics import evaluate_tomograms, match_by_class, reference_radii
 from .protocol_base import ProtPicker3DBase
+
 
 RADIUS_MODES = ["fraction of the diameter", "Å"]
 

@@ -10,9 +10,10 @@ from tomo.convert.mdoc import normalizeTSId
 from tomo.objects import SetOfCoordinates3D
 
 from ..convert import append_table, set_class_names, tomograms_by_ts_id
-from ..engine.coords import FORMATS, read_table
 from ..engine.errors import InputError
+from ..engine.formats.readers import FORMATS, read_table
 from .protocol_base import ProtPicker3DBase
+
 
 FORMAT_CHOICES = ["auto"] + list(FORMATS)
 

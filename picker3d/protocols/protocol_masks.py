@@ -6,7 +6,7 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfTomoMasks, TomoMask
 
 from ..convert import link_tomogram, tables_from_coordinates, tomogram_link_path, tomograms_by_ts_id
-from ..engine.coords import write_table
+from ..engine.formats.writers import write_table
 from ..engine.masks import MASK_TYPES
 from .protocol_base import ProtPicker3DBase
 

@@ -5,10 +5,11 @@ from enum import Enum
 import pyworkflow.protocol.params as params
 
 from ..convert import get_class_names, link_tomogram, tables_from_coordinates, tomograms_by_ts_id
-from ..engine.coords import write_table
+from ..engine.formats.writers import write_table
 from ..engine.modelinfo import read_model_info, sidecar_path
 from ..objects import Picker3DModel
 from .protocol_base import ProtPicker3DBase
+
 
 MASKS = ["tball", "ball", "cubic", "sphere"]
 LOSSES = ["dice+ce", "dice", "ce", "focal"]

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..metrics import evaluate, match
-from ..pick import find_particles
+from ..picking.peaks import find_particles
 
 
 # Score thresholds calibration chooses from. Topped at 0.9: with ties going to the higher

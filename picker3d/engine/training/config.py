@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..coords import diameter_of
 from ..errors import InputError
+from ..formats.table import diameter_of
 from ..network import NETWORKS, autocast_dtype
-from ..pick import default_peak_smoothing
+from ..picking.tomogram import default_peak_smoothing
 from .state import environment_versions
 
 

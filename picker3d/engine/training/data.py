@@ -8,8 +8,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ..coords import CoordTable
 from ..errors import InputError
+from ..formats.table import CoordTable
 from ..masks import label_mask
 from ..pu import centre_heatmaps, check_prior, class_priors, prior_from_counts
 from ..volume import bin_volume, normalize, to_binned

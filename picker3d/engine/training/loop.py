@@ -8,7 +8,8 @@ import torch
 from ..fileio import remove_stale_temporaries
 from ..modelinfo import kept_summary
 from ..network import autocast
-from ..pick import default_peak_smoothing, predict_volume
+from ..picking.tiles import predict_volume
+from ..picking.tomogram import default_peak_smoothing
 from ..volume import NORMALISED
 from .calibration import calibrate
 from .config import TrainConfig

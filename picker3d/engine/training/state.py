@@ -8,7 +8,7 @@ import platform
 import numpy as np
 import torch
 
-from ... import __version__ as PICKER3D_VERSION
+from ..._version import __version__ as PICKER3D_VERSION
 from ..errors import InputError
 from ..fileio import atomic_write
 from ..modelfile import load_model, save_model

@@ -9,9 +9,9 @@ import os
 import mrcfile
 import numpy as np
 
-from .errors import InputError
-from .fileio import atomic_write
-from .volume import bin_volume
+from ..errors import InputError
+from ..fileio import atomic_write
+from ..volume import bin_volume
 
 
 def _existing_file(path):

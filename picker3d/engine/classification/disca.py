@@ -1,0 +1,174 @@
+"""The DISCA loop (seed 003, "Methods" and Fig. 2): E-steps cluster features with a Gaussian
+mixture chosen by BIC, M-steps train YOPO on the labels."""
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.decomposition import PCA
+
+from ..errors import InputError
+from .boxes import bin_boxes, box_contrast, normalize_box
+from .descriptors import _project, invariant_descriptors
+from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, split_by_density
+from .yopo import YOPO, _train_head, _train_step, extract_features, rotate_boxes
+
+
+def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
+          pca_dim=2, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
+          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0):
+    """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
+    ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
+    label change, seconds), ``embedding`` (n, 2) and ``features``.
+
+    ``init="descriptors"`` runs the first E-step on :func:`invariant_descriptors`,
+    ``"network"`` on the untrained network's features (the paper's start).
+    ``on_iteration(it, labels)`` is called after every E-step (benchmarks score it).
+    ``contrast`` (n, c), e.g. :func:`box_contrast`, is appended to the features of every
+    E-step, each column weighted ``contrast_weight`` times a standardised feature column
+    (a few numbers among ~100 feature columns would otherwise hardly reach the PCA).
+    """
+    if init not in ("descriptors", "network"):
+        raise InputError(f"--init: '{init}' must be descriptors or network")
+    if contrast is not None:
+        contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
+    descriptors = invariant_descriptors(stack) if init == "descriptors" else None
+    stack = np.ascontiguousarray(stack, dtype=np.float32)
+    k_range = list(k_range)
+    if len(stack) <= max(2, min(k_range)):
+        raise InputError(f"{len(stack)} particles are too few to cluster into at least {min(k_range)} classes")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = YOPO(2, channels, n_features).to(device)
+    if stack.shape[1] < model.min_box:
+        raise InputError(f"--box: sub-volumes of {stack.shape[1]} voxels are smaller than the network's "
+                         f"{model.min_box}-voxel receptive field (use a larger box or less binning)")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    prev, history, best_by_k = None, [], {}
+    t_start = time.time()
+    for it in range(iterations):
+        t0 = time.time()
+        feats = _features(it, model, stack, descriptors, contrast, init, combine, device)
+        Z = _project(feats, pca_dim, seed, _feature_weights(feats, contrast, contrast_weight))
+        labels, post, entry = _e_step(Z, prev, k_range, seed + it)
+        k = entry["k"]
+        history.append(dict(entry, iteration=it))
+        if k not in best_by_k or entry["ddbi"] < best_by_k[k]["ddbi"]:
+            best_by_k[k] = {"ddbi": entry["ddbi"], "labels": labels, "posterior": post, "iteration": it, "k": k,
+                            "features": feats, "Z": Z}
+        if on_iteration is not None:
+            on_iteration(it, labels)
+        stop = prev is not None and entry["label_change"] < tol
+        if not stop and it < iterations - 1:
+            # M-step: train YOPO on the current labels (smoothed; the factor decays to 0)
+            alpha = smoothing * (1.0 - it / max(iterations - 1, 1))
+            if k != model.head.out_features or (it == 0 and init == "descriptors"):
+                model.new_head(k)
+                _train_head(model, extract_features(model, stack, device), labels, k)
+                opt = torch.optim.Adam(model.parameters(), lr=lr)
+            history[-1]["loss"] = _m_step(model, opt, stack, labels, k, alpha, epochs, batch, rng, device)
+        history[-1]["seconds"] = time.time() - t0
+        log(_iteration_line(history[-1], iterations))
+        prev = labels
+        if stop:
+            log(f"labels stable (change {entry['label_change']:.4f} < {tol}): stopping")
+            break
+    return _result(history, best_by_k, seed, log, t_start)
+
+
+def _features(it, model, stack, descriptors, contrast, init, combine, device):
+    """The features of an E-step: the descriptors first, then the network's next to them."""
+    if it == 0 and init == "descriptors":
+        feats = descriptors
+    elif init == "descriptors" and combine:
+        # network features next to the descriptors (every column is standardised before PCA)
+        feats = np.concatenate([descriptors, extract_features(model, stack, device)], 1)
+    else:
+        feats = extract_features(model, stack, device)
+    return feats if contrast is None else np.concatenate([feats, contrast], 1)
+
+
+def _feature_weights(feats, contrast, contrast_weight):
+    if contrast is None:
+        return None
+    n_shape = feats.shape[1] - contrast.shape[1]
+    return np.r_[np.ones(n_shape), np.full(contrast.shape[1], float(contrast_weight))]
+
+
+def _e_step(Z, prev, k_range, seed):
+    """Mixture by BIC over ``k_range``; from the second iteration a fit warm-started from the
+    previous labels competes with the fresh one (the lower BIC is kept). Labels are aligned
+    to the previous iteration's. Returns (labels, posterior, history entry)."""
+    fresh, bics = fit_gmm_bic(Z, k_range, seed=seed)
+    chosen, source = fresh, "fresh"
+    if prev is not None:
+        warm = fit_gmm_from_labels(Z, prev, seed=seed)
+        if warm is not None and warm.bic_ <= fresh.bic_:   # keep the fresh fit only if better
+            chosen, source = warm, "warm"
+    labels = align_labels(chosen.predict(Z), prev)
+    post = chosen.predict_proba(Z).max(axis=1)
+    change = 1.0 if prev is None else float(np.mean(labels != prev))
+    entry = {"k": int(labels.max()) + 1, "bic": chosen.bic_, "bic_by_k": bics, "fit": source,
+             "ddbi": ddbi(Z, labels), "label_change": change}
+    return labels, post, entry
+
+
+def _m_step(model, opt, stack, labels, k, alpha, epochs, batch, rng, device):
+    """YOPO trained on every box and a randomly rotated copy, labels smoothed by ``alpha``;
+    returns the mean loss."""
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        for idx in np.array_split(rng.permutation(len(stack)), max(1, len(stack) // batch)):
+            x = torch.from_numpy(stack[idx])[:, None].to(device)
+            x = torch.cat([x, rotate_boxes(x, rng)])
+            y = torch.from_numpy(np.concatenate([labels[idx]] * 2)).long().to(device)
+            target = F.one_hot(y, k).float() * (1 - alpha) + alpha / k
+            losses.append(_train_step(model, opt, x, target))
+    return float(np.mean(losses))
+
+
+def _iteration_line(h, iterations):
+    # the last iteration (or a stable one) has no M-step, hence no loss
+    loss_txt = f"{h['loss']:.3f}" if "loss" in h else "- (no training)"
+    return (f"iteration {h['iteration'] + 1}/{iterations}: K={h['k']} ({h['fit']} fit) DDBI={h['ddbi']:.3f} "
+            f"label change={h['label_change']:.3f} loss={loss_txt} {h['seconds']:.1f}s")
+
+
+def _result(history, best_by_k, seed, log, t_start):
+    """DDBI favours merging two close classes, so it only compares iterations that agree on
+    K: the result is the lowest-DDBI iteration among those with the most frequent K (ties:
+    the later K, as the features improve over iterations)."""
+    ks = [h["k"] for h in history]
+    k_mode = max(set(ks), key=lambda k: (ks.count(k), max(i for i, x in enumerate(ks) if x == k)))
+    best = best_by_k[k_mode]
+    Zb = best["Z"]
+    emb = PCA(2, random_state=seed).fit_transform(Zb) if Zb.shape[1] >= 2 else np.c_[Zb, np.zeros(len(Zb))]
+    log(f"result: iteration {best['iteration'] + 1} (lowest DDBI {best['ddbi']:.3f}), K={best['k']}, "
+        f"{time.time() - t_start:.1f}s")
+    return {"labels": best["labels"], "posterior": best["posterior"], "k": best["k"],
+            "iteration": best["iteration"], "ddbi": best["ddbi"], "history": history,
+            "embedding": emb, "features": best["features"]}
+
+
+def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, **kw):
+    """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
+    per_box=False)``): binned, each box normalised for the shape features, and with
+    ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them; then, with
+    ``split_separation`` > 0, each class whose centre density is clearly bimodal is split
+    in two (:func:`split_by_density`: empty-ice picks that share a class with particles).
+
+    Measurements: docs/classification.md."""
+    binned = bin_boxes(stack, binning)
+    need_contrast = contrast_weight > 0 or split_separation > 0
+    contrast = box_contrast(binned) if need_contrast else None
+    res = disca(normalize_box(binned), contrast=contrast if contrast_weight > 0 else None,
+                contrast_weight=contrast_weight, **kw)
+    if split_separation > 0:
+        log = kw.get("log", print)
+        labels, post, splits = split_by_density(res["labels"], contrast[:, 1], res["posterior"],
+                                                min_separation=split_separation, seed=kw.get("seed", 0), log=log)
+        if splits:
+            res.update(labels=labels, posterior=post, k=int(labels.max()) + 1)
+        res["splits"] = splits
+    return res
