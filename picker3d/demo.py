@@ -63,10 +63,10 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
     for (x, y, z), c in zip(picked.xyz, picked.classes):
         r = diameters[c] / 2.0
-        if z0 - r <= z <= z1 + r:
+        if z0 - 3 <= z <= z1 + 3:       # centred in the slab (give or take 3 planes): visible there
             ax.add_patch(plt.Circle((x, y), r, fill=False, lw=1.2, color=colours(names.index(c) % 10)))
     for j, ((x, y, z), c) in enumerate(zip(ref.xyz, ref.classes)):
-        if j not in found and z0 <= z <= z1:
+        if j not in found and z0 - 3 <= z <= z1 + 3:
             ax.plot(x, y, "x", color="red", ms=5)
     for i, c in enumerate(names):
         ax.plot([], [], "o", mfc="none", color=colours(i % 10), label=c)
