@@ -7,6 +7,8 @@ layer, so ``python -m picker3d`` runs in an environment without Scipion.
 """
 from ._version import __version__
 
+__all__ = ["__version__"]
+
 _logo = None
 _references = ["Liu2024DeepETPicker", "Moebel2021DeepFinder", "Huang2022SparsePicking",
                "Zeng2023DISCA", "Zeng2020GumNet"]

@@ -119,3 +119,25 @@ def link_tomogram(tomo, folder):
         os.remove(dst)
     os.symlink(src, dst)
     return dst
+
+
+def alignment_transforms(table):
+    """{objId: pwem Transform} from a classify table's alignment columns (``rot tilt psi``,
+    ZYZ degrees, and ``shift_x shift_y shift_z``, voxels): the 4x4 matrix that maps the class
+    average onto the sub-tomogram, member(x) = average(R^-1 (x - c - t)) (docs/classification.md).
+    Empty when the table has no alignment."""
+    from pwem.objects import Transform
+    from scipy.spatial.transform import Rotation
+    cols = ("rot", "tilt", "psi", "shift_x", "shift_y", "shift_z")
+    if not all(c in table.extra for c in cols) or "objId" not in table.extra:
+        return {}
+    out = {}
+    for k, oid in enumerate(table.extra["objId"]):
+        angles = [float(table.extra[c][k]) for c in cols[:3]]
+        if not np.all(np.isfinite(angles)):
+            continue     # a class of one member is not aligned
+        m = np.eye(4)
+        m[:3, :3] = Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix()
+        m[:3, 3] = [float(table.extra[c][k]) for c in cols[3:]]
+        out[int(oid)] = Transform(m)
+    return out

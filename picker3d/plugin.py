@@ -9,8 +9,6 @@ import shlex
 
 from ._version import __version__
 from .constants import (DEFAULT_DEVICE, ENGINE_MODULE, PICKER3D_DEVICE, PICKER3D_ENV_ACTIVATION,
-
-
                         PICKER3D_TORCH)
 from .engine_env import (DEFAULT_TORCH, PACKAGE, TORCH_HELP, activation_command, conda_available, env_name,
                          install_commands)

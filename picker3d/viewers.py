@@ -84,6 +84,24 @@ def plot_class_averages(averages, sizes, title="picker3d classes"):
     return plotter
 
 
+def plot_fsc(info, voxel_size, title="picker3d class resolution"):
+    """The FSC of each class's two half averages against resolution, with the 0.143 and 0.5
+    criteria."""
+    plotter = EmPlotter(x=1, y=1, mainTitle=title, figsize=(6, 4))
+    ax = plotter.createSubPlot("Fourier shell correlation of half averages", "resolution (1/Å)", "FSC")
+    for r in info.get("resolution", []):
+        curve = np.asarray(r["fsc"])
+        box = 2 * len(curve)
+        freq = np.arange(len(curve)) / (box * voxel_size)
+        ax.plot(freq[1:], curve[1:], color=CLASS_COLOURS[(r["class"] - 1) % len(CLASS_COLOURS)],
+                label=f"class {r['class']} ({r['members']}): {r['fsc_0143_A']:.0f} Å")
+    for level in (0.143, 0.5):
+        ax.axhline(level, color="gray", ls=":", lw=1)
+    ax.set_ylim(-0.2, 1.05)
+    ax.legend(fontsize=7)
+    return plotter
+
+
 def plot_clustering(table, info, title="picker3d classification"):
     """Class sizes, the 2D feature embedding coloured by class, and BIC / DDBI per iteration."""
     plotter = EmPlotter(x=1, y=3, mainTitle=title, figsize=(13, 4))
@@ -170,7 +188,8 @@ class Picker3DPickViewer(Viewer):
 
 
 class Picker3DClassifyViewer(Viewer):
-    """Class averages (central slices), class sizes, feature embedding, BIC/DDBI history."""
+    """Class averages (central slices), class sizes, feature embedding, BIC/DDBI history, and
+    the FSC curves of the aligned classes."""
     _label = "classes"
     _environments = [DESKTOP_TKINTER, WEB_DJANGO]
     _targets = [ProtPicker3DClassify]
@@ -185,9 +204,14 @@ class Picker3DClassifyViewer(Viewer):
             return []
         averages = [read_volume(prot._absPath(prot.getAverageFile(i)))[0] for i in range(1, info["k"] + 1)]
         name = prot.getRunName()
-        return [plot_class_averages(averages, info["sizes"], title=f"picker3d class averages ({name})"),
-                plot_clustering(read_table(prot._absPath(prot._labelsFile())), info,
-                                title=f"picker3d classification ({name})")]
+        kind = "aligned" if info.get("aligned") else "unaligned"
+        views = [plot_class_averages(averages, info["sizes"], title=f"picker3d {kind} class averages ({name})"),
+                 plot_clustering(read_table(prot._absPath(prot._labelsFile())), info,
+                                 title=f"picker3d classification ({name})")]
+        if info.get("resolution"):
+            sampling = prot.inputCoordinates.get().getPrecedents().getSamplingRate() or 1.0
+            views.append(plot_fsc(info, sampling, title=f"picker3d class resolution ({name})"))
+        return views
 
 
 class Picker3DEvaluateViewer(Viewer):

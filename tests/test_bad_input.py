@@ -67,7 +67,8 @@ def data(tmp_path_factory):
               "xzy.tsv": "x\ty\tz\tclass\n40\t30\t20\ta\n10\t28\t40\ta\n",   # y and z swapped
               "nonnumeric.tsv": "x\ty\tz\tclass\n20\tabc\t16\ta\n",
               "empty.tsv": "x\ty\tz\tclass\n",
-              "two_classes.tsv": "x\ty\tz\tclass\n20\t24\t16\ta\n30\t20\t12\tb\n"}
+              "two_classes.tsv": "x\ty\tz\tclass\n20\t24\t16\ta\n30\t20\t12\tb\n",
+              "all_outside.tsv": "x\ty\tz\tclass\n60\t10\t10\ta\n10\t70\t10\ta\n10\t10\t40\ta\n"}
     for name, text in tables.items():
         (d / name).write_text(text)
         f[name] = str(d / name)
@@ -178,6 +179,15 @@ CASES = {
                                            "--k-range", "9-3", "--out", o + ".tsv"], "--k-range"),
     "classify_box_too_small": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords", f["coords.tsv"],
                                              "--box", "3", "--out", o + ".tsv"], "--box: 3"),
+    "classify_box_larger_than_tomogram": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords",
+                                                        f["coords.tsv"], "--box", "40", "--out", o + ".tsv"],
+                                          "--box: 40 voxels is larger than the tomogram"),
+    "classify_fewer_picks_than_k": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords", f["coords.tsv"],
+                                                  "--box", "16", "--k-range", "3-5", "--out", o + ".tsv"],
+                                    "--coords: 2 picks are too few to cluster into at least 3 classes"),
+    "classify_every_pick_outside": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords",
+                                                  f["all_outside.tsv"], "--box", "16", "--out", o + ".tsv"],
+                                    "all_outside.tsv"),
     "classify_negative_split_separation": (lambda f, o: ["classify", "--tomograms", f["tomo.mrc"], "--coords",
                                                          f["coords.tsv"], "--split-separation", "-1",
                                                          "--out", o + ".tsv"], "--split-separation: -1"),

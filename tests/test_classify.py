@@ -224,10 +224,20 @@ def test_cli_classify_writes_table_averages_and_history(tmp_path):
     assert clustering_scores(truth, table.extra["cluster"])["homogeneity"] >= 0.8
     k = int(table.extra["cluster"].max())
     avgs = sorted(os.listdir(tmp_path / "labels_averages"))
-    assert avgs == [f"class_{i:02d}.mrc" for i in range(1, k + 1)]
+    # each class's aligned average and, for classes of two or more, its two half averages
+    sizes = np.bincount(table.extra["cluster"].astype(int))[1:]
+    assert avgs == sorted([f"class_{i:02d}.mrc" for i in range(1, k + 1)]
+                          + [f"class_{i:02d}_{h}.mrc" for i in range(1, k + 1) if sizes[i - 1] >= 2
+                             for h in ("half1", "half2")])
     assert read_volume(str(tmp_path / "labels_averages" / avgs[0]))[0].shape == (20, 20, 20)
     hist = json.loads((tmp_path / "labels_disca.json").read_text())
-    assert hist["k"] == k and len(hist["history"]) >= 1
+    assert hist["k"] == k and len(hist["history"]) >= 1 and hist["aligned"] is True
+    # the per-class resolution, and each member's alignment in the table
+    assert [r["class"] for r in hist["resolution"]] == [i for i in range(1, k + 1) if sizes[i - 1] >= 2]
+    assert all(r["fsc_0143_A"] >= 20.0 and len(r["fsc"]) == 10 for r in hist["resolution"])   # Nyquist 2 x 10 Å
+    for col in ("rot", "tilt", "psi", "shift_x", "shift_y", "shift_z"):
+        assert np.all(np.isfinite(table.extra[col].astype(float))), col
+    assert set(table.extra["tomogram"]) == {"t"}            # the tomogram's file stem
     # bad input: one line naming the parameter
     r = subprocess.run([sys.executable, "-m", "picker3d.engine.cli", "classify", "--tomograms", str(tmp_path / "t.mrc"),
                         "--coords", str(tmp_path / "t.tsv"), "--k-range", "5-2", "--out", str(tmp_path / "x.tsv")],

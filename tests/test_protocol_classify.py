@@ -73,11 +73,21 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual(sorted(c.getSize() for c in prot.classes), sorted(labels.count(i) for i in range(1, k + 1)))
         for cls in prot.classes:
             self.assertEqual(os.path.basename(cls.getRepresentative().getFileName()), f"class_{cls.getObjId():02d}.mrc")
-        # the viewer renders the gallery and the clustering plots
+        # the members were aligned: each sub-tomogram carries its alignment as a transform
+        # (rotation from rot tilt psi, shift in voxels), every class of two or more a resolution
+        _, info = prot.getResult()
+        aligned = [r["class"] for r in info["resolution"]]
+        self.assertEqual(aligned, [i for i in range(1, k + 1) if labels.count(i) >= 2])
+        with_transform = [s for s in prot.subtomograms if s.hasTransform()]
+        self.assertEqual(len(with_transform), sum(labels.count(i) for i in aligned))
+        m = with_transform[0].getTransform().getMatrix()
+        np.testing.assert_allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-6)
+        self.assertIn("FSC 0.143 at", " ".join(prot.summary()))
+        # the viewer renders the gallery, the clustering plots and the FSC curves
         from PIL import Image
         from picker3d.viewers import Picker3DClassifyViewer
         views = Picker3DClassifyViewer(project=self.proj, protocol=prot)._visualize(prot)
-        self.assertEqual(len(views), 2)
+        self.assertEqual(len(views), 3)
         for i, view in enumerate(views):
             png = os.path.join(self.data, f"classify_view_{i}.png")
             view.savefig(png)

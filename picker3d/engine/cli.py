@@ -258,6 +258,16 @@ def _add_classify(sub):
     g.add_argument("--epochs", type=int, default=1, help="network training passes per iteration (default 1)")
     g.add_argument("--bin", type=int, default=2,
                    help="bin the boxes by this factor before clustering (default 2; 1 keeps full detail)")
+    g = p.add_argument_group("class averages")
+    g.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
+                   help="align each class's members to one another (reference-free, missing wedge masked) "
+                        "before averaging; adds rot tilt psi shift_x shift_y shift_z to the table and the "
+                        "FSC of two half averages (default on; --no-align: plain averages)")
+    g.add_argument("--tilt-range", type=float, default=60.0,
+                   help="the tomograms' tilt range in degrees (+-), for the missing-wedge mask (default 60)")
+    g.add_argument("--align-step", type=float, default=30.0,
+                   help="angular step of the global rotation search in degrees (default 30; a local search "
+                        "at a third of it follows)")
     g = p.add_argument_group("compute")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     _add_gpu(g)
@@ -566,48 +576,16 @@ def _write_boxes(folder, stack, voxel_size):
 
 def cmd_classify(a):
     import numpy as np
-    from .classification.boxes import class_averages, extract_subvolumes, normalize_box
+    from .classification.boxes import normalize_box
     from .classification.disca import disca_on_boxes
-    from .formats.table import CoordTable
-    from .formats.readers import read_table
-    from .formats.writers import write_table
     from .fileio import atomic_text
-    from .formats.mrc import read_volume, write_volume
-    k_range = _k_range(a.k_range)
-    if a.bin < 1:
-        raise InputError(f"--bin: {a.bin} must be >= 1")
-    if a.pca_dim < 1:
-        raise InputError(f"--pca-dim: {a.pca_dim} must be >= 1")
-    if a.contrast_weight < 0:
-        raise InputError(f"--contrast-weight: {a.contrast_weight} must be >= 0")
-    if a.split_separation < 0:
-        raise InputError(f"--split-separation: {a.split_separation} must be >= 0 (0: no split)")
-    stacks, tables, vs = [], [], None
-    if a.subtomograms:
-        if a.tomograms or a.coords:
-            raise InputError("--subtomograms: give either a stack or --tomograms with --coords, not both")
-        stack, vs = read_volume(a.subtomograms)
-        table_path = os.path.splitext(a.subtomograms)[0] + ".tsv"
-        table = read_table(table_path) if os.path.exists(table_path) else CoordTable(np.zeros((len(stack), 3)))
-        if len(table) != len(stack):
-            raise InputError(f"{table_path}: {len(table)} rows for {len(stack)} boxes in {a.subtomograms}")
-        stacks.append(np.asarray(stack, dtype=np.float32))
-        tables.append(table)
-    else:
-        if not a.tomograms:
-            raise InputError("--tomograms: required (or give --subtomograms)")
-        for t, c, vol, vs, tab in _iter_pairs(a.tomograms, a.coords, a.format, ""):
-            stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume, per_box=False)
-            if outside:
-                what = "left out" if a.out_of_volume == "skip" else "padded with the mean"
-                print(f"{c}: {outside} of {len(tab)} boxes reach outside {t}: {what}")
-            tab = tab.subset(kept)
-            tab.extra["tomogram"] = np.asarray([os.path.basename(t)] * len(tab), dtype=object)
-            stacks.append(stack)
-            tables.append(tab)
-    # boxes in the tomogram's units (each tomogram normalised once): the contrast features
-    # need them; the shape features and the averages use per-box normalised boxes
-    stack = np.concatenate(stacks)
+    from .formats.table import CoordTable
+    from .formats.writers import write_table
+    k_range = _check_classify_options(a)
+    stack, tables, vs = _classify_inputs(a)
+    if len(stack) <= max(2, k_range.start):
+        raise InputError(f"--coords: {len(stack)} picks are too few to cluster into at least {k_range.start} "
+                         f"classes (--k-range {a.k_range})")
     box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
     res = disca_on_boxes(stack, a.bin, a.contrast_weight, a.split_separation, k_range=k_range, iterations=a.iterations,
                          epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=device_list(a, single=True),
@@ -624,19 +602,106 @@ def cmd_classify(a):
     out.extra.update(cluster=labels + 1, posterior=np.round(res["posterior"], 4),
                      embed_x=np.round(res["embedding"][:, 0], 4), embed_y=np.round(res["embedding"][:, 1], 4))
     avg_dir = a.averages or os.path.splitext(a.out)[0] + "_averages"
-    os.makedirs(avg_dir, exist_ok=True)
-    for i, avg in enumerate(class_averages(stack, labels), start=1):
-        write_volume(os.path.join(avg_dir, f"class_{i:02d}.mrc"), avg, vs or 1.0)
+    resolution = _class_averages(a, stack, labels, vs, avg_dir, out)
     history = [{k: v for k, v in h.items()} for h in res["history"]]
     atomic_text(os.path.splitext(a.out)[0] + "_disca.json", json.dumps(
         {"k": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": history,
-         "sizes": np.bincount(labels).tolist(),
+         "sizes": np.bincount(labels).tolist(), "aligned": bool(a.align), "resolution": resolution,
          "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
                             for c, n, sz, d in res.get("splits", [])]}, indent=1) + "\n")
     write_table(a.out, out)
     sizes = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(np.bincount(labels)))
     print(f"{a.out}: {len(labels)} particles in {res['k']} classes ({sizes}); averages in {avg_dir}")
     return 0
+
+
+def _check_classify_options(a):
+    k_range = _k_range(a.k_range)
+    if a.bin < 1:
+        raise InputError(f"--bin: {a.bin} must be >= 1")
+    if a.pca_dim < 1:
+        raise InputError(f"--pca-dim: {a.pca_dim} must be >= 1")
+    if a.contrast_weight < 0:
+        raise InputError(f"--contrast-weight: {a.contrast_weight} must be >= 0")
+    if a.split_separation < 0:
+        raise InputError(f"--split-separation: {a.split_separation} must be >= 0 (0: no split)")
+    if not 0 < a.tilt_range <= 90:
+        raise InputError(f"--tilt-range: {a.tilt_range} must be an angle in (0, 90] degrees")
+    if not 5 <= a.align_step <= 60:
+        raise InputError(f"--align-step: {a.align_step} must be between 5 and 60 degrees")
+    return k_range
+
+
+def _classify_inputs(a):
+    """The boxes in the tomograms' units (each tomogram normalised once: the contrast
+    features need them; the shape features and the averages normalise each box), their
+    tables (with the tomogram's file stem) and the voxel size."""
+    import numpy as np
+    from .classification.boxes import extract_subvolumes
+    from .formats.mrc import read_volume
+    from .formats.readers import read_table
+    from .formats.table import CoordTable
+    if a.subtomograms:
+        if a.tomograms or a.coords:
+            raise InputError("--subtomograms: give either a stack or --tomograms with --coords, not both")
+        stack, vs = read_volume(a.subtomograms)
+        table_path = os.path.splitext(a.subtomograms)[0] + ".tsv"
+        table = read_table(table_path) if os.path.exists(table_path) else CoordTable(np.zeros((len(stack), 3)))
+        if len(table) != len(stack):
+            raise InputError(f"{table_path}: {len(table)} rows for {len(stack)} boxes in {a.subtomograms}")
+        return np.asarray(stack, dtype=np.float32), [table], vs
+    if not a.tomograms:
+        raise InputError("--tomograms: required (or give --subtomograms)")
+    stacks, tables, vs = [], [], None
+    for t, c, vol, vs, tab in _iter_pairs(a.tomograms, a.coords, a.format, ""):
+        if a.box > min(vol.shape):
+            raise InputError(f"--box: {a.box} voxels is larger than the tomogram {t} "
+                             f"({'x'.join(map(str, vol.shape))}, z y x)")
+        stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume, per_box=False)
+        if outside:
+            what = "left out" if a.out_of_volume == "skip" else "padded with the mean"
+            print(f"{c}: {outside} of {len(tab)} boxes reach outside {t}: {what}")
+        tab = tab.subset(kept)
+        tab.extra["tomogram"] = np.asarray([os.path.splitext(os.path.basename(t))[0]] * len(tab), dtype=object)
+        stacks.append(stack)
+        tables.append(tab)
+    return np.concatenate(stacks), tables, vs
+
+
+def _class_averages(a, stack, labels, vs, avg_dir, out):
+    """Each class's average (aligned with --align, with the alignment of each member added to
+    ``out`` and the half averages written beside), and the per-class FSC resolution."""
+    import numpy as np
+    from .classification.alignment import align_class
+    from .classification.boxes import class_averages
+    from .formats.mrc import write_volume
+    os.makedirs(avg_dir, exist_ok=True)
+    n = len(labels)
+    euler, shifts, scores = np.zeros((n, 3)), np.zeros((n, 3)), np.full(n, np.nan)
+    resolution = []
+    plain = class_averages(stack, labels)
+    for c in range(len(plain)):
+        members = np.flatnonzero(labels == c)
+        avg = plain[c]
+        if a.align and len(members) >= 2:
+            r = align_class(stack[members], tilt_range=a.tilt_range, voxel_size=vs or 1.0,
+                            coarse_step=a.align_step, fine_step=a.align_step / 3, seed=a.seed,
+                            log=lambda m: print(m, flush=True))
+            avg = r["average"]
+            euler[members], shifts[members], scores[members] = r["euler"], r["shifts"], r["scores"]
+            for h in ("half1", "half2"):
+                write_volume(os.path.join(avg_dir, f"class_{c + 1:02d}_{h}.mrc"), r[h], vs or 1.0)
+            resolution.append({"class": c + 1, "members": int(len(members)),
+                               "fsc_0143_A": round(r["resolution_0143"], 2), "fsc_05_A": round(r["resolution_05"], 2),
+                               "fsc": [round(float(v), 4) for v in r["fsc"]]})
+        write_volume(os.path.join(avg_dir, f"class_{c + 1:02d}.mrc"), avg, vs or 1.0)
+    if a.align:
+        for k, col in enumerate(("rot", "tilt", "psi")):
+            out.extra[col] = np.round(euler[:, k], 2)
+        for k, col in enumerate(("shift_x", "shift_y", "shift_z")):
+            out.extra[col] = np.round(shifts[:, k], 2)
+        out.extra["align_score"] = np.round(scores, 4)
+    return resolution
 
 
 def cmd_model_info(a):

@@ -6,12 +6,10 @@ from enum import Enum
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 from tomo.objects import (AverageSubTomogram, SetOfAverageSubTomograms, SetOfClassesSubTomograms,
-
-
                           SetOfCoordinates3D, SetOfSubTomograms, SubTomogram)
 
-from ..convert import (CLASS_ATTR, link_tomogram, set_class_names, tables_from_coordinates, tomogram_link_path,
-                       tomograms_by_ts_id)
+from ..convert import (CLASS_ATTR, alignment_transforms, link_tomogram, set_class_names, tables_from_coordinates,
+                       tomogram_link_path, tomograms_by_ts_id)
 from ..engine.formats.readers import read_table
 from ..engine.formats.writers import write_table
 from .protocol_base import ProtPicker3DBase
@@ -36,9 +34,15 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     rotation-invariant descriptors (radial profiles and power spectrum), which the network
     iterations refine.
 
+    Each class's members are then aligned to one another (reference-free: a rotation
+    search by cross-correlation with the missing wedge masked in Fourier space) and
+    averaged; two half averages give the class's FSC resolution.
+
     Outputs: the coordinates with groupId = class (posterior probability kept per
     particle), one coordinate set per class (to extract and average in Relion-tomo or
-    Dynamo directly), and the plain, unaligned average of each class.
+    Dynamo directly), the aligned average of each class, and optionally the sub-volumes as
+    sub-tomograms with their alignment as transform, in classes whose representatives are
+    the averages.
     """
     _label = "classify picks"
     _possibleOutputs = ClassifyOutputs
@@ -76,6 +80,18 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                            "in two: empty-ice picks that look like particles once normalised, but hold no "
                            "density where they were picked. The value is the separation the two groups need "
                            "(Ashman's D, default 3; docs/classification.md). 0 = no split.")
+        form.addSection(label="Class averages")
+        form.addParam("align", params.BooleanParam, default=True, label="Align class members?",
+                      help="Yes (default): each class's members are aligned to one another before averaging "
+                           "(reference-free rotation search, missing wedge masked), with an FSC resolution per "
+                           "class. No: plain, unaligned averages.")
+        form.addParam("tiltRange", params.FloatParam, default=60.0, condition="align",
+                      label="Tilt range (+- deg)",
+                      help="The tomograms' tilt range, for the missing-wedge mask (default 60).")
+        form.addParam("alignStep", params.FloatParam, default=30.0, condition="align",
+                      expertLevel=params.LEVEL_ADVANCED, label="Angular step (deg)",
+                      help="Step of the global rotation search (default 30); a local search at a third "
+                           "of it follows.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       help="Results are reproducible for a given seed; run a few seeds and keep the "
                            "lowest DDBI to be safe (seed 003, Discussion).")
@@ -124,6 +140,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
                 f"--pca-dim {self.pcaDim.get()}", f"--contrast-weight {self.contrastWeight.get()}",
                 f"--split-separation {self.splitSeparation.get()}",
+                f"--tilt-range {self.tiltRange.get()} --align-step {self.alignStep.get()}" if self.align.get()
+                else "--no-align",
                 f"--out {self._quote(self._labelsFile())}",
                 f"--averages {self._quote(os.path.dirname(self.getAverageFile(1)))}", self._deviceArg()]
         if self.outputClasses.get():
@@ -179,7 +197,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
             avg.setLocation(self.getAverageFile(i))
             avg.setSamplingRate(averages.getSamplingRate())
             avg.setClassId(i) if hasattr(avg, "setClassId") else None
-            avg.setObjComment(f"{info['sizes'][i - 1]} particles")
+            avg.setObjComment(self._classComment(info, i))
             averages.append(avg)
         outputs[self._possibleOutputs.averages.name] = averages
         if self.outputClasses.get():
@@ -190,6 +208,14 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         for out in outputs.values():
             self._defineSourceRelation(self.inputCoordinates, out)
 
+    @staticmethod
+    def _classComment(info, i):
+        res = {r["class"]: r for r in info.get("resolution", [])}.get(i)
+        text = f"{info['sizes'][i - 1]} particles"
+        if res:
+            text += f", FSC 0.143 {res['fsc_0143_A']:.0f} Å (0.5: {res['fsc_05_A']:.0f} Å)"
+        return text
+
     def _classesOfSubtomograms(self, result, names):
         """The extracted sub-volumes as sub-tomograms (coordinate = the input pick), grouped
         by class; each class's representative is its average."""
@@ -197,6 +223,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         tomos = tomograms_by_ts_id(coords.getPrecedents())
         table = read_table(self._absPath(self._labelsFile()))
         files = dict(zip((int(i) for i in table.extra["objId"]), table.extra["box_file"]))
+        transforms = alignment_transforms(table)
         sampling = coords.getPrecedents().getSamplingRate()
         subtomos = self._createSetOfSubTomograms()
         subtomos.setSamplingRate(sampling)
@@ -213,6 +240,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
             sub.setCoordinate3D(new)
             sub.setVolName(tomo.getFileName())
             sub.setClassId(result[coord.getObjId()][0])
+            if coord.getObjId() in transforms:
+                sub.setTransform(transforms[coord.getObjId()])
             if tomo.hasAcquisition():
                 sub.setAcquisition(tomo.getAcquisition())
             subtomos.append(sub)
@@ -258,6 +287,9 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         sizes = ", ".join(f"class {i}: {n}" for i, n in enumerate(info["sizes"], start=1))
         lines = [f"{out.getSize()} particles in {info['k']} classes ({sizes}).",
                  f"Result of iteration {info['iteration']} (lowest DDBI {info['ddbi']:.3f})."]
+        for r in info.get("resolution", []):
+            lines.append(f"Class {r['class']} ({r['members']} aligned): FSC 0.143 at {r['fsc_0143_A']:.1f} Å, "
+                         f"0.5 at {r['fsc_05_A']:.1f} Å.")
         for sp in info.get("density_splits", []):
             lines.append(f"Class {sp['new_class']} was split from class {sp['class']} by centre density "
                          f"(separation {sp['separation']:.1f}): look there for empty picks.")

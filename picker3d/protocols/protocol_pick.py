@@ -8,8 +8,6 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
 
 from ..convert import (append_table, box_from_diameter, link_tomogram, set_class_names, tomogram_link_path,
-
-
                        tomograms_by_ts_id)
 from ..engine.formats.readers import read_table
 from .protocol_base import EngineError, ProtPicker3DBase

@@ -3,7 +3,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 
-def invariant_descriptors(stack):
+def invariant_descriptors(stack, equalise=False):
     """Rotation-invariant descriptors of a (n, b, b, b) stack: the radial profiles of the
     mean and of the standard deviation around the box centre, and the radially averaged
     log power spectrum (translation invariant as well).
@@ -11,6 +11,11 @@ def invariant_descriptors(stack):
     They seed the first E-step: features of a randomly initialised network are mostly
     noise (on two very different shapes at high SNR they gave homogeneity 0.06), these
     separate the simulator's five species at SNR 0.03 with homogeneity 0.90 on their own.
+
+    ``equalise``: every shell's value times the square root of its voxel count, so that each
+    column carries the same noise (a shell's mean of n noisy voxels has a noise std of
+    1/sqrt(n): unweighted, the few central voxels' noise outweighs the shells that tell a
+    small particle from a large one). Use with ``_project(..., standardise=False)``.
     """
     stack = np.asarray(stack, dtype=np.float32)
     n, b = stack.shape[0], stack.shape[1]
@@ -23,23 +28,33 @@ def invariant_descriptors(stack):
         onehot[np.arange(b ** 3), r] = 1.0
         count = onehot.sum(axis=0)
         keep = count > 0
-        return onehot[:, keep] / count[keep]
+        return onehot[:, keep] / count[keep], np.sqrt(count[keep])
 
     flat = stack.reshape(n, -1)
-    real = shells(np.full(3, (b - 1) / 2))
+    real, w_real = shells(np.full(3, (b - 1) / 2))
     mean = flat @ real
     std = np.sqrt(np.maximum((flat ** 2) @ real - mean ** 2, 0.0))
     power = np.abs(np.fft.fftshift(np.fft.fftn(stack, axes=(1, 2, 3)), axes=(1, 2, 3))) ** 2
-    spectrum = np.log(power.reshape(n, -1) @ shells(np.full(3, b // 2)) + 1e-6)
+    fourier, w_fourier = shells(np.full(3, b // 2))
+    spectrum = np.log(power.reshape(n, -1) @ fourier + 1e-6)
+    if equalise:
+        mean, std, spectrum = mean * w_real, std * w_real, spectrum * w_fourier
     return np.concatenate([mean, std, spectrum[:, 1:]], axis=1).astype(np.float32)
 
 
-def _project(features, dim, seed, weights=None):
+def _project(features, dim, seed, weights=None, standardise=None):
     """Standardise every column (then multiply by ``weights``, if given), then PCA-whiten to
     at most ``dim`` components (whitening keeps the mixture's covariance regularisation on
-    one scale)."""
+    one scale). ``standardise`` (a bool per column): columns marked False are kept on their
+    own scale, divided as a block by one number (the block's RMS column std), so that
+    noise-equalised descriptors keep their relative weights next to standardised columns."""
     f = features - features.mean(axis=0)
-    f /= f.std(axis=0) + 1e-6
+    std = f.std(axis=0) + 1e-6
+    if standardise is not None:
+        keep = ~np.asarray(standardise, bool)
+        if keep.any():
+            std[keep] = np.sqrt(np.mean(std[keep] ** 2))
+    f /= std
     if weights is not None:
         f *= weights
     dim = max(1, min(dim, f.shape[1], len(f) - 1))

@@ -16,7 +16,8 @@ from .yopo import YOPO, _train_head, _train_step, extract_features, rotate_boxes
 
 def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
           pca_dim=2, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
-          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0):
+          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0,
+          descriptors=None, equalised=False, covariance="full", balance=False):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
@@ -27,12 +28,18 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     ``contrast`` (n, c), e.g. :func:`box_contrast`, is appended to the features of every
     E-step, each column weighted ``contrast_weight`` times a standardised feature column
     (a few numbers among ~100 feature columns would otherwise hardly reach the PCA).
+    ``descriptors``: precomputed first-E-step descriptors (default: :func:`invariant_descriptors`
+    of ``stack``); ``equalised``: they are noise-equalised (``invariant_descriptors(...,
+    equalise=True)``) and keep their own scale in the projection. ``covariance``: the
+    mixtures' covariance, full or diag. ``balance``: the descriptors and the network's
+    features weigh the same in the projection (:func:`_feature_weights`).
     """
     if init not in ("descriptors", "network"):
         raise InputError(f"--init: '{init}' must be descriptors or network")
     if contrast is not None:
         contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
-    descriptors = invariant_descriptors(stack) if init == "descriptors" else None
+    if init == "descriptors" and descriptors is None:
+        descriptors = invariant_descriptors(stack)
     stack = np.ascontiguousarray(stack, dtype=np.float32)
     k_range = list(k_range)
     if len(stack) <= max(2, min(k_range)):
@@ -49,8 +56,14 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     for it in range(iterations):
         t0 = time.time()
         feats = _features(it, model, stack, descriptors, contrast, init, combine, device)
-        Z = _project(feats, pca_dim, seed, _feature_weights(feats, contrast, contrast_weight))
-        labels, post, entry = _e_step(Z, prev, k_range, seed + it)
+        # noise-equalised descriptors (at the front) keep their own scale; the rest is standardised
+        standardise = None
+        if equalised and init == "descriptors" and (it == 0 or combine):
+            standardise = np.arange(feats.shape[1]) >= descriptors.shape[1]
+        n_desc = descriptors.shape[1] if init == "descriptors" and (it == 0 or combine) else 0
+        weights = _feature_weights(feats, contrast, contrast_weight, n_desc if balance else None)
+        Z = _project(feats, pca_dim, seed, weights, standardise)
+        labels, post, entry = _e_step(Z, prev, k_range, seed + it, covariance)
         k = entry["k"]
         history.append(dict(entry, iteration=it))
         if k not in best_by_k or entry["ddbi"] < best_by_k[k]["ddbi"]:
@@ -88,21 +101,32 @@ def _features(it, model, stack, descriptors, contrast, init, combine, device):
     return feats if contrast is None else np.concatenate([feats, contrast], 1)
 
 
-def _feature_weights(feats, contrast, contrast_weight):
-    if contrast is None:
-        return None
-    n_shape = feats.shape[1] - contrast.shape[1]
-    return np.r_[np.ones(n_shape), np.full(contrast.shape[1], float(contrast_weight))]
+def _feature_weights(feats, contrast, contrast_weight, n_desc=None):
+    """Column weights after standardisation: 1 per shape column and ``contrast_weight`` per
+    contrast column; with ``n_desc`` (the descriptor columns at the front), the descriptor
+    block and the network block are each scaled to the same total variance (with every
+    column standardised the 64 network columns would outweigh the descriptors), the
+    contrast columns keeping their weight relative to one descriptor column."""
+    n_contrast = 0 if contrast is None else contrast.shape[1]
+    n_shape = feats.shape[1] - n_contrast
+    if n_desc is None or n_desc == 0 or n_desc >= n_shape:
+        if contrast is None:
+            return None
+        return np.r_[np.ones(n_shape), np.full(n_contrast, float(contrast_weight))]
+    n_net = n_shape - n_desc
+    w_desc = 1.0
+    return np.r_[np.full(n_desc, w_desc), np.full(n_net, w_desc * np.sqrt(n_desc / n_net)),
+                 np.full(n_contrast, float(contrast_weight) * w_desc)]
 
 
-def _e_step(Z, prev, k_range, seed):
+def _e_step(Z, prev, k_range, seed, covariance="full"):
     """Mixture by BIC over ``k_range``; from the second iteration a fit warm-started from the
     previous labels competes with the fresh one (the lower BIC is kept). Labels are aligned
     to the previous iteration's. Returns (labels, posterior, history entry)."""
-    fresh, bics = fit_gmm_bic(Z, k_range, seed=seed)
+    fresh, bics = fit_gmm_bic(Z, k_range, seed=seed, covariance=covariance)
     chosen, source = fresh, "fresh"
     if prev is not None:
-        warm = fit_gmm_from_labels(Z, prev, seed=seed)
+        warm = fit_gmm_from_labels(Z, prev, seed=seed, covariance=covariance)
         if warm is not None and warm.bic_ <= fresh.bic_:   # keep the fresh fit only if better
             chosen, source = warm, "warm"
     labels = align_labels(chosen.predict(Z), prev)
@@ -151,19 +175,26 @@ def _result(history, best_by_k, seed, log, t_start):
             "embedding": emb, "features": best["features"]}
 
 
-def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, **kw):
+def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, descriptor_units="box", **kw):
     """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
     per_box=False)``): binned, each box normalised for the shape features, and with
     ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them; then, with
     ``split_separation`` > 0, each class whose centre density is clearly bimodal is split
     in two (:func:`split_by_density`: empty-ice picks that share a class with particles).
 
-    Measurements: docs/classification.md."""
+    ``descriptor_units``: the first E-step's descriptors from each binned box normalised
+    ("box"), or from the full-size boxes in the tomogram's units, noise-equalised
+    ("tomogram"). Measurements: docs/classification.md."""
     binned = bin_boxes(stack, binning)
     need_contrast = contrast_weight > 0 or split_separation > 0
     contrast = box_contrast(binned) if need_contrast else None
-    res = disca(normalize_box(binned), contrast=contrast if contrast_weight > 0 else None,
-                contrast_weight=contrast_weight, **kw)
+    if descriptor_units not in ("box", "tomogram"):
+        raise InputError(f"descriptor_units: '{descriptor_units}' must be box or tomogram")
+    normalised = normalize_box(binned)
+    tomogram = descriptor_units == "tomogram"
+    descriptors = invariant_descriptors(stack, equalise=True) if tomogram else invariant_descriptors(normalised)
+    res = disca(normalised, contrast=contrast if contrast_weight > 0 else None,
+                contrast_weight=contrast_weight, descriptors=descriptors, equalised=tomogram, **kw)
     if split_separation > 0:
         log = kw.get("log", print)
         labels, post, splits = split_by_density(res["labels"], contrast[:, 1], res["posterior"],

@@ -9,18 +9,21 @@ from sklearn.mixture import GaussianMixture
 from ..errors import InputError
 
 
-def _gmm(k, seed, reg, **init):
-    return GaussianMixture(k, covariance_type="full", reg_covar=reg, max_iter=300,
+COVARIANCES = ("full", "diag")
+
+
+def _gmm(k, seed, reg, covariance="full", **init):
+    return GaussianMixture(k, covariance_type=covariance, reg_covar=reg, max_iter=300,
                            random_state=seed, **init)
 
 
-def fit_gmm_bic(Z, k_range, seed=0, reg=1e-3):
-    """Full-covariance mixtures for every K in ``k_range``; returns (best, {K: BIC})."""
+def fit_gmm_bic(Z, k_range, seed=0, reg=1e-3, covariance="full"):
+    """Mixtures (``covariance`` full or diag) for every K in ``k_range``; returns (best, {K: BIC})."""
     best, bics = None, {}
     for k in k_range:
         if k > len(Z) - 1:
             break
-        g = _gmm(k, seed, reg).fit(Z)
+        g = _gmm(k, seed, reg, covariance).fit(Z)
         bics[k] = float(g.bic(Z))
         if best is None or bics[k] < best.bic_:
             best = g
@@ -39,14 +42,16 @@ def _cluster_moments(Z, labels, reg):
     return members, means, covs
 
 
-def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3):
+def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3, covariance="full"):
     """Mixture warm-started from hard labels (weights, means, covariances of each group)."""
     members, means, covs = _cluster_moments(Z, labels, reg)
     if not members:
         return None
     weights = np.asarray([len(m) for m in members], float) / sum(len(m) for m in members)
-    g = _gmm(len(members), seed, reg, weights_init=weights, means_init=np.asarray(means),
-             precisions_init=np.asarray([np.linalg.inv(c) for c in covs])).fit(Z)
+    precisions = (np.asarray([np.linalg.inv(c) for c in covs]) if covariance == "full"
+                  else np.asarray([1.0 / np.diag(c) for c in covs]))
+    g = _gmm(len(members), seed, reg, covariance, weights_init=weights, means_init=np.asarray(means),
+             precisions_init=precisions).fit(Z)
     g.bic_ = float(g.bic(Z))
     return g
 
