@@ -284,7 +284,7 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
                 fine_iterations=3, max_shift=None, starts=3, seed=0, log=None):
     """Reference-free alignment of one class's members (n, b, b, b), each normalised.
 
-    Coarse: the boxes binned to about 20 voxels, the whole rotation grid at ``coarse_step``
+    Coarse: the boxes binned to at most 24 voxels, the whole rotation grid at ``coarse_step``
     degrees; ``starts`` members (chosen at random) each seed a reference, and the one whose
     average the members correlate with best is refined for ``coarse_iterations``. Fine: the
     full boxes, every member's rotation refined over a local grid of ``fine_step`` degrees,
@@ -298,7 +298,7 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
     if n < 2:
         raise InputError(f"alignment: a class of {n} member(s) has no two halves to compare")
     rng = np.random.default_rng(seed)
-    factor = max(1, int(round(b / 20.0)))     # coarse boxes of about 16-24 voxels
+    factor = max(1, int(math.ceil(b / 24.0)))     # coarse boxes of 12-24 voxels
     coarse = bin_boxes(stack, factor) if factor > 1 else stack
     bc = coarse.shape[-1]
     shift_c = int(max_shift // factor) if max_shift is not None else max(1, bc // 6)
