@@ -148,7 +148,7 @@ def _reference_spectra(reference, matrices, wedge_half, coverage):
     return r, mask.reshape(len(matrices), -1).float(), norm
 
 
-def search_global(stack, reference, rotations, wedge, max_shift, chunk=48, coverage=None):
+def search_global(stack, reference, rotations, wedge, max_shift, chunk=None, coverage=None):
     """For each member of ``stack``, the rotation of ``rotations`` (scipy Rotation) and the
     shift within ``max_shift`` voxels that best correlate the rotated reference with it over
     the Fourier region both measured (the member's ``wedge``, the reference's ``coverage``
@@ -162,6 +162,8 @@ def search_global(stack, reference, rotations, wedge, max_shift, chunk=48, cover
     idx = torch.as_tensor(idx)
     mats = rotations.as_matrix()
     n = len(stack)
+    # rotations per pass: about 2e8 correlation voxels (~2 GB of intermediates) at a time
+    chunk = chunk or int(np.clip(2e8 // (n * b ** 3), 1, 48))
     best = torch.full((n,), -np.inf)
     best_rot = torch.zeros(n, dtype=torch.long)
     best_shift = torch.zeros(n, dtype=torch.long)
