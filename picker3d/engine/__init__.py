@@ -1,8 +1,10 @@
 """picker3d engine: numpy/torch science with no Scipion import, usable from a plain script.
 
-Modules: ``simulate`` (synthetic tomograms with ground truth), ``coords`` (coordinate
-tables and file formats), ``masks`` (weak labels), ``metrics`` (evaluation),
-``mrcio`` (validated, atomic MRC I/O), ``cli`` (the ``picker3d`` command).
+Subpackages: ``formats`` (coordinate tables and files, MRC I/O), ``simulation`` (synthetic
+tomograms with ground truth), ``training``, ``picking``, ``classification``; modules:
+``masks`` (weak labels), ``metrics`` (evaluation), ``network``, ``pu``, ``volume``,
+``fileio``, ``modelinfo`` / ``modelfile``, ``cli`` (the ``picker3d`` command).
+docs/developers.md maps them.
 """
 from .errors import InputError
 

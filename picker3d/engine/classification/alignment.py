@@ -148,18 +148,24 @@ def _reference_spectra(reference, matrices, wedge_half, coverage):
     return r, mask.reshape(len(matrices), -1).float(), norm
 
 
+def _search_inputs(stack, wedge, max_shift, coverage):
+    """What both searches start from: the box side, the reference's coverage (default:
+    complete), the members' spectra and powers, the wedge's rFFT half and the shift window."""
+    b = stack.shape[-1]
+    coverage = np.ones((b,) * 3, np.float32) if coverage is None else coverage
+    x, power = _spectra(stack)
+    idx, shift_xyz = _shift_window(b, int(max_shift))
+    return (b, coverage, x, power, torch.as_tensor(wedge[..., :b // 2 + 1]), torch.as_tensor(idx),
+            shift_xyz)
+
+
 def search_global(stack, reference, rotations, wedge, max_shift, chunk=None, coverage=None):
     """For each member of ``stack``, the rotation of ``rotations`` (scipy Rotation) and the
     shift within ``max_shift`` voxels that best correlate the rotated reference with it over
     the Fourier region both measured (the member's ``wedge``, the reference's ``coverage``
     rotated with it; default: the reference is complete). Returns (rotation index, shift
     xyz (n, 3), score); the score is the correlation coefficient in that region."""
-    b = stack.shape[-1]
-    coverage = np.ones((b,) * 3, np.float32) if coverage is None else coverage
-    x, power = _spectra(stack)
-    wh = torch.as_tensor(wedge[..., :b // 2 + 1])
-    idx, shift_xyz = _shift_window(b, int(max_shift))
-    idx = torch.as_tensor(idx)
+    b, coverage, x, power, wh, idx, shift_xyz = _search_inputs(stack, wedge, max_shift, coverage)
     mats = rotations.as_matrix()
     n = len(stack)
     # rotations per pass: about 2e8 correlation voxels (~2 GB of intermediates) at a time
@@ -183,12 +189,7 @@ def search_global(stack, reference, rotations, wedge, max_shift, chunk=None, cov
 def search_local(stack, reference, matrices, wedge, max_shift, chunk=8, coverage=None):
     """Like :func:`search_global`, each member over its own rotations ``matrices`` (n, m, 3,
     3). Returns (index into each member's m rotations, shift xyz, score)."""
-    b = stack.shape[-1]
-    coverage = np.ones((b,) * 3, np.float32) if coverage is None else coverage
-    x, power = _spectra(stack)
-    wh = torch.as_tensor(wedge[..., :b // 2 + 1])
-    idx, shift_xyz = _shift_window(b, int(max_shift))
-    idx = torch.as_tensor(idx)
+    b, coverage, x, power, wh, idx, shift_xyz = _search_inputs(stack, wedge, max_shift, coverage)
     n, m = matrices.shape[:2]
     out_rot, out_shift, out_score = np.zeros(n, int), np.zeros((n, 3)), np.zeros(n)
     for start in range(0, n, chunk):
