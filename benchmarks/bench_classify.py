@@ -102,7 +102,7 @@ def main():
     ap.add_argument("--kmin", type=int, default=2)
     ap.add_argument("--kmax", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pca-dim", type=int, default=2)
+    ap.add_argument("--pca-dim", type=int, default=8)
     ap.add_argument("--junk", action="store_true")
     ap.add_argument("--contrast-weight", type=float, default=3.0,
                     help="weight of the box-contrast features (the classify default; 0: shape features only)")

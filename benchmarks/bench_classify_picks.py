@@ -141,8 +141,8 @@ def run_alignment(args):
     allow: the CTF and the wedge are in every box), and the time."""
     from scipy import ndimage
     from scipy.spatial.transform import Rotation
-    from picker3d.engine.classification.alignment import align_class, correlation_with, wedge_mask, \
-        wedge_weighted_average
+    from picker3d.engine.classification.alignment import align_class, correlation_with, fsc, fsc_weighted, \
+        soft_sphere, wedge_mask, wedge_weighted_average
     from picker3d.engine.simulation.dataset import simulate_subtomograms
     from picker3d.engine.simulation.scene import _splat
     from picker3d.engine.simulation.species import ATOM_SIGMA, build_species
@@ -156,7 +156,11 @@ def run_alignment(args):
     seconds = time.time() - t0
     true_R = Rotation.from_euler("ZYZ", [[r["rot"], r["tilt"], r["psi"]] for r in rows], degrees=True).as_matrix()
     true_t = np.array([[r["dx"], r["dy"], r["dz"]] for r in rows])
-    oracle = wedge_weighted_average(stack, true_R, true_t, wedge_mask(box, 60))[0]
+    # the ceiling, made as the aligned average is: the halves' FSC weighting the full average
+    wedge, halves = wedge_mask(box, 60), np.random.default_rng(args.seed).permutation(n)
+    h1, h2 = halves[: n // 2], halves[n // 2:]
+    curve = fsc(*[wedge_weighted_average(stack[h], true_R[h], true_t[h], wedge)[0] * soft_sphere(box) for h in (h1, h2)])
+    oracle = fsc_weighted(wedge_weighted_average(stack, true_R, true_t, wedge)[0], curve)
     common = Rotation.from_matrix(true_R).inv() * Rotation.from_matrix(res["matrices"])
     spread = np.degrees((common * common.mean().inv()).magnitude())
     print(f"\nalignment: {n} boxes of 'large' at SNR {args.snr:g}, {box}^3: correlation with the true density "

@@ -138,7 +138,10 @@ def test_contrast_separates_the_same_shape_at_two_densities():
     c = box_contrast(raw)
     assert c.shape == (2 * n, 2)
     assert c[truth == 1, 0].min() > c[truth == 0, 0].max()      # log std ranks the densities
-    with_contrast = disca_on_boxes(raw, 1, 3.0, k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
+    # nearly noise-free boxes: beyond two PCA components the whitening would blow up the
+    # blobs' shape jitter to the amplitude's weight
+    with_contrast = disca_on_boxes(raw, 1, 3.0, k_range=range(2, 4), iterations=2, seed=0, pca_dim=2,
+                                   log=lambda m: None)
     without = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
     assert clustering_scores(truth, with_contrast["labels"])["homogeneity"] >= 0.95
     assert clustering_scores(truth, without["labels"])["homogeneity"] < 0.5
@@ -244,3 +247,20 @@ def test_cli_classify_writes_table_averages_and_history(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--k-range" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_radial_profiles_carry_equal_noise_per_shell_and_tell_sizes_apart():
+    """Noise-equalised radial profiles: on pure noise every shell's column has the same
+    spread (the central voxel does not outweigh a 300-voxel shell); a small and a large
+    ball in the same noise differ in the shells between their radii."""
+    from picker3d.engine.classification.descriptors import radial_profiles
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((400, 16, 16, 16)).astype(np.float32)
+    spread = radial_profiles(noise).std(axis=0)
+    assert np.all(np.abs(spread - 1.0) < 0.15), spread
+    r = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(16) - 7.5] * 3, indexing="ij")))
+    small, large = (r <= 3).astype(np.float32), (r <= 6).astype(np.float32)
+    boxes = np.stack([small + 0.3 * rng.standard_normal(r.shape) for _ in range(20)]
+                     + [large + 0.3 * rng.standard_normal(r.shape) for _ in range(20)]).astype(np.float32)
+    prof = radial_profiles(boxes)
+    assert prof[20:, 5].min() > prof[:20, 5].max()     # shell 5 lies inside the large ball only

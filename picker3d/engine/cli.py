@@ -273,7 +273,10 @@ def _add_classify(sub):
     _add_gpu(g)
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("advanced")
-    g.add_argument("--pca-dim", type=int, default=2, help="PCA components the mixture sees (default 2)")
+    g.add_argument("--pca-dim", type=int, default=8, help="PCA components the mixture sees (default 8)")
+    g.add_argument("--network-from", type=int, default=500,
+                   help="train the DISCA network (YOPO) only from this many picks; fewer are clustered on "
+                        "their radial density profiles alone (default 500)")
     g.add_argument("--contrast-weight", type=float, default=3.0,
                    help="weight of each box's contrast (log std, and density at the centre against the rim, "
                         "in the tomogram's units) next to the shape features (default 3; 0: shape only)")
@@ -589,6 +592,7 @@ def cmd_classify(a):
     box_files = _write_boxes(a.boxes_dir, stack, vs) if a.boxes_dir else None
     res = disca_on_boxes(stack, a.bin, a.contrast_weight, a.split_separation, k_range=k_range, iterations=a.iterations,
                          epochs=a.epochs, seed=a.seed, pca_dim=a.pca_dim, device=device_list(a, single=True),
+                         network_from=a.network_from,
                          log=lambda m: print(m, flush=True))
     stack = normalize_box(stack)
     labels = res["labels"]

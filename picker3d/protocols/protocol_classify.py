@@ -65,9 +65,13 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         form.addParam("outOfVolume", params.EnumParam, choices=["pad", "skip"], default=0,
                       label="Boxes crossing the border", expertLevel=params.LEVEL_ADVANCED,
                       help="pad: fill the missing part with the tomogram mean; skip: leave the particle out.")
-        form.addParam("pcaDim", params.IntParam, default=2, validators=[params.Positive],
+        form.addParam("pcaDim", params.IntParam, default=8, validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Feature dimensions",
-                      help="PCA components the Gaussian mixture sees (default 2; docs/classification.md).")
+                      help="PCA components the Gaussian mixture sees (default 8; docs/classification.md).")
+        form.addParam("networkFrom", params.IntParam, default=500, validators=[params.Positive],
+                      expertLevel=params.LEVEL_ADVANCED, label="Train the network from (picks)",
+                      help="The DISCA network (YOPO) is trained only when there are at least this many picks; "
+                           "fewer are clustered on their radial density profiles alone (default 500).")
         form.addParam("contrastWeight", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Weight of box contrast",
                       help="Each box's contrast (its density spread, and the density at its centre against its "
@@ -138,7 +142,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 f"--box {self._box()}", f"--bin {self.binning.get()}",
                 f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
                 f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
-                f"--pca-dim {self.pcaDim.get()}", f"--contrast-weight {self.contrastWeight.get()}",
+                f"--pca-dim {self.pcaDim.get()}", f"--network-from {self.networkFrom.get()}", f"--contrast-weight {self.contrastWeight.get()}",
                 f"--split-separation {self.splitSeparation.get()}",
                 f"--tilt-range {self.tiltRange.get()} --align-step {self.alignStep.get()}" if self.align.get()
                 else "--no-align",

@@ -42,6 +42,21 @@ def invariant_descriptors(stack, equalise=False):
     return np.concatenate([mean, std, spectrum[:, 1:]], axis=1).astype(np.float32)
 
 
+def radial_profiles(stack):
+    """Noise-equalised radial density profiles of a (n, b, b, b) stack in the tomogram's
+    units: each integer shell's mean around the box centre times the square root of its
+    voxel count (see :func:`invariant_descriptors`); no standard deviation or spectrum,
+    which neighbours and crowders inside a box dominate."""
+    stack = np.asarray(stack, dtype=np.float32)
+    n, b = stack.shape[0], stack.shape[1]
+    grid = np.indices((b, b, b)).reshape(3, -1).T
+    r = np.minimum(np.rint(np.linalg.norm(grid - (b - 1) / 2, axis=1)).astype(int), b // 2)
+    count = np.bincount(r, minlength=b // 2 + 1).astype(np.float64)
+    sums = np.stack([np.bincount(r, weights=v, minlength=b // 2 + 1) for v in stack.reshape(n, -1)])
+    keep = count > 0
+    return (sums[:, keep] / np.sqrt(count[keep])).astype(np.float32)
+
+
 def _project(features, dim, seed, weights=None, standardise=None):
     """Standardise every column (then multiply by ``weights``, if given), then PCA-whiten to
     at most ``dim`` components (whitening keeps the mixture's covariance regularisation on

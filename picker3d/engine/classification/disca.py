@@ -9,15 +9,20 @@ from sklearn.decomposition import PCA
 
 from ..errors import InputError
 from .boxes import bin_boxes, box_contrast, normalize_box
-from .descriptors import _project, invariant_descriptors
+from .descriptors import _project, invariant_descriptors, radial_profiles
 from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, split_by_density
 from .yopo import YOPO, _train_head, _train_step, extract_features, rotate_boxes
 
+# below this many boxes the YOPO iterations lower what the first E-step found (75 and 250 picks
+# in context: homogeneity 0.65 -> 0.60 and 0.78 -> 0.01); from 500 they raise it (0.90 -> 0.96)
+NETWORK_FROM = 500
+PER_DIMENSION = 10
+
 
 def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
-          pca_dim=2, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
+          pca_dim=8, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
           init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0,
-          descriptors=None, equalised=False, covariance="full", balance=False):
+          descriptors=None, equalised=False, covariance="auto", balance=False, network_from=NETWORK_FROM):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
@@ -31,8 +36,11 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     ``descriptors``: precomputed first-E-step descriptors (default: :func:`invariant_descriptors`
     of ``stack``); ``equalised``: they are noise-equalised (``invariant_descriptors(...,
     equalise=True)``) and keep their own scale in the projection. ``covariance``: the
-    mixtures' covariance, full or diag. ``balance``: the descriptors and the network's
-    features weigh the same in the projection (:func:`_feature_weights`).
+    mixtures' covariance, full, diag, tied, or auto (tied or full, by BIC). ``balance``: the
+    descriptors and the network's features weigh the same in the projection
+    (:func:`_feature_weights`). ``pca_dim`` is capped at one dimension per ten boxes. ``network_from``: with descriptors, fewer boxes than this get
+    the first E-step only (YOPO trained on a few hundred boxes loses what the descriptors
+    hold: docs/classification.md).
     """
     if init not in ("descriptors", "network"):
         raise InputError(f"--init: '{init}' must be descriptors or network")
@@ -44,6 +52,12 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     k_range = list(k_range)
     if len(stack) <= max(2, min(k_range)):
         raise InputError(f"{len(stack)} particles are too few to cluster into at least {min(k_range)} classes")
+    if init == "descriptors" and len(stack) < network_from and iterations > 1:
+        log(f"{len(stack)} boxes (< {network_from}): the descriptors' clustering is the result, "
+            "without network iterations")
+        iterations = 1
+    # at least ten boxes per dimension the mixture sees (its covariance is estimated from them)
+    dim = min(pca_dim, max(2, len(stack) // PER_DIMENSION))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = YOPO(2, channels, n_features).to(device)
@@ -62,7 +76,7 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
             standardise = np.arange(feats.shape[1]) >= descriptors.shape[1]
         n_desc = descriptors.shape[1] if init == "descriptors" and (it == 0 or combine) else 0
         weights = _feature_weights(feats, contrast, contrast_weight, n_desc if balance else None)
-        Z = _project(feats, pca_dim, seed, weights, standardise)
+        Z = _project(feats, dim, seed, weights, standardise)
         labels, post, entry = _e_step(Z, prev, k_range, seed + it, covariance)
         k = entry["k"]
         history.append(dict(entry, iteration=it))
@@ -175,24 +189,29 @@ def _result(history, best_by_k, seed, log, t_start):
             "embedding": emb, "features": best["features"]}
 
 
-def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, descriptor_units="box", **kw):
+def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, descriptor_units="radial", **kw):
     """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
     per_box=False)``): binned, each box normalised for the shape features, and with
     ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them; then, with
     ``split_separation`` > 0, each class whose centre density is clearly bimodal is split
     in two (:func:`split_by_density`: empty-ice picks that share a class with particles).
 
-    ``descriptor_units``: the first E-step's descriptors from each binned box normalised
-    ("box"), or from the full-size boxes in the tomogram's units, noise-equalised
-    ("tomogram"). Measurements: docs/classification.md."""
+    ``descriptor_units``: the first E-step's descriptors: the noise-equalised radial density
+    profiles of the full-size boxes in the tomogram's units (``"radial"``, the default,
+    :func:`radial_profiles`), all of :func:`invariant_descriptors` likewise (``"tomogram"``),
+    or from each binned box normalised (``"box"``, before picker3d 0.2). Measurements:
+    docs/classification.md."""
     binned = bin_boxes(stack, binning)
     need_contrast = contrast_weight > 0 or split_separation > 0
     contrast = box_contrast(binned) if need_contrast else None
-    if descriptor_units not in ("box", "tomogram"):
-        raise InputError(f"descriptor_units: '{descriptor_units}' must be box or tomogram")
+    if descriptor_units not in ("box", "tomogram", "radial"):
+        raise InputError(f"descriptor_units: '{descriptor_units}' must be box, tomogram or radial")
     normalised = normalize_box(binned)
-    tomogram = descriptor_units == "tomogram"
-    descriptors = invariant_descriptors(stack, equalise=True) if tomogram else invariant_descriptors(normalised)
+    tomogram = descriptor_units != "box"
+    if descriptor_units == "radial":
+        descriptors = radial_profiles(stack)
+    else:
+        descriptors = invariant_descriptors(stack, equalise=True) if tomogram else invariant_descriptors(normalised)
     res = disca(normalised, contrast=contrast if contrast_weight > 0 else None,
                 contrast_weight=contrast_weight, descriptors=descriptors, equalised=tomogram, **kw)
     if split_separation > 0:

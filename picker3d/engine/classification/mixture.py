@@ -9,7 +9,7 @@ from sklearn.mixture import GaussianMixture
 from ..errors import InputError
 
 
-COVARIANCES = ("full", "diag")
+COVARIANCES = ("full", "diag", "tied", "auto")
 
 
 def _gmm(k, seed, reg, covariance="full", **init):
@@ -18,16 +18,22 @@ def _gmm(k, seed, reg, covariance="full", **init):
 
 
 def fit_gmm_bic(Z, k_range, seed=0, reg=1e-3, covariance="full"):
-    """Mixtures (``covariance`` full or diag) for every K in ``k_range``; returns (best, {K: BIC})."""
+    """Mixtures (``covariance`` full, diag or tied) for every K in ``k_range``; ``"auto"``: tied
+    and full ones, BIC choosing the form as it chooses K (a shared covariance costs its
+    parameters once, which a few hundred picks can pay; thousands pay for one per class).
+    Returns (best, {K: BIC of the best form})."""
     best, bics = None, {}
+    forms = ("tied", "full") if covariance == "auto" else (covariance,)
     for k in k_range:
         if k > len(Z) - 1:
             break
-        g = _gmm(k, seed, reg, covariance).fit(Z)
-        bics[k] = float(g.bic(Z))
-        if best is None or bics[k] < best.bic_:
-            best = g
-            best.bic_ = bics[k]
+        for form in forms:
+            g = _gmm(k, seed, reg, form).fit(Z)
+            bic = float(g.bic(Z))
+            bics[k] = min(bics.get(k, np.inf), bic)
+            if best is None or bic < best.bic_:
+                best = g
+                best.bic_ = bic
     if best is None:
         raise InputError(f"{len(Z)} particles are too few to cluster (need more than {min(k_range)})")
     return best, bics
@@ -48,8 +54,16 @@ def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3, covariance="full"):
     if not members:
         return None
     weights = np.asarray([len(m) for m in members], float) / sum(len(m) for m in members)
-    precisions = (np.asarray([np.linalg.inv(c) for c in covs]) if covariance == "full"
-                  else np.asarray([1.0 / np.diag(c) for c in covs]))
+    if covariance in ("tied", "auto"):
+        # auto: the previous labels' form is not known here; the shared covariance is the
+        # cheaper start, and the fresh fit (either form) competes with it
+        covariance = "tied"
+        pooled = sum(np.cov(m, rowvar=False).reshape(Z.shape[1], -1) * (len(m) - 1) for m in members)
+        precisions = np.linalg.inv(pooled / max(sum(len(m) - 1 for m in members), 1) + reg * np.eye(Z.shape[1]))
+    elif covariance == "full":
+        precisions = np.asarray([np.linalg.inv(c) for c in covs])
+    else:
+        precisions = np.asarray([1.0 / np.diag(c) for c in covs])
     g = _gmm(len(members), seed, reg, covariance, weights_init=weights, means_init=np.asarray(means),
              precisions_init=precisions).fit(Z)
     g.bic_ = float(g.bic(Z))
