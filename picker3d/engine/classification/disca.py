@@ -42,16 +42,7 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     the first E-step only (YOPO trained on a few hundred boxes loses what the descriptors
     hold: docs/classification.md).
     """
-    if init not in ("descriptors", "network"):
-        raise InputError(f"--init: '{init}' must be descriptors or network")
-    if contrast is not None:
-        contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
-    if init == "descriptors" and descriptors is None:
-        descriptors = invariant_descriptors(stack)
-    stack = np.ascontiguousarray(stack, dtype=np.float32)
-    k_range = list(k_range)
-    if len(stack) <= max(2, min(k_range)):
-        raise InputError(f"{len(stack)} particles are too few to cluster into at least {min(k_range)} classes")
+    stack, k_range, contrast, descriptors = _checked_inputs(stack, k_range, init, contrast, descriptors)
     if init == "descriptors" and len(stack) < network_from and iterations > 1:
         log(f"{len(stack)} boxes (< {network_from}): the descriptors' clustering is the result, "
             "without network iterations")
@@ -101,6 +92,22 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
             log(f"labels stable (change {entry['label_change']:.4f} < {tol}): stopping")
             break
     return _result(history, best_by_k, seed, log, t_start)
+
+
+def _checked_inputs(stack, k_range, init, contrast, descriptors):
+    """The stack as contiguous float32, K candidates as a list, the contrast as (n, c) and the
+    first E-step's descriptors (computed when not given); one line for what cannot work."""
+    if init not in ("descriptors", "network"):
+        raise InputError(f"--init: '{init}' must be descriptors or network")
+    if contrast is not None:
+        contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
+    if init == "descriptors" and descriptors is None:
+        descriptors = invariant_descriptors(stack)
+    stack = np.ascontiguousarray(stack, dtype=np.float32)
+    k_range = list(k_range)
+    if len(stack) <= max(2, min(k_range)):
+        raise InputError(f"{len(stack)} particles are too few to cluster into at least {min(k_range)} classes")
+    return stack, k_range, contrast, descriptors
 
 
 def _features(it, model, stack, descriptors, contrast, init, combine, device):
