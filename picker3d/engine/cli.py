@@ -244,7 +244,8 @@ def _add_classify(sub):
     g.add_argument("--box", type=int, default=32,
                    help="sub-volume side in voxels, about 1.3 x the largest diameter (default 32)")
     g.add_argument("--out-of-volume", default="pad", choices=("pad", "skip"),
-                   help="boxes reaching outside the tomogram: pad with the mean (default), or leave them out")
+                   help="boxes reaching outside the tomogram: pad by mirroring the tomogram at its edge (default), "
+                        "or leave them out")
     g.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output table: the input columns plus cluster and posterior")
@@ -663,7 +664,7 @@ def _classify_inputs(a):
                              f"({'x'.join(map(str, vol.shape))}, z y x)")
         stack, kept, outside = extract_subvolumes(vol, tab.xyz, a.box, a.out_of_volume, per_box=False)
         if outside:
-            what = "left out" if a.out_of_volume == "skip" else "padded with the mean"
+            what = "left out" if a.out_of_volume == "skip" else "padded by mirroring the tomogram"
             print(f"{c}: {outside} of {len(tab)} boxes reach outside {t}: {what}")
         tab = tab.subset(kept)
         tab.extra["tomogram"] = np.asarray([os.path.splitext(os.path.basename(t))[0]] * len(tab), dtype=object)

@@ -64,7 +64,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                       label="Iterations", help="Maximum DISCA iterations (it stops earlier when labels are stable).")
         form.addParam("outOfVolume", params.EnumParam, choices=["pad", "skip"], default=0,
                       label="Boxes crossing the border", expertLevel=params.LEVEL_ADVANCED,
-                      help="pad: fill the missing part with the tomogram mean; skip: leave the particle out.")
+                      help="pad: fill the missing part by mirroring the tomogram at its edge (default); skip: leave "
+                           "the particle out.")
         form.addParam("pcaDim", params.IntParam, default=8, validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Feature dimensions",
                       help="PCA components the Gaussian mixture sees (default 8; docs/classification.md).")
