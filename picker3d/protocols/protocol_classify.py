@@ -143,7 +143,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 f"--box {self._box()}", f"--bin {self.binning.get()}",
                 f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
                 f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
-                f"--pca-dim {self.pcaDim.get()}", f"--network-from {self.networkFrom.get()}", f"--contrast-weight {self.contrastWeight.get()}",
+                f"--pca-dim {self.pcaDim.get()}", f"--network-from {self.networkFrom.get()}",
+                f"--contrast-weight {self.contrastWeight.get()}",
                 f"--split-separation {self.splitSeparation.get()}",
                 f"--tilt-range {self.tiltRange.get()} --align-step {self.alignStep.get()}" if self.align.get()
                 else "--no-align",
