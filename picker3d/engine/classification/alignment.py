@@ -231,13 +231,15 @@ def _subvoxel(windows, best, s):
 
 def wedge_weighted_average(stack, matrices, shifts, wedge, floor=0.1):
     """The members brought onto the reference (their shift and rotation undone in one
-    interpolation) and averaged in Fourier space: each Fourier voxel divided by how many members measured
-    it (their wedges rotated with them), at least ``floor`` x the number of members.
+    interpolation) and averaged in Fourier space: each Fourier voxel divided by how many
+    members measured it (their wedges rotated with them), at least ``floor`` x the number of
+    members.
     Returns (average, its Fourier coverage: where some member measured it)."""
     n = len(stack)
     inv = np.transpose(np.asarray(matrices, np.float64), (0, 2, 1))
     # back onto the reference in one interpolation: back(y) = member(R (y - c) + c + t) is the
-    # transform by R^-1 with the shift -R^-1 t (two passes, shift then rotation, blur twice)
+    # transform by R^-1 with the shift -R^-1 t (undoing the shift, then the rotation, would
+    # interpolate, hence blur, every member twice)
     back = transform_volumes(stack, inv, -np.einsum("nij,nj->ni", inv, np.asarray(shifts, np.float64)))
     spec = np.fft.fftn(back, axes=(1, 2, 3)).sum(axis=0)
     # a wedge turns with its member: rotate the (centred) mask the same way
@@ -308,11 +310,12 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
     degrees; ``starts`` members (chosen at random) each seed a reference, and the one whose
     average the members correlate with best is refined for ``coarse_iterations``. Fine: the
     full boxes, every member's rotation refined over a local grid of ``fine_step`` degrees,
-    halved each of the ``fine_iterations`` times. Returns a dict: ``average`` (weighted by its FSC, :func:`fsc_weighted`), the two half averages
-    (``half1``, ``half2``: a random split of the members, each averaged with the same
-    alignment), ``fsc`` per shell, ``resolution_0143`` and ``resolution_05`` (Å), per
-    member ``matrices`` (n, 3, 3), ``shifts`` (n, 3; xyz voxels), ``euler`` (n, 3; ZYZ
-    rot tilt psi, degrees) and ``scores`` (correlation with the final average)."""
+    halved each of the ``fine_iterations`` times. Returns a dict: ``average`` (weighted by
+    its FSC, :func:`fsc_weighted`), the two half averages, unweighted (``half1``, ``half2``:
+    a random split of the members, each averaged with the same alignment), ``fsc`` per
+    shell, ``resolution_0143`` and ``resolution_05`` (Å), per member ``matrices`` (n, 3, 3),
+    ``shifts`` (n, 3; xyz voxels), ``euler`` (n, 3; ZYZ rot tilt psi, degrees) and
+    ``scores`` (correlation with the final average)."""
     stack = np.asarray(stack, np.float32)
     n, b = len(stack), stack.shape[-1]
     if n < 2:

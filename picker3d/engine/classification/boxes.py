@@ -29,7 +29,8 @@ def extract_subvolumes(volume, xyz, box, out_of_volume="pad", per_box=True):
     The tomogram is normalised once (zero mean, unit std) and, with ``per_box``, each box
     again (``per_box=False`` keeps the tomogram's scale, for :func:`box_contrast`). A box
     reaching outside the volume is padded by mirroring the tomogram at its edge (``"pad"``;
-    the mean where it lies wholly outside) or left out (``"skip"``). Returns ``(stack (m, box, box, box) float32, kept indices, n_outside)``.
+    the mean where it lies wholly outside) or left out (``"skip"``). Returns ``(stack (m,
+    box, box, box) float32, kept indices, n_outside)``.
     """
     if out_of_volume not in ("pad", "skip"):
         raise InputError(f"--out-of-volume: '{out_of_volume}' must be pad or skip")

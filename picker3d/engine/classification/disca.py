@@ -38,9 +38,9 @@ def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-
     equalise=True)``) and keep their own scale in the projection. ``covariance``: the
     mixtures' covariance, full, diag, tied, or auto (tied or full, by BIC). ``balance``: the
     descriptors and the network's features weigh the same in the projection
-    (:func:`_feature_weights`). ``pca_dim`` is capped at one dimension per ten boxes. ``network_from``: with descriptors, fewer boxes than this get
-    the first E-step only (YOPO trained on a few hundred boxes loses what the descriptors
-    hold: docs/classification.md).
+    (:func:`_feature_weights`). ``pca_dim`` is capped at one dimension per ten boxes.
+    ``network_from``: with descriptors, fewer boxes than this get the first E-step only (YOPO
+    trained on a few hundred boxes loses what the descriptors hold: docs/classification.md).
     """
     stack, k_range, contrast, descriptors = _checked_inputs(stack, k_range, init, contrast, descriptors)
     if init == "descriptors" and len(stack) < network_from and iterations > 1:
