@@ -275,9 +275,9 @@ def _add_classify(sub):
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("advanced")
     g.add_argument("--pca-dim", type=int, default=8, help="PCA components the mixture sees (default 8)")
-    g.add_argument("--network-from", type=int, default=500,
+    g.add_argument("--network-from", type=int, default=1000,
                    help="train the DISCA network (YOPO) only from this many picks; fewer are clustered on "
-                        "their radial density profiles alone (default 500)")
+                        "their radial density profiles alone (default 1000)")
     g.add_argument("--contrast-weight", type=float, default=3.0,
                    help="weight of each box's contrast (log std, and density at the centre against the rim, "
                         "in the tomogram's units) next to the shape features (default 3; 0: shape only)")

@@ -69,10 +69,10 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         form.addParam("pcaDim", params.IntParam, default=8, validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Feature dimensions",
                       help="PCA components the Gaussian mixture sees (default 8; docs/classification.md).")
-        form.addParam("networkFrom", params.IntParam, default=500, validators=[params.Positive],
+        form.addParam("networkFrom", params.IntParam, default=1000, validators=[params.Positive],
                       expertLevel=params.LEVEL_ADVANCED, label="Train the network from (picks)",
                       help="The DISCA network (YOPO) is trained only when there are at least this many picks; "
-                           "fewer are clustered on their radial density profiles alone (default 500).")
+                           "fewer are clustered on their radial density profiles alone (default 1000).")
         form.addParam("contrastWeight", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Weight of box contrast",
                       help="Each box's contrast (its density spread, and the density at its centre against its "
