@@ -250,12 +250,17 @@ def wedge_weighted_average(stack, matrices, shifts, wedge, floor=0.1):
     return np.real(np.fft.ifftn(spec / weight)).astype(np.float32), coverage
 
 
+def _fourier_shells(n):
+    """Each voxel's Fourier shell (its rounded radius) in an unshifted n³ FFT."""
+    f = np.fft.fftfreq(n) * n
+    return np.rint(np.sqrt(sum(g ** 2 for g in np.meshgrid(f, f, f, indexing="ij")))).astype(int)
+
+
 def fsc(a, b):
     """Fourier shell correlation of two volumes, one value per shell 0 .. box/2 - 1."""
     n = a.shape[0]
     fa, fb = np.fft.fftn(a), np.fft.fftn(b)
-    f = np.fft.fftfreq(n) * n
-    r = np.rint(np.sqrt(sum(g ** 2 for g in np.meshgrid(f, f, f, indexing="ij")))).astype(int)
+    r = _fourier_shells(n)
     shells = n // 2
     num = np.bincount(r.ravel(), (fa * np.conj(fb)).real.ravel(), minlength=shells + 1)[:shells]
     da = np.bincount(r.ravel(), (np.abs(fa) ** 2).ravel(), minlength=shells + 1)[:shells]
@@ -269,9 +274,7 @@ def fsc_weighted(volume, curve):
     of the full average against the truth; shells the halves do not agree on (FSC <= 0) and
     those beyond Nyquist are removed. What makes the average readable: its noise is kept out
     where the halves say there is no signal."""
-    n = volume.shape[0]
-    f = np.fft.fftfreq(n) * n
-    r = np.rint(np.sqrt(sum(g ** 2 for g in np.meshgrid(f, f, f, indexing="ij")))).astype(int)
+    r = _fourier_shells(volume.shape[0])
     c = np.clip(np.asarray(curve, np.float64), 0.0, 1.0)
     weight = np.zeros(r.max() + 1)
     weight[:len(c)] = np.sqrt(2 * c / (1 + c))

@@ -3,6 +3,13 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 
+def _shell_index(b, centre):
+    """Each voxel's shell (its rounded distance from ``centre``, capped at b // 2) in a b³ box,
+    flattened."""
+    grid = np.indices((b, b, b)).reshape(3, -1).T
+    return np.minimum(np.rint(np.linalg.norm(grid - centre, axis=1)).astype(int), b // 2)
+
+
 def invariant_descriptors(stack, equalise=False):
     """Rotation-invariant descriptors of a (n, b, b, b) stack: the radial profiles of the
     mean and of the standard deviation around the box centre, and the radially averaged
@@ -19,11 +26,9 @@ def invariant_descriptors(stack, equalise=False):
     """
     stack = np.asarray(stack, dtype=np.float32)
     n, b = stack.shape[0], stack.shape[1]
-    grid = np.indices((b, b, b)).reshape(3, -1).T
 
     def shells(centre):
-        r = np.rint(np.linalg.norm(grid - centre, axis=1)).astype(int)
-        r = np.minimum(r, b // 2)
+        r = _shell_index(b, centre)
         onehot = np.zeros((b ** 3, b // 2 + 1), np.float32)
         onehot[np.arange(b ** 3), r] = 1.0
         count = onehot.sum(axis=0)
@@ -49,8 +54,7 @@ def radial_profiles(stack):
     which neighbours and crowders inside a box dominate."""
     stack = np.asarray(stack, dtype=np.float32)
     n, b = stack.shape[0], stack.shape[1]
-    grid = np.indices((b, b, b)).reshape(3, -1).T
-    r = np.minimum(np.rint(np.linalg.norm(grid - (b - 1) / 2, axis=1)).astype(int), b // 2)
+    r = _shell_index(b, np.full(3, (b - 1) / 2))
     count = np.bincount(r, minlength=b // 2 + 1).astype(np.float64)
     sums = np.stack([np.bincount(r, weights=v, minlength=b // 2 + 1) for v in stack.reshape(n, -1)])
     keep = count > 0

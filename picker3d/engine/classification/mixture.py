@@ -9,8 +9,6 @@ from sklearn.mixture import GaussianMixture
 from ..errors import InputError
 
 
-COVARIANCES = ("full", "diag", "tied", "auto")
-
 
 def _gmm(k, seed, reg, covariance="full", **init):
     return GaussianMixture(k, covariance_type=covariance, reg_covar=reg, max_iter=300,
@@ -58,8 +56,9 @@ def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3, covariance="full"):
         # auto: the previous labels' form is not known here; the shared covariance is the
         # cheaper start, and the fresh fit (either form) competes with it
         covariance = "tied"
-        pooled = sum(np.cov(m, rowvar=False).reshape(Z.shape[1], -1) * (len(m) - 1) for m in members)
-        precisions = np.linalg.inv(pooled / max(sum(len(m) - 1 for m in members), 1) + reg * np.eye(Z.shape[1]))
+        # the groups' (regularised) covariances pooled by their degrees of freedom
+        dof = np.asarray([len(m) - 1 for m in members], float)
+        precisions = np.linalg.inv(np.tensordot(dof, np.asarray(covs), 1) / dof.sum())
     elif covariance == "full":
         precisions = np.asarray([np.linalg.inv(c) for c in covs])
     else:
