@@ -121,23 +121,18 @@ def link_tomogram(tomo, folder):
     return dst
 
 
-def alignment_transforms(table):
+def alignment_transforms(table, box):
     """{objId: pwem Transform} from a classify table's alignment columns (``rot tilt psi``,
-    ZYZ degrees, and ``shift_x shift_y shift_z``, voxels): the 4x4 matrix that maps the class
-    average onto the sub-tomogram, member(x) = average(R^-1 (x - c - t)) (docs/classification.md).
-    Empty when the table has no alignment."""
+    ZYZ degrees, and ``shift_x shift_y shift_z``, voxels) for boxes of side ``box``, in the
+    tomo plugin's matrix convention (``subtomogram(r) = average(M r)`` about the box centre),
+    which Relion-tomo's and Dynamo's writers turn into their angles and origins
+    (picker3d.engine.formats.relion_subtomo). Empty when the table has no alignment."""
     from pwem.objects import Transform
-    from scipy.spatial.transform import Rotation
-    cols = ("rot", "tilt", "psi", "shift_x", "shift_y", "shift_z")
-    if not all(c in table.extra for c in cols) or "objId" not in table.extra:
+    from .engine.formats.relion_subtomo import ALIGNMENT_COLUMNS, scipion_matrices
+    if not all(c in table.extra for c in ALIGNMENT_COLUMNS) or "objId" not in table.extra:
         return {}
-    out = {}
-    for k, oid in enumerate(table.extra["objId"]):
-        angles = [float(table.extra[c][k]) for c in cols[:3]]
-        if not np.all(np.isfinite(angles)):
-            continue     # a class of one member is not aligned
-        m = np.eye(4)
-        m[:3, :3] = Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix()
-        m[:3, 3] = [float(table.extra[c][k]) for c in cols[3:]]
-        out[int(oid)] = Transform(m)
-    return out
+    values = np.stack([np.asarray(table.extra[c], float) for c in ALIGNMENT_COLUMNS], 1)
+    aligned = np.all(np.isfinite(values), axis=1)     # a class of one member is not aligned
+    matrices = scipion_matrices(values[aligned, :3], values[aligned, 3:], box)
+    ids = np.asarray(table.extra["objId"])[aligned]
+    return {int(oid): Transform(m) for oid, m in zip(ids, matrices)}

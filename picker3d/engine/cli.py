@@ -252,7 +252,10 @@ def _add_classify(sub):
     g.add_argument("--averages", default=None, help="folder for class averages (default: OUT stem + _averages)")
     g.add_argument("--boxes-dir", default=None,
                    help="also write every extracted sub-volume (full resolution, in the tomogram's normalised "
-                        "units) as DIR/particle_NNNNNN.mrc; the table gets a box_file column")
+                        "units) as DIR/particle_NNNNNN.mrc, and DIR/particles.star: the boxes with their class "
+                        "and alignment for RELION (3.1 sub-tomogram format, the missing wedge as DIR/wedge.mrc; even boxes "
+                        "only); "
+                        "the table gets a box_file column")
     g = p.add_argument_group("clustering")
     g.add_argument("--k-range", default="2-20", help="candidate numbers of classes, MIN-MAX (default 2-20)")
     g.add_argument("--iterations", type=int, default=10, help="maximum DISCA iterations (default 10)")
@@ -615,6 +618,13 @@ def cmd_classify(a):
          "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
                             for c, n, sz, d in res.get("splits", [])]}, indent=1) + "\n")
     write_table(a.out, out)
+    if a.boxes_dir and a.box % 2:
+        print(f"{a.boxes_dir}: no particles.star: RELION takes even box sizes only (--box {a.box})")
+    elif a.boxes_dir:
+        from .formats.relion_subtomo import write_particles_star
+        star = write_particles_star(os.path.join(a.boxes_dir, "particles.star"), out, a.box, vs,
+                                    tilt_range=a.tilt_range)
+        print(f"{star}: the boxes with their classes and alignment for RELION (relion_reconstruct --3d_rot)")
     sizes = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(np.bincount(labels)))
     print(f"{a.out}: {len(labels)} particles in {res['k']} classes ({sizes}); averages in {avg_dir}")
     return 0
@@ -643,13 +653,13 @@ def _classify_inputs(a):
     tables (with the tomogram's file stem) and the voxel size."""
     import numpy as np
     from .classification.boxes import extract_subvolumes
-    from .formats.mrc import read_volume
+    from .formats.mrc import read_stack
     from .formats.readers import read_table
     from .formats.table import CoordTable
     if a.subtomograms:
         if a.tomograms or a.coords:
             raise InputError("--subtomograms: give either a stack or --tomograms with --coords, not both")
-        stack, vs = read_volume(a.subtomograms)
+        stack, vs = read_stack(a.subtomograms)
         table_path = os.path.splitext(a.subtomograms)[0] + ".tsv"
         table = read_table(table_path) if os.path.exists(table_path) else CoordTable(np.zeros((len(stack), 3)))
         if len(table) != len(stack):

@@ -229,7 +229,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         tomos = tomograms_by_ts_id(coords.getPrecedents())
         table = read_table(self._absPath(self._labelsFile()))
         files = dict(zip((int(i) for i in table.extra["objId"]), table.extra["box_file"]))
-        transforms = alignment_transforms(table)
+        transforms = alignment_transforms(table, self._box())
         sampling = coords.getPrecedents().getSamplingRate()
         subtomos = self._createSetOfSubTomograms()
         subtomos.setSamplingRate(sampling)

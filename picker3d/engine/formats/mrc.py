@@ -53,6 +53,30 @@ def read_volume(path, dtype=np.float32, allow_non_finite=False):
     return data, voxel
 
 
+def read_stack(path):
+    """``(stack (n, b, b, b) float32, voxel size)`` of an MRC volume stack (a 4-D file, or a
+    3-D file whose z holds n cubes of the side y = x), validated like :func:`read_volume`."""
+    path = _existing_file(path)
+    try:
+        with mrcfile.open(path, permissive=True, mode="r") as mrc:
+            if mrc.data is None:
+                raise InputError(f"{path}: not a readable MRC file (no data block)")
+            data = np.asarray(mrc.data, dtype=np.float32)
+            voxel = float(mrc.voxel_size.x)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    if data.ndim == 3 and data.shape[1] == data.shape[2] and data.shape[0] % data.shape[1] == 0:
+        data = data.reshape(-1, data.shape[1], data.shape[1], data.shape[1])
+    if data.ndim != 4 or not data.shape[1] == data.shape[2] == data.shape[3]:
+        raise InputError(f"{path}: expected a stack of cubic boxes (n x b x b x b), found an array of shape "
+                         f"{data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path}: contains NaN/Inf voxels")
+    return data, voxel
+
+
 def read_binned(path, factor, chunk_bytes=64 << 20):
     """``(binned volume, voxel size, full shape)`` of a 3D MRC file, read and binned by
     ``factor`` a few planes at a time: the full-size tomogram is never in memory. Validated
