@@ -383,3 +383,27 @@ def test_bad_input_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with atomic_write(str(target)) as tmp, open(tmp, "w") as fh:
         fh.write("new\n")
     assert target.read_text() == "new\n" and sorted(os.listdir(tmp_path)) == ["picks.tsv"]
+
+
+def test_pick_writes_the_chosen_format_beside_the_table(data, tmp_path, capsys):
+    """``pick --format relion5`` / ``copick``: the same picks as the table, in Å; an unknown
+    format is refused before anything is written."""
+    from picker3d.engine.formats.readers import read_table
+    for fmt in ("relion5", "copick"):
+        out = tmp_path / fmt
+        assert main(["pick", "--model", data["model.pt"], "--tomograms", data["tomo.mrc"], "--out-dir", str(out),
+                     "--threshold", "0.05", "--format", fmt]) == 0
+        table = read_table(str(out / "tomo.tsv"), allow_empty=True)
+        extra = sorted(p for p in os.listdir(out) if p != "tomo.tsv")
+        assert extra == (["tomo.star"] if fmt == "relion5" else [f"tomo_{c}.json" for c in table.class_names()])
+        assert len(table) > 0
+        if extra:
+            back = read_table(str(out / extra[0]), "star" if fmt == "relion5" else "json", tomo_shape=SHAPE,
+                              pixel_size=10.0)
+            np.testing.assert_allclose(back.xyz, table.subset(table.classes == table.classes[0]).xyz
+                                       if fmt == "copick" else table.xyz, atol=0.01)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["pick", "--model", data["model.pt"], "--tomograms", data["tomo.mrc"], "--out-dir",
+              str(tmp_path / "x"), "--format", "imod"])
+    assert "--format" in capsys.readouterr().err and not os.path.exists(tmp_path / "x")

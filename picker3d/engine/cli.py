@@ -10,6 +10,7 @@ import sys
 import time
 
 from .errors import InputError
+from .formats.writers import OUTPUT_FORMATS
 
 
 def _add_simulate(sub):
@@ -208,6 +209,10 @@ def _add_pick(sub):
     g.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
+    g.add_argument("--format", default="tsv", choices=tuple(OUTPUT_FORMATS),
+                   help="also write the picks as: relion5 (OUT_DIR/<stem>.star, rlnTomoName and "
+                        "rlnCenteredCoordinateX/Y/ZAngst), relion (RELION 3/4 rlnCoordinateX/Y/Z in pixels), dynamo "
+                        "(OUT_DIR/<stem>.tbl), copick (OUT_DIR/<stem>_<class>.json, Å); default tsv: the table only")
     g.add_argument("--score-map", action="store_true", help="also write OUT_DIR/<stem>_score.mrc")
     g.add_argument("--classes", default=None,
                    help="comma-separated classes to keep (default: all the model's classes)")
@@ -289,6 +294,20 @@ def _add_classify(sub):
                         "with two Gaussians separated by Ashman's D of at least this (default 3; 0: no split)")
 
 
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="write a coordinate table in another program's format")
+    p.add_argument("--in", dest="input", required=True, help="coordinate file (any format picker3d reads)")
+    p.add_argument("--format", default=None, help="its format (default: from the extension)")
+    p.add_argument("--out", required=True, help="file to write (copick: one OUT-stem_<class>.json per class)")
+    p.add_argument("--to", required=True, choices=tuple(OUTPUT_FORMATS), help="format to write")
+    p.add_argument("--tomogram", default=None,
+                   help="the tomogram (MRC) the coordinates refer to: its shape and voxel size (needed for "
+                        "relion5 and copick, both in Å, and to read RELION 5 or copick input)")
+    p.add_argument("--voxel-size", type=float, default=None,
+                   help="voxel size in Å when the tomogram's header has none (default: the header's)")
+    p.add_argument("--tomo-name", default=None, help="rlnTomoName / copick run (default: the tomogram's file stem)")
+
+
 def _add_model_info(sub):
     p = sub.add_parser("model-info", help="print what a model file was trained for (JSON); --write stores it beside the file")
     p.add_argument("--model", required=True, help="model file from 'picker3d train'")
@@ -355,6 +374,7 @@ def build_parser():
     _add_train(sub)
     _add_pick(sub)
     _add_classify(sub)
+    _add_convert(sub)
     _add_model_info(sub)
     return parser
 
@@ -546,7 +566,7 @@ def cmd_pick(a):
 
 def _pick_one(a, path, model, meta, device, keep, quiet=False):
     """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
-    from .formats.writers import write_table
+    from .formats.writers import format_suffix, write_format, write_table
     from .formats.mrc import read_binned, write_volume
     from .picking.tomogram import pick_tomogram
     from .picking.tiles import upsample
@@ -563,6 +583,8 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
     stem = os.path.splitext(os.path.basename(path))[0]
     os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
     write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
+    if a.format != "tsv":
+        write_format(os.path.join(a.out_dir, stem + format_suffix(a.format)), table, a.format, stem, full_shape, vs)
     if a.score_map:
         score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
         write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
@@ -732,7 +754,32 @@ def cmd_model_info(a):
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
+def cmd_convert(a):
+    from .formats.mrc import read_shape, read_voxel_size
+    from .formats.readers import read_table
+    from .formats.writers import write_format
+    shape, vs = None, a.voxel_size
+    if a.tomogram:
+        shape = read_shape(a.tomogram)
+        vs = vs or read_voxel_size(a.tomogram)
+    if a.voxel_size is not None and a.voxel_size <= 0:
+        raise InputError(f"--voxel-size: {a.voxel_size} must be positive")
+    in_angstrom = a.to in ("relion5", "copick")
+    if in_angstrom and shape is None:
+        raise InputError(f"--tomogram: {a.to} coordinates are in Å from the tomogram: give the tomogram (MRC)")
+    if in_angstrom and not (a.voxel_size or (vs and vs > 1.0)):
+        raise InputError(f"--voxel-size: {a.tomogram} has no usable voxel size in its header ({vs:g} Å): "
+                         f"give it (Å) for {a.to}")
+    table = read_table(a.input, a.format, tomo_shape=shape, pixel_size=vs)
+    if shape is not None:
+        table.check_inside(shape, a.input)
+    name = a.tomo_name or (os.path.splitext(os.path.basename(a.tomogram))[0] if a.tomogram else "tomogram")
+    written = write_format(a.out, table, a.to, name, shape, vs)
+    print(f"{', '.join(written)}: {len(table)} particles ({a.to})")
+    return 0
+
+
+COMMANDS = {"convert": cmd_convert, "simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
             "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify, "model-info": cmd_model_info}
 
 

@@ -120,8 +120,9 @@ def read_star(path, origin=0, tomo_shape=None, pixel_size=None, coords_pixel_siz
     if not np.all(np.isfinite(xyz)):
         raise InputError(f"{path}: row {int(np.where(~np.isfinite(xyz).all(1))[0][0]) + 1} has a NaN/Inf coordinate")
     classes = df["rlnClassNumber"].astype(str).tolist() if "rlnClassNumber" in df.columns else None
+    scores = df["rlnAutopickFigureOfMerit"].to_numpy(float) if "rlnAutopickFigureOfMerit" in df.columns else None
     extra = {"tomo": df["rlnTomoName"].astype(str).to_numpy(object)} if "rlnTomoName" in df.columns else None
-    return _finish(path, xyz, classes, extra=extra)
+    return _finish(path, xyz, classes, scores, extra=extra)
 
 
 def read_tbl(path, origin=0):
