@@ -23,14 +23,13 @@ setup(
     long_description=long_description,
     long_description_content_type="text/markdown",
     license="GPLv3",
-    python_requires=">=3.8",
+    python_requires=">=3.9",
     packages=find_packages(include=["picker3d", "picker3d.*"]),
     package_data={"picker3d": ["protocols.conf", "templates/*.json"]},
     include_package_data=True,
+    # what the engine needs; Scipion's packages are the 'scipion' extra (Scipion's own
+    # environment has them), so the engine environment, which holds no Scipion, passes pip check
     install_requires=[
-        "scipion-pyworkflow>=3.0",
-        "scipion-em>=3.0",
-        "scipion-em-tomo>=3.0",
         "numpy",
         "scipy",
         "mrcfile",
@@ -41,7 +40,11 @@ setup(
     # its own ('scipion installb picker3d', picker3d/engine_env.py), so Scipion's never gets
     # it; one environment for both (the README's two commands) installs the 'engine' extra.
     # The hand-off tests feed picker3d's sets to the converters of the downstream plugins.
-    extras_require={"engine": ["torch>=2.1"],
+    # copick (CZ cryo-ET data portal projects) needs numpy >= 2 and newer mrcfile than Scipion
+    # pins: it belongs in the engine environment only ('.[engine,copick]')
+    extras_require={"scipion": ["scipion-pyworkflow>=3.0", "scipion-em>=3.0", "scipion-em-tomo>=3.0"],
+                    "engine": ["torch>=2.1"],
+                    "copick": ["copick>=1.31", "zarr<3"],
                     "test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": "picker3d = picker3d",

@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
     python -m pip install -q --upgrade pip
     # torch first and pinned: an open range would pull a multi-GB CUDA build
     python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-    python -m pip install -q -e "$ROOT[engine,test]" scipion-app
+    python -m pip install -q -e "$ROOT[scipion,engine,test]" scipion-app
     touch "$stamp"
 fi
 

@@ -111,3 +111,27 @@ def test_tomograms_pool_their_matches_and_no_match_crosses_between_them(ref):
     overall = res["overall"]
     assert (overall["tp"], overall["fp"], overall["fn"]) == (10, 10, 20)
     assert overall["f1"] == pytest.approx(2 * 10 / (2 * 10 + 10 + 20))
+
+
+def test_challenge_score_on_a_hand_computed_case():
+    """Two runs, two objects (radius 10 voxels: a pick counts within 5). Object a: run 1 has
+    references at 0 and 100, picks at 3 (hit), 4 (a second pick on the same particle: a false
+    pick), 50 (false); run 2 has reference 0, pick 6 (too far: 6 > 5). Pooled: tp 1, fp 3,
+    fn 2; P 1/4, R 1/3, F4 = 17 P R / (16 P + R) = (17/12) / (4 + 1/3) = 17/52. Object b
+    (weight 3): one reference, one pick on it: F4 = 1. Score = (17/52 + 3) / 4."""
+    from picker3d.engine.metrics import challenge_score
+
+    def t(xs, cls):
+        return CoordTable([[x, 0, 0] for x in xs], [cls] * len(xs), [1.0] * len(xs))
+
+    def merge(*ts):
+        return CoordTable(np.concatenate([x.xyz for x in ts]), np.concatenate([x.classes for x in ts]))
+
+    runs = {"r1": (merge(t([3, 4, 50], "a"), t([200], "b")), merge(t([0, 100], "a"), t([201], "b"))),
+            "r2": (t([6], "a"), t([0], "a"))}
+    res = challenge_score(runs, {"a": 10.0, "b": 10.0}, {"a": 1.0, "b": 3.0})
+    a = res["per_object"]["a"]
+    assert (a["tp"], a["fp"], a["fn"]) == (1, 3, 2)
+    assert a["fbeta"] == pytest.approx(17 / 52)
+    assert res["per_object"]["b"]["fbeta"] == pytest.approx(1.0)
+    assert res["score"] == pytest.approx((17 / 52 + 3) / 4)

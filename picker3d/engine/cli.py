@@ -45,7 +45,8 @@ def _add_masks(sub):
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="compare picks with reference coordinates (prints JSON)")
     p.add_argument("--pred", required=True, nargs="+",
-                   help="predicted coordinate table(s); several: one per tomogram, in the order of --ref")
+                   help="predicted coordinate table(s); several: one per tomogram, in the order of --ref; with "
+                        "--copick-config: the picks' USER[:SESSION]")
     p.add_argument("--ref", required=True, nargs="+",
                    help="reference coordinate table(s); with several pairs the JSON holds each tomogram's "
                         "figures (per_tomogram, by file stem) and the pooled ones (overall)")
@@ -55,6 +56,33 @@ def _add_evaluate(sub):
     p.add_argument("--diameters", default=None, help="name=VOX,... (needed with --radius-frac)")
     p.add_argument("--occupancy", default=None, help="occupancy MRC for the SHREC hit test")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--metric", default="picking", choices=("picking", "challenge"),
+                   help="picking (default): precision, recall, F1, AP per class and pooled; challenge: the CZII "
+                        "challenge's score, F-beta (beta 4) per object from counts pooled over tomograms, a pick "
+                        "found within half the particle radius, objects weighted (copick: metadata weight, else 1)")
+    _add_copick(p, picks_in=False)
+
+
+def _add_copick(p, picks_in=True, picks_out=False, val_runs=False):
+    """Options that read tomograms (and picks) from a copick project instead of MRC files and
+    tables (picker3d.engine.formats.copick_project)."""
+    g = p.add_argument_group("copick project (instead of MRC files and tables)")
+    g.add_argument("--copick-config", default=None, metavar="JSON",
+                   help="copick configuration file: the runs' tomograms (and picks) are read from the project "
+                        "(needs the copick library: pip install 'scipion-em-picker3d[engine,copick]')")
+    g.add_argument("--runs", nargs="+", default=[], help="runs to read (default: every run of the project)")
+    if val_runs:
+        g.add_argument("--val-runs", nargs="*", default=[],
+                       help="validation runs, annotated like the training runs (default: none)")
+    g.add_argument("--voxel-spacing", type=float, default=10.0, help="voxel spacing of the tomograms in Å (default 10)")
+    g.add_argument("--tomo-type", default="wbp", help="reconstruction type of the tomograms (default wbp)")
+    if picks_in:
+        g.add_argument("--picks-user", default=None, help="read the picks of this user (default: any)")
+        g.add_argument("--picks-session", default=None, help="read the picks of this session (default: any)")
+    if picks_out:
+        g.add_argument("--out-user", default="picker3d",
+                       help="write the picks back into the project as this user (default picker3d)")
+        g.add_argument("--out-session", default="0", help="... and this session (default 0)")
 
 
 class _Removed(argparse.Action):
@@ -83,6 +111,7 @@ REMOVED_TRAIN_FLAGS = {
 def _add_train(sub):
     p = sub.add_parser("train", help="train a 3D-ResUNet picker from coordinates (weak labels)")
     _train_inputs(p.add_argument_group("inputs"))
+    _add_copick(p, val_runs=True)
     _train_time(p.add_argument_group("time budget"))
     _train_network(p.add_argument_group("network"))
     g = p.add_argument_group("augmentation")
@@ -105,9 +134,11 @@ def _add_train(sub):
 
 
 def _train_inputs(g):
-    g.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
-    g.add_argument("--coords", nargs="+", required=True, help="one coordinate table per training tomogram")
-    g.add_argument("--diameters", required=True, help="name=VOX,... : the classes and their diameters in voxels")
+    g.add_argument("--tomograms", nargs="+", default=[], help="training tomograms (MRC; or --copick-config)")
+    g.add_argument("--coords", nargs="+", default=[], help="one coordinate table per training tomogram")
+    g.add_argument("--diameters", default=None,
+                   help="name=VOX,... : the classes and their diameters in voxels (with --copick-config, default: "
+                        "twice each picked object's radius)")
     g.add_argument("--val-tomograms", nargs="*", default=[],
                    help="validation tomograms: they choose the epoch and calibrate the thresholds (default: "
                         "none, the training tomograms do)")
@@ -206,7 +237,7 @@ def _add_pick(sub):
     p = sub.add_parser("pick", help="pick particles with a trained model")
     g = p.add_argument_group("inputs")
     g.add_argument("--model", required=True, help="model file from 'picker3d train'")
-    g.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
+    g.add_argument("--tomograms", nargs="+", default=[], help="tomograms to pick (MRC; or --copick-config)")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", required=True, help="writes OUT_DIR/<stem>.tsv (x y z class score)")
     g.add_argument("--format", default="tsv", choices=tuple(OUTPUT_FORMATS),
@@ -230,6 +261,7 @@ def _add_pick(sub):
     g.add_argument("--pad", type=int, default=None,
                    help="tile overlap padding: neighbouring tiles overlap by at least twice this (default: the "
                         "model's)")
+    _add_copick(p, picks_in=False, picks_out=True)
     g = p.add_argument_group("compute")
     g.add_argument("--device", default="auto",
                    help="auto (default), cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the "
@@ -252,6 +284,7 @@ def _add_classify(sub):
                    help="boxes reaching outside the tomogram: pad by mirroring the tomogram at its edge (default), "
                         "or leave them out")
     g.add_argument("--format", default=None, help="coordinate file format (default: from the extension)")
+    _add_copick(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output table: the input columns plus cluster and posterior")
     g.add_argument("--averages", default=None, help="folder for class averages (default: OUT stem + _averages)")
@@ -428,11 +461,42 @@ def cmd_masks(a):
     return 0
 
 
+def _user_session(text, what):
+    user, _, session = text.partition(":")
+    if not user:
+        raise InputError(f"--{what}: '{text}' is not USER[:SESSION] (copick picks)")
+    return user, session or None
+
+
+def _evaluate_copick(a):
+    """--pred / --ref as copick USER[:SESSION] of each run: picking figures pooled over the runs,
+    or the challenge's score."""
+    from .formats.copick_project import object_radii, object_weights, read_picks
+    from .formats.table import parse_diameters
+    from .metrics import challenge_score, evaluate_tomograms
+    if len(a.pred) != 1 or len(a.ref) != 1:
+        raise InputError("--pred, --ref: with --copick-config each is one USER[:SESSION]")
+    pu, ps = _user_session(a.pred[0], "pred")
+    ru, rs = _user_session(a.ref[0], "ref")
+    root, runs = _copick_runs(a, a.runs)
+    pairs = {r.name: (read_picks(r, a.voxel_spacing, pu, ps), read_picks(r, a.voxel_spacing, ru, rs)) for r in runs}
+    if not any(len(ref) for _, ref in pairs.values()):
+        raise InputError(f"--ref: no picks of user {ru}, session {rs or 'any'} in {a.copick_config}")
+    radii = {k: v / a.voxel_spacing for k, v in object_radii(root).items() if v}
+    radii.update({k: d / 2.0 for k, d in parse_diameters(a.diameters).items()})
+    if a.metric == "challenge":
+        return challenge_score(pairs, radii, object_weights(root))
+    diam = {k: 2.0 * v for k, v in radii.items()}
+    return evaluate_tomograms(pairs, diam, radius_frac=a.radius_frac, radius=a.radius)
+
+
 def cmd_evaluate(a):
     from .formats.readers import read_table
     from .formats.table import parse_diameters
-    from .metrics import evaluate, evaluate_tomograms
+    from .metrics import challenge_score, evaluate, evaluate_tomograms
     from .formats.mrc import read_volume
+    if a.copick_config:
+        return _print_json(a, _evaluate_copick(a))
     if len(a.pred) != len(a.ref):
         raise InputError(f"--pred: {len(a.pred)} tables for {len(a.ref)} reference tables (--ref): give one per "
                          f"tomogram, in the same order")
@@ -442,6 +506,11 @@ def cmd_evaluate(a):
     if a.radius is None and not diam:
         raise InputError("--diameters: needed to turn --radius-frac into voxels (or give --radius)")
     occ = read_volume(a.occupancy, dtype="int32")[0] if a.occupancy else None
+    if a.metric == "challenge":
+        if not diam:
+            raise InputError("--diameters: the challenge's metric needs each class's diameter (name=VOX,...)")
+        runs = {f"{i}": (p, r) for i, (p, r) in enumerate(zip(preds, refs))}
+        return _print_json(a, challenge_score(runs, {k: d / 2.0 for k, d in diam.items()}))
     if len(refs) == 1:
         res = evaluate(preds[0], refs[0], diam, radius_frac=a.radius_frac, radius=a.radius, occupancy=occ)
     else:
@@ -452,6 +521,10 @@ def cmd_evaluate(a):
             names = [f"{i + 1}_{n}" for i, n in enumerate(names)]     # same stems in other folders
         res = evaluate_tomograms(dict(zip(names, zip(preds, refs))), diam, radius_frac=a.radius_frac,
                                  radius=a.radius)
+    return _print_json(a, res)
+
+
+def _print_json(a, res):
     text = json.dumps(res, indent=1)
     if a.out:
         from .fileio import atomic_text
@@ -492,15 +565,23 @@ def cmd_train(a):
     diam = parse_diameters(a.diameters)
     patch, batch = int_or_auto(a.patch, "--patch"), int_or_auto(a.batch, "--batch")   # before reading
     lr = float_or_auto(a.lr, "--lr")
-    vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
-    vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
+    if a.copick_config:
+        vols, tables, vs, vvols, vtables, _vs, diam = _train_copick(a, diam)
+    else:
+        if not a.tomograms or not a.coords:
+            raise InputError("--tomograms, --coords: required (or give --copick-config)")
+        if not diam:
+            raise InputError("--diameters: required: name=VOX,... for each class")
+        vols, tables, vs = _read_pairs(a.tomograms, a.coords, a.format, "")
+        vvols, vtables, _vs = _read_pairs(a.val_tomograms, a.val_coords, a.format, "val-")
     classes = [k for k in diam if k != "*"] or sorted({c for t in tables for c in t.class_names()})
     for t in tables + vtables:
         if t.classes is None:   # a table without class column is one class
             if len(classes) != 1:
                 raise InputError("--coords: a table without class column needs exactly one class in --diameters")
             t.classes = np.asarray([classes[0]] * len(t), dtype=object)
-    for path, v in zip(list(a.tomograms) + list(a.val_tomograms), list(vs) + list(_vs)):
+    for path, v in zip(list(a.tomograms) + list(a.val_tomograms) or list(a.runs) + list(a.val_runs),
+                       list(vs) + list(_vs)):
         if not v or v <= 0:
             raise InputError(f"{path}: voxel size is {v:g} Å in the MRC header; set it (e.g. "
                              f"'alterheader -del' in IMOD) so the model records its sampling")
@@ -522,15 +603,48 @@ def cmd_train(a):
     return 0
 
 
+def _train_copick(a, diam):
+    """Training and validation runs of a copick project; the diameters default to twice each
+    picked object's radius in the configuration."""
+    from .formats.copick_project import object_radii, open_project
+    if a.tomograms or a.coords or a.val_tomograms:
+        raise InputError("--tomograms: give MRC tomograms and tables or --copick-config, not both")
+    if not a.runs:
+        raise InputError("--runs: name the training runs of the copick project (and --val-runs the validation ones)")
+    radii = object_radii(open_project(a.copick_config))
+    unknown = [c for c in diam if c != "*" and c not in radii]
+    if unknown:
+        raise InputError(f"--diameters: no object {', '.join(unknown)} in {a.copick_config} "
+                         f"(its particle objects: {', '.join(sorted(radii)) or 'none'})")
+    train = _copick_pairs(a, a.runs)
+    val = _copick_pairs(a, a.val_runs, "val-") if a.val_runs else []
+    if not diam:
+        picked = sorted({c for _, _, _, t in train for c in t.class_names()})
+        missing = [c for c in picked if not radii.get(c)]
+        if missing:
+            raise InputError(f"--diameters: the copick objects {', '.join(missing)} have no radius in "
+                             f"{a.copick_config}: give name=VOX for each class")
+        diam = {c: round(2.0 * radii[c] / a.voxel_spacing, 2) for c in picked}
+    for _, _, _, t in train + val:
+        keep = [i for i, c in enumerate(t.classes) if c in diam]
+        t.__dict__.update(t.subset(keep).__dict__)
+    return ([v for _, v, _, _ in train], [t for _, _, _, t in train], [s for _, _, s, _ in train],
+            [v for _, v, _, _ in val], [t for _, _, _, t in val], [s for _, _, s, _ in val], diam)
+
+
 def cmd_pick(a):
     from concurrent.futures import ThreadPoolExecutor
     from .formats.mrc import read_voxel_size
     from .modelfile import load_model
     # --device cuda:0,cuda:1: one model per device, tomograms dealt out in turn
     devices = device_list(a)
+    if a.copick_config and a.tomograms:
+        raise InputError("--tomograms: give MRC tomograms or --copick-config, not both")
+    if not a.copick_config and not a.tomograms:
+        raise InputError("--tomograms: required (or give --copick-config)")
     # the model first: its binning says how to read the tomograms
     try:
-        vs = read_voxel_size(a.tomograms[0])
+        vs = a.voxel_spacing if a.copick_config else read_voxel_size(a.tomograms[0])
     except InputError:
         vs = None      # read_binned names the problem when the tomogram is read
     models = []
@@ -545,6 +659,8 @@ def cmd_pick(a):
         if unknown:
             raise InputError(f"--classes: the model {a.model} was not trained on {', '.join(unknown)} "
                              f"(its classes: {', '.join(meta['classes'])})")
+    if a.copick_config:
+        return _pick_copick(a, models[0], meta, devices[0], keep)
     if len(devices) == 1:
         for path in a.tomograms:
             _pick_one(a, path, models[0], meta, devices[0], keep)
@@ -564,14 +680,62 @@ def cmd_pick(a):
     return 0
 
 
+def _pick_copick(a, model, meta, device, keep):
+    """Pick every run of a copick project: OUT_DIR/<run>.tsv, and the picks back into the
+    project as --out-user / --out-session (an object the configuration lacks is added with
+    the model's radius)."""
+    from .formats.copick_project import read_tomogram, write_picks
+    from .volume import bin_volume
+    root, runs = _copick_runs(a, a.runs)
+    radii = {c: d / 2.0 * a.voxel_spacing for c, d in (meta.get("diameters") or {}).items()}
+    for run in runs:
+        vol, vs = read_tomogram(run, a.voxel_spacing, a.tomo_type)
+        table = _pick_volume(a, run.name, bin_volume(vol, int(meta.get("bin", 1))), vs, vol.shape, model, meta,
+                             device, keep)
+        added = write_picks(root, a.copick_config, run, table, a.voxel_spacing, a.out_user, a.out_session, radii)
+        print(f"{a.copick_config}: run {run.name}: {len(table)} picks written as user {a.out_user}, session "
+              f"{a.out_session}" + (f"; objects added to the configuration: {', '.join(added)}" if added else ""))
+    return 0
+
+
+def _copick_runs(a, names):
+    from .formats.copick_project import open_project, select_runs
+    root = open_project(a.copick_config)
+    return root, select_runs(root, names, a.copick_config)
+
+
+def _copick_pairs(a, names, what=""):
+    """(run name, volume, voxel size, picks table) of each run named (every run when none)."""
+    from .formats.copick_project import read_picks, read_tomogram
+    _, runs = _copick_runs(a, names)
+    out = []
+    for run in runs:
+        vol, vs = read_tomogram(run, a.voxel_spacing, a.tomo_type)
+        tab = read_picks(run, a.voxel_spacing, a.picks_user, a.picks_session)
+        if not len(tab):
+            raise InputError(f"--{what}runs: run {run.name} has no picks of user {a.picks_user or 'any'}, session "
+                             f"{a.picks_session or 'any'} in {a.copick_config}")
+        tab.check_inside(vol.shape, f"{a.copick_config}: run {run.name}'s picks")
+        out.append((run.name, vol, vs, tab))
+    return out
+
+
 def _pick_one(a, path, model, meta, device, keep, quiet=False):
     """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
-    from .formats.writers import format_suffix, write_format, write_table
-    from .formats.mrc import read_binned, write_volume
-    from .picking.tomogram import pick_tomogram
-    from .picking.tiles import upsample
+    from .formats.mrc import read_binned
     # read and binned a few planes at a time: the full-size tomogram is never in memory
     vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet, source=path)
+
+
+def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=False, source=None):
+    """Pick one (binned) tomogram and write DIR/<stem>.tsv, the --format file and the score
+    map; returns the picks."""
+    from .formats.writers import format_suffix, write_format, write_table
+    from .formats.mrc import write_volume
+    from .picking.tomogram import pick_tomogram
+    from .picking.tiles import upsample
     t0 = time.time()
     table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                  pad=a.pad, mode=a.mode, progress=not quiet,
@@ -580,7 +744,6 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
                                  precision=a.precision)
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
-    stem = os.path.splitext(os.path.basename(path))[0]
     os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
     write_table(os.path.join(a.out_dir, stem + ".tsv"), table)
     if a.format != "tsv":
@@ -589,7 +752,8 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
         score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
         write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
     counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
-    print(f"{path}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
+    print(f"{source or stem}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
+    return table
 
 
 def _write_boxes(folder, stack, voxel_size):
@@ -687,10 +851,12 @@ def _classify_inputs(a):
         if len(table) != len(stack):
             raise InputError(f"{table_path}: {len(table)} rows for {len(stack)} boxes in {a.subtomograms}")
         return np.asarray(stack, dtype=np.float32), [table], vs
-    if not a.tomograms:
-        raise InputError("--tomograms: required (or give --subtomograms)")
+    if not a.tomograms and not a.copick_config:
+        raise InputError("--tomograms: required (or give --subtomograms or --copick-config)")
+    pairs = ((name, f"{a.copick_config} run {name}", vol, vs, tab) for name, vol, vs, tab in
+             _copick_pairs(a, a.runs)) if a.copick_config else _iter_pairs(a.tomograms, a.coords, a.format, "")
     stacks, tables, vs = [], [], None
-    for t, c, vol, vs, tab in _iter_pairs(a.tomograms, a.coords, a.format, ""):
+    for t, c, vol, vs, tab in pairs:
         if a.box > min(vol.shape):
             raise InputError(f"--box: {a.box} voxels is larger than the tomogram {t} "
                              f"({'x'.join(map(str, vol.shape))}, z y x)")

@@ -259,3 +259,39 @@ def matched_filter_dprime(noisy, clean, centre_zyx, half, rng, n_background=300)
             background.append(response(zz, yy, xx))
     background = np.asarray(background)
     return (response(z, y, x) - background.mean()) / background.std()
+
+
+def challenge_score(runs, radii, weights=None, beta=4.0, distance_multiplier=0.5):
+    """The CZII CryoET Object Identification challenge's metric over several runs.
+
+    ``runs``: {run name: (picks, reference)} CoordTables (class = object name); ``radii``:
+    {object: particle radius in voxels}; ``weights``: {object: weight} (default 1 each). A
+    reference particle is found when a pick of its object lies within ``distance_multiplier``
+    x its radius; per object, tp = references found, fp = picks - tp, fn = references - tp,
+    each counted over all runs; F-beta per object from the pooled counts; the score is the
+    weighted mean of the objects' F-beta. Returns ``{"score", "beta", "per_object": {object:
+    {tp, fp, fn, precision, recall, fbeta, weight}}}``."""
+    objects = sorted(set(weights or {}) | {c for p, r in runs.values() for t in (p, r) if t is not None
+                                           and t.classes is not None for c in t.class_names()})
+    objects = [o for o in objects if o in radii]
+    per, b2 = {}, beta * beta
+    for obj in objects:
+        tp = fp = fn = 0
+        for pred, ref in runs.values():
+            p = pred.xyz[pred.classes == obj] if pred is not None and len(pred) else np.zeros((0, 3))
+            r = ref.xyz[ref.classes == obj] if ref is not None and len(ref) else np.zeros((0, 3))
+            found = set()
+            if len(p) and len(r):
+                for hits in cKDTree(p).query_ball_tree(cKDTree(r), r=distance_multiplier * radii[obj]):
+                    found.update(hits)
+            tp += len(found)
+            fp += max(0, len(p) - len(found))
+            fn += len(r) - len(found)
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        fb = (1 + b2) * prec * rec / (b2 * prec + rec) if prec + rec else 0.0
+        per[obj] = {"tp": tp, "fp": fp, "fn": fn, "precision": prec, "recall": rec, "fbeta": fb,
+                    "weight": float((weights or {}).get(obj, 1.0))}
+    total = sum(v["weight"] for v in per.values())
+    score = sum(v["weight"] * v["fbeta"] for v in per.values()) / total if total else 0.0
+    return {"score": float(score), "beta": beta, "distance_multiplier": distance_multiplier, "per_object": per}

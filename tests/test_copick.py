@@ -1,0 +1,136 @@
+"""copick projects in and out, in an engine-only environment with numpy 2 (copick needs it;
+Scipion's environment pins numpy 1.26): the suite makes that environment itself
+(``.venv-copick``: torch, the engine's requirements, picker3d's copick extra, no Scipion),
+builds a project offline with copick's own API from simulated tomograms, trains on it,
+picks it, writes the picks back and reads them with copick."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from picker3d.constants import ENGINE_REQUIREMENTS, TORCH_VERSION
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, ".venv-copick")
+PYTHON = os.path.join(VENV, "bin", "python")
+
+
+def _run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def copick_python():
+    """The engine-only environment with copick (made once, kept between runs)."""
+    stamp = os.path.join(VENV, ".picker3d-copick")
+    if not os.path.isfile(stamp) or os.path.getmtime(stamp) < os.path.getmtime(os.path.join(ROOT, "setup.py")):
+        if not os.path.isfile(PYTHON):
+            _run(["python3", "-m", "venv", VENV])
+        pip = [PYTHON, "-m", "pip", "install", "-q"]
+        _run(pip + [f"torch=={TORCH_VERSION}"], timeout=1800)
+        _run(pip + ENGINE_REQUIREMENTS + ["copick>=1.31", "zarr<3"], timeout=1800)
+        _run(pip + ["--no-deps", "-e", ROOT], timeout=600)
+        with open(stamp, "w") as fh:
+            fh.write("ok\n")
+    _run([PYTHON, "-m", "pip", "check"])
+    probe = _run([PYTHON, "-c", "import numpy, copick, importlib.util as u; print(numpy.__version__); "
+                  "print(u.find_spec('pwem') is None)"])
+    numpy_version, no_scipion = probe.stdout.split()
+    assert int(numpy_version.split(".")[0]) >= 2 and no_scipion == "True", probe.stdout
+    return PYTHON
+
+
+PROJECT = textwrap.dedent("""
+    import os, sys
+    import copick
+    from copick.models import PickableObject
+    from picker3d.engine.simulation.dataset import write_simulation
+    from picker3d.engine.formats.mrc import read_volume
+    from picker3d.engine.formats.readers import read_table
+    base = sys.argv[1]
+    man = write_simulation(os.path.join(base, "sim"), n_tomograms=2, seed=71, shape=(48, 80, 80), snr=2.0,
+                           species=["barrel"], counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
+    radius = man["diameters"]["barrel"] / 2 * 10.0
+    root = copick.ops.open.new_config(os.path.join(base, "copick.json"), os.path.join(base, "overlay"),
+                                      pickable_objects=[PickableObject(name="barrel", is_particle=True, label=1,
+                                                                       radius=radius)])
+    for i, name in enumerate(("TS_1", "TS_2")):
+        vol, vs = read_volume(os.path.join(base, "sim", f"tomo_{i:02d}.mrc"))
+        run = root.new_run(name)
+        run.new_voxel_spacing(10.0).new_tomogram("wbp").from_numpy(vol)
+        truth = read_table(os.path.join(base, "sim", f"tomo_{i:02d}.tsv"))
+        run.new_picks("barrel", "0", "curation").from_numpy(truth.xyz * 10.0)
+    print("DIAMETER", man["diameters"]["barrel"])
+""")
+
+READ_BACK = textwrap.dedent("""
+    import sys, json
+    import copick
+    root = copick.from_file(sys.argv[1])
+    picks = root.get_run("TS_2").get_picks(object_name="barrel", user_id="picker3d", session_id="0")[0]
+    print(json.dumps({"xyz": picks.numpy()[0].tolist(), "scores": picks.scores().tolist(),
+                      "objects": {o.name: o.radius for o in root.pickable_objects}}))
+""")
+
+
+def picker3d(python, *args, ok=True):
+    r = subprocess.run([python, "-m", "picker3d", *map(str, args)], capture_output=True, text=True, timeout=900)
+    if ok:
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_copick_project_train_pick_write_back_evaluate_classify(copick_python, tmp_path):
+    import numpy as np
+    from picker3d.engine.formats.readers import read_table
+    _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
+    cfg = tmp_path / "copick.json"
+    common = ["--copick-config", cfg, "--voxel-spacing", "10", "--tomo-type", "wbp"]
+    picker3d(copick_python, "train", *common, "--runs", "TS_1", "--picks-user", "curation", "--out", tmp_path / "m.pt",
+             "--epochs", "6", "--iters-per-epoch", "10", "--patch", "32", "--batch", "2", "--bin", "1",
+             "--lr", "5e-3", "--device", "cpu")
+    picker3d(copick_python, "pick", *common, "--runs", "TS_2", "--model", tmp_path / "m.pt", "--out-dir",
+             tmp_path / "picks", "--device", "cpu", "--threshold", "0.3")
+    table = read_table(str(tmp_path / "picks" / "TS_2.tsv"))
+    assert len(table) > 0
+    back = json.loads(_run([copick_python, "-c", READ_BACK, str(cfg)]).stdout)
+    # positions in Å as copick keeps them: back to the table's voxels to 0.01, scores kept
+    np.testing.assert_allclose(np.asarray(back["xyz"]) / 10.0, table.xyz, atol=0.01)
+    np.testing.assert_allclose(back["scores"], table.scores, atol=1e-6)
+    # the challenge's metric and the picking figures, pooled over the runs
+    r = picker3d(copick_python, "evaluate", *common, "--runs", "TS_2", "--pred", "picker3d:0", "--ref", "curation",
+                 "--metric", "challenge")
+    res = json.loads(r.stdout)
+    assert res["beta"] == 4 and set(res["per_object"]) == {"barrel"} and 0 <= res["score"] <= 1
+    assert res["per_object"]["barrel"]["tp"] + res["per_object"]["barrel"]["fn"] == 8
+    r = picker3d(copick_python, "evaluate", *common, "--pred", "curation", "--ref", "curation")
+    assert json.loads(r.stdout)["overall"]["f1"] == 1.0
+    # classify the curated picks of both runs
+    picker3d(copick_python, "classify", *common, "--picks-user", "curation", "--box", "24", "--no-align",
+             "--k-range", "2-2", "--iterations", "1", "--out", tmp_path / "labels.tsv", "--device", "cpu")
+    labels = read_table(str(tmp_path / "labels.tsv"))
+    assert len(labels) == 16 and set(labels.extra["tomogram"]) == {"TS_1", "TS_2"}
+
+
+def test_copick_bad_input_one_line_nothing_written(copick_python, tmp_path):
+    _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
+    cfg = tmp_path / "copick.json"
+    model = tmp_path / "m.pt"
+    cases = [
+        (["evaluate", "--copick-config", tmp_path / "none.json", "--pred", "a", "--ref", "b"], "configuration file not found"),
+        (["evaluate", "--copick-config", cfg, "--runs", "TS_9", "--pred", "a", "--ref", "curation"], "no run TS_9"),
+        (["classify", "--copick-config", cfg, "--voxel-spacing", "7", "--out", tmp_path / "l.tsv"], "no voxel spacing 7"),
+        (["classify", "--copick-config", cfg, "--tomo-type", "denoised", "--out", tmp_path / "l.tsv"], "no 'denoised'"),
+        (["train", "--copick-config", cfg, "--runs", "TS_1", "--diameters", "ribosome=20", "--out", model],
+         "no object ribosome"),
+    ]
+    for argv, message in cases:
+        r = picker3d(copick_python, *argv, ok=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (argv, r.stderr[-2000:])
+    assert not any(os.path.exists(p) for p in (model, tmp_path / "l.tsv"))
