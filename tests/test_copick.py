@@ -26,6 +26,10 @@ def _run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def copick_python():
+    return ensure_copick_python()
+
+
+def ensure_copick_python():
     """The engine-only environment with copick (made once, kept between runs)."""
     stamp = os.path.join(VENV, ".picker3d-copick")
     if not os.path.isfile(stamp) or os.path.getmtime(stamp) < os.path.getmtime(os.path.join(ROOT, "setup.py")):
@@ -134,3 +138,81 @@ def test_copick_bad_input_one_line_nothing_written(copick_python, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (argv, r.stderr[-2000:])
     assert not any(os.path.exists(p) for p in (model, tmp_path / "l.tsv"))
+
+
+def test_copick_scipion_import_then_export_round_trip(copick_python, tmp_path):
+    """In Scipion: *import copick project* gives the runs' tomograms and curated picks as sets
+    (positions equal to the truth to 0.01 voxel); *export to copick* writes them back as
+    another user / session, read with copick to the same positions. Both protocols run the
+    engine in the copick environment (Scipion's process never imports copick)."""
+    _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
+    env = dict(os.environ, PICKER3D_ENV_ACTIVATION=f". {os.path.join(VENV, 'bin', 'activate')}")
+    r = subprocess.run([sys.executable, "-c", SCIPION_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                       env=env, cwd=str(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "copick" not in r.stdout.split("MODULES ")[-1].split()
+    back = json.loads(_run([copick_python, "-c", READ_ALL, str(tmp_path / "copick.json")]).stdout)
+    import numpy as np
+    from picker3d.engine.formats.readers import read_table
+    for i, run in enumerate(("TS_1", "TS_2")):
+        truth = read_table(str(tmp_path / "sim" / f"tomo_{i:02d}.tsv"))
+        got = np.asarray(back[run]) / 10.0
+        np.testing.assert_allclose(got[np.lexsort(got.T)], truth.xyz[np.lexsort(truth.xyz.T)], atol=0.01)
+
+
+SCIPION_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from pyworkflow.project import Manager
+    from tomo.constants import BOTTOM_LEFT_CORNER
+    from picker3d.protocols import ProtPicker3DExportCopick, ProtPicker3DImportCopick
+    from picker3d.engine.formats.readers import read_table
+    base = sys.argv[1]
+    manager = Manager()
+    os.makedirs(manager.PROJECTS, exist_ok=True)
+    if manager.hasProject("picker3d_copick_test"):
+        manager.deleteProject("picker3d_copick_test")
+    proj = manager.createProject("picker3d_copick_test", location=os.path.join(base, "projects"))
+    os.chdir(proj.getPath())
+
+    def run(prot):
+        proj.launchProtocol(prot, wait=True)
+        prot = proj.getProtocol(prot.getObjId())
+        assert prot.isFinished(), (prot.getStatusMessage(), prot.getErrorMessage())
+        return prot
+
+    imp = run(proj.newProtocol(ProtPicker3DImportCopick, configFile=os.path.join(base, "copick.json"),
+                               picksUser="curation", boxSize=24))
+    assert imp.tomograms.getSize() == 2 and imp.tomograms.getSamplingRate() == 10.0
+    assert imp.coordinates.getSize() == 16
+    for i, ts in enumerate(("TS_1", "TS_2")):
+        truth = read_table(os.path.join(base, "sim", f"tomo_{i:02d}.tsv")).xyz
+        got = np.array([c.getPosition(BOTTOM_LEFT_CORNER) for c in imp.coordinates.iterCoordinates()
+                        if c.getTomoId() == ts])
+        np.testing.assert_allclose(got[np.lexsort(got.T)], truth[np.lexsort(truth.T)], atol=0.01)
+    run(proj.newProtocol(ProtPicker3DExportCopick, inputCoordinates=imp.coordinates,
+                         configFile=os.path.join(base, "copick.json"), userId="scipion", sessionId="7"))
+    print("MODULES " + " ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("copick", "torch"))))
+""")
+
+READ_ALL = textwrap.dedent("""
+    import sys, json
+    import copick
+    root = copick.from_file(sys.argv[1])
+    print(json.dumps({r.name: [p for pk in r.get_picks(user_id="scipion", session_id="7")
+                               for p in pk.numpy()[0].tolist()] for r in root.runs}))
+""")
+
+
+def test_copick_write_refuses_a_picks_file_of_another_run(copick_python, tmp_path):
+    _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
+    from picker3d.engine.formats.table import CoordTable
+    from picker3d.engine.formats.writers import write_copick
+    picks = write_copick(str(tmp_path / "p.json"), CoordTable([[10, 10, 10]], ["barrel"]), 10.0, run_name="TS_2")
+    r = picker3d(copick_python, "copick-write", "--copick-config", tmp_path / "copick.json", "--coords", picks,
+                 "--runs", "TS_1", "--out-user", "x", ok=False)
+    assert r.returncode == 2 and "picks of run TS_2, not of run TS_1" in r.stderr
+    r = picker3d(copick_python, "copick-write", "--copick-config", tmp_path / "copick.json", "--coords", picks,
+                 "--runs", "TS_9", ok=False)
+    assert r.returncode == 2 and "no run TS_9" in r.stderr
+    assert not list((tmp_path / "overlay").glob("ExperimentRuns/*/Picks/x_*"))

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.scipion
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PICKING = {"ProtPicker3DImportAnnotations", "ProtPicker3DMasks", "ProtPicker3DTrain", "ProtPicker3DPick",
            "ProtPicker3DImportModel", "ProtPicker3DEvaluate"}
-EXPECTED = PICKING | {"ProtPicker3DClassify"}
+EXPECTED = PICKING | {"ProtPicker3DClassify", "ProtPicker3DImportCopick", "ProtPicker3DExportCopick"}
 
 # Runs in a subprocess so that the import path (checkout or unpacked wheel) is controlled.
 TREE_SCRIPT = r"""
@@ -56,7 +56,9 @@ def _check(result):
     classify = {i["value"] for i in items if i["path"][-2:] == ["Particles", "Classify"]}
     assert classify == {"ProtPicker3DClassify"}
     imports = {i["value"] for i in items if i["path"][-1] == "Imports"}
-    assert imports == {"ProtPicker3DImportAnnotations", "ProtPicker3DImportModel"}
+    assert imports == {"ProtPicker3DImportAnnotations", "ProtPicker3DImportModel", "ProtPicker3DImportCopick"}
+    exports = {i["value"] for i in items if i["path"][-1] == "Exports"}
+    assert exports == {"ProtPicker3DExportCopick"}
 
 
 def test_menu_from_checkout():

@@ -114,3 +114,26 @@ def write_picks(root, config, run, table, voxel_spacing, user, session, radii_A=
         picks.from_numpy(rows.xyz * float(voxel_spacing), scores=np.asarray(scores, float))
         picks.store()
     return added
+
+
+def export_runs(root, runs, out_dir, voxel_spacing, tomo_type, user=None, session=None):
+    """Each run's tomogram as ``out_dir/<run>.mrc`` (voxel size in the header) and its picks as
+    ``out_dir/<run>.tsv`` (voxels; runs without picks get none); returns ``{"runs": [...],
+    "voxel_spacing", "radii": {object: Å}}`` (also written as ``out_dir/copick_runs.json``)."""
+    import json
+    from ..fileio import atomic_text
+    from .mrc import write_volume
+    from .writers import write_table
+    os.makedirs(out_dir, exist_ok=True)
+    done = []
+    for run in runs:
+        vol, vs = read_tomogram(run, voxel_spacing, tomo_type)
+        write_volume(os.path.join(out_dir, run.name + ".mrc"), vol, vs)
+        picks = read_picks(run, voxel_spacing, user, session)
+        if len(picks):
+            picks.check_inside(vol.shape, f"run {run.name}'s picks")
+            write_table(os.path.join(out_dir, run.name + ".tsv"), picks)
+        done.append({"run": run.name, "shape": list(vol.shape), "picks": len(picks)})
+    manifest = {"runs": done, "voxel_spacing": float(voxel_spacing), "radii": object_radii(root)}
+    atomic_text(os.path.join(out_dir, "copick_runs.json"), json.dumps(manifest, indent=1) + "\n")
+    return manifest

@@ -194,8 +194,9 @@ def read_shrec(path):
     return _finish(path, xyz, classes, extra={"rot": ang[:, 0], "tilt": ang[:, 1], "psi": ang[:, 2]})
 
 
-def read_copick(path, pixel_size):
-    """copick JSON picks (Å); ``pixel_size`` converts to voxels."""
+def read_copick(path, pixel_size, run_name=None):
+    """copick JSON picks (Å); ``pixel_size`` converts to voxels. With ``run_name``, a file that
+    names another run is refused."""
     if not pixel_size or pixel_size <= 0:
         raise InputError(f"{path}: copick locations are in Å: a positive pixel size is needed")
     try:
@@ -207,6 +208,8 @@ def read_copick(path, pixel_size):
     if pts is None:
         raise InputError(f"{path}: no 'points' list (not a copick picks file)")
     name = data.get("pickable_object_name", "1")
+    if run_name and data.get("run_name") and data["run_name"] != run_name:
+        raise InputError(f"{path}: picks of run {data['run_name']}, not of run {run_name}")
     xyz, scores = [], []
     for i, p in enumerate(pts, start=1):
         try:
@@ -258,7 +261,7 @@ def read_table(path, fmt=None, **kw):
         "coords": lambda: read_coords(path),
         "xml": lambda: read_xml(path),
         "shrec": lambda: read_shrec(path),
-        "json": lambda: read_copick(path, kw.get("pixel_size")),
+        "json": lambda: read_copick(path, kw.get("pixel_size"), kw.get("run_name")),
     }
     if table is None:
         if fmt not in readers:
