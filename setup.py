@@ -44,7 +44,7 @@ setup(
     # pins: it belongs in the engine environment only ('.[engine,copick]')
     extras_require={"scipion": ["scipion-pyworkflow>=3.0", "scipion-em>=3.0", "scipion-em-tomo>=3.0"],
                     "engine": ["torch>=2.1"],
-                    "copick": ["copick>=1.31", "zarr<3"],
+                    "copick": ["copick>=1.31", "zarr<3"],      # = constants.COPICK_REQUIREMENTS
                     "test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": "picker3d = picker3d",

@@ -9,4 +9,7 @@ ENGINE_MODULE = "picker3d"                            # run as ``python -m picke
 # What the engine environment holds besides torch and picker3d itself (setup.py's engine
 # extra adds torch to the plugin's own requirements, which hold these too)
 ENGINE_REQUIREMENTS = ["numpy", "scipy", "mrcfile", "starfile", "scikit-learn"]
+# copick (copick projects; the import / export protocols run it in the engine environment):
+# numpy >= 2 and a newer mrcfile than Scipion's environment has, so never installed there
+COPICK_REQUIREMENTS = ["copick>=1.31", "zarr<3"]
 TORCH_VERSION = "2.13.0"

@@ -3,7 +3,7 @@ protocols find it. No Scipion import here (``picker3d.plugin`` feeds these to Sc
 install machinery), so the commands can be read and tested on their own.
 
 The environment ``picker3d-<version>`` holds torch (the build ``PICKER3D_TORCH`` selects),
-numpy, scipy, mrcfile, starfile, scikit-learn and the picker3d package: no Scipion. It is a
+numpy, scipy, mrcfile, starfile, scikit-learn, copick and the picker3d package: no Scipion. It is a
 conda environment of that name where conda is present, else a plain venv inside the
 package's folder under Scipion's software/em. Once it exists, protocols run the engine
 there (``PICKER3D_ENV_ACTIVATION`` defaults to its activation command).
@@ -13,7 +13,7 @@ import shutil
 
 import shlex
 
-from .constants import ENGINE_REQUIREMENTS, TORCH_VERSION
+from .constants import COPICK_REQUIREMENTS, ENGINE_REQUIREMENTS, TORCH_VERSION
 
 
 PACKAGE = "picker3d"
@@ -67,7 +67,7 @@ def install_commands(home, version, torch_choice=None, conda=None, python="pytho
     """``[(shell command, [files it makes])]`` creating the engine environment in ``home``
     (Scipion's software/em/picker3d-<version>). ``conda``: the conda activation command (a
     conda environment is made) or None (a venv in ``home/venv`` made by ``python``)."""
-    pkgs = " ".join(shlex.quote(r) for r in ENGINE_REQUIREMENTS)
+    pkgs = " ".join(shlex.quote(r) for r in ENGINE_REQUIREMENTS + COPICK_REQUIREMENTS)
     source = package_source(version)
     source = f"-e {shlex.quote(source)}" if os.path.isdir(source) else shlex.quote(source)
     torch = torch_pip_args(torch_choice)
@@ -86,7 +86,7 @@ def install_commands(home, version, torch_choice=None, conda=None, python="pytho
                  f"{py} -m pip install -q {pkgs}", f"{py} -m pip install -q --no-deps {source}"]
     # the import check: an environment that cannot run the engine is not marked installed
     check = "python" if conda is not None else shlex.quote(venv_python(home))
-    steps.append(f"{check} -c 'import torch, picker3d.engine.cli' && echo {shlex.quote(torch)} > {shlex.quote(marker)}")
+    steps.append(f"{check} -c 'import torch, copick, picker3d.engine.cli' && echo {shlex.quote(torch)} > {shlex.quote(marker)}")
     return [(" && ".join(steps), [marker])]
 
 

@@ -1,7 +1,6 @@
-"""copick projects in and out, in an engine-only environment with numpy 2 (copick needs it;
-Scipion's environment pins numpy 1.26): the suite makes that environment itself
-(``.venv-copick``: torch, the engine's requirements, picker3d's copick extra, no Scipion),
-builds a project offline with copick's own API from simulated tomograms, trains on it,
+"""copick projects in and out, in the engine environment (numpy 2: copick needs it; Scipion's
+environment pins numpy 1.26): the suite makes it itself through ``scipion installb picker3d``
+(torch, the engine's requirements, copick, picker3d; no Scipion), builds a project offline with copick's own API from simulated tomograms, trains on it,
 picks it, writes the picks back and reads them with copick."""
 import json
 import os
@@ -11,11 +10,7 @@ import textwrap
 
 import pytest
 
-from picker3d.constants import ENGINE_REQUIREMENTS, TORCH_VERSION
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, ".venv-copick")
-PYTHON = os.path.join(VENV, "bin", "python")
 
 
 def _run(cmd, **kw):
@@ -25,28 +20,23 @@ def _run(cmd, **kw):
 
 
 @pytest.fixture(scope="module")
-def copick_python():
-    return ensure_copick_python()
-
-
-def ensure_copick_python():
-    """The engine-only environment with copick (made once, kept between runs)."""
-    stamp = os.path.join(VENV, ".picker3d-copick")
-    if not os.path.isfile(stamp) or os.path.getmtime(stamp) < os.path.getmtime(os.path.join(ROOT, "setup.py")):
-        if not os.path.isfile(PYTHON):
-            _run(["python3", "-m", "venv", VENV])
-        pip = [PYTHON, "-m", "pip", "install", "-q"]
-        _run(pip + [f"torch=={TORCH_VERSION}"], timeout=1800)
-        _run(pip + ENGINE_REQUIREMENTS + ["copick>=1.31", "zarr<3"], timeout=1800)
-        _run(pip + ["--no-deps", "-e", ROOT], timeout=600)
-        with open(stamp, "w") as fh:
-            fh.write("ok\n")
-    _run([PYTHON, "-m", "pip", "check"])
-    probe = _run([PYTHON, "-c", "import numpy, copick, importlib.util as u; print(numpy.__version__); "
-                  "print(u.find_spec('pwem') is None)"])
+def copick_env(tmp_path_factory):
+    """The engine environment of 'scipion installb picker3d' (copick, numpy 2, no Scipion),
+    checked: pip check clean, numpy 2, no Scipion module findable."""
+    from engine_env_helper import installed_engine_env
+    python, activation = installed_engine_env(tmp_path_factory.mktemp("installb"))
+    clean = {"PATH": os.environ["PATH"]}
+    _run([python, "-m", "pip", "check"], env=clean)
+    probe = _run([python, "-c", "import numpy, copick, importlib.util as u; print(numpy.__version__); "
+                  "print(u.find_spec('pwem') is None)"], env=clean)
     numpy_version, no_scipion = probe.stdout.split()
     assert int(numpy_version.split(".")[0]) >= 2 and no_scipion == "True", probe.stdout
-    return PYTHON
+    return python, activation
+
+
+@pytest.fixture(scope="module")
+def copick_python(copick_env):
+    return copick_env[0]
 
 
 PROJECT = textwrap.dedent("""
@@ -140,13 +130,13 @@ def test_copick_bad_input_one_line_nothing_written(copick_python, tmp_path):
     assert not any(os.path.exists(p) for p in (model, tmp_path / "l.tsv"))
 
 
-def test_copick_scipion_import_then_export_round_trip(copick_python, tmp_path):
+def test_copick_scipion_import_then_export_round_trip(copick_env, copick_python, tmp_path):
     """In Scipion: *import copick project* gives the runs' tomograms and curated picks as sets
     (positions equal to the truth to 0.01 voxel); *export to copick* writes them back as
     another user / session, read with copick to the same positions. Both protocols run the
     engine in the copick environment (Scipion's process never imports copick)."""
     _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
-    env = dict(os.environ, PICKER3D_ENV_ACTIVATION=f". {os.path.join(VENV, 'bin', 'activate')}")
+    env = dict(os.environ, PICKER3D_ENV_ACTIVATION=f". {copick_env[1]}")
     r = subprocess.run([sys.executable, "-c", SCIPION_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                        env=env, cwd=str(tmp_path), timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
