@@ -59,6 +59,8 @@ def data(tmp_path_factory):
     write_volume(f["vs0.mrc"], vol, 0.0)
     f["vs20.mrc"] = str(d / "vs20.mrc")
     write_volume(f["vs20.mrc"], vol, 20.0)
+    f["vs20_small.mrc"] = str(d / "vs20_small.mrc")
+    write_volume(f["vs20_small.mrc"], vol[:16, :24, :24], 20.0)
     f["folder.mrc"] = str(d / "folder.mrc")
     os.makedirs(f["folder.mrc"])
     # broken coordinate tables
@@ -120,8 +122,15 @@ CASES = {
     "mrc_with_inf": (lambda f, o: _train(f, [f["inf.mrc"]], [f["coords.tsv"]], o), "inf.mrc: contains 1 NaN/Inf"),
     "image_2d": (lambda f, o: _train(f, [f["image2d.mrc"]], [f["coords.tsv"]], o), "expected a 3D volume"),
     "voxel_size_zero": (lambda f, o: _train(f, [f["vs0.mrc"]], [f["coords.tsv"]], o), "vs0.mrc: voxel size is 0"),
-    "voxel_sizes_differ": (lambda f, o: _train(f, [f["tomo.mrc"], f["vs20.mrc"]], [f["coords.tsv"], f["coords.tsv"]], o),
-                           "voxel sizes differ"),
+    "train_voxel_size_zero_given": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["coords.tsv"]], o, "--voxel-size", "0"),
+                                    "--voxel-size: 0 must be"),
+    "pick_voxel_size_zero": (lambda f, o: ["pick", "--model", f["model.pt"], "--tomograms", f["tomo.mrc"], "--out-dir",
+                                           o, "--voxel-size", "0"], "--voxel-size: 0 must be"),
+    "pick_mask_other_shape": (lambda f, o: ["pick", "--model", f["model.pt"], "--tomograms", f["tomo.mrc"],
+                                            "--out-dir", o, "--mask", f["vs20_small.mrc"]],
+                              "--mask: " ),
+    "pick_z_range_outside": (lambda f, o: ["pick", "--model", f["model.pt"], "--tomograms", f["tomo.mrc"],
+                                           "--out-dir", o, "--z-range", "10-500"], "--z-range: 10-500 lies outside"),
     "coordinates_outside": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["outside.tsv"]], o), "outside.tsv: row 2"),
     "coordinates_negative": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["negative.tsv"]], o), "negative coordinate"),
     "axis_order_swapped": (lambda f, o: _train(f, [f["tomo.mrc"]], [f["xzy.tsv"]], o), "look like x z y"),

@@ -315,7 +315,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         # complete labels without validation set: the engine calibrates on the training tomograms
         self.assertEqual(a.val_tomograms, [])
 
-    def test_pick_refuses_other_sampling(self):
+    def test_pick_resamples_other_sampling_and_refuses_far_off(self):
         from picker3d.objects import Picker3DModel
         from picker3d.protocols import ProtPicker3DPick
         from tomo.protocols import ProtImportTomograms
@@ -328,9 +328,14 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         model.setSamplingRate(SAMPLING)
         pick = self.newProtocol(ProtPicker3DPick, inputTomograms=imp.Tomograms)
         pick.inputModel.set(model)
+        # twice the model's voxel size: the engine resamples, nothing to refuse
+        self.assertNotIn("Å/px", " ".join(pick.validate()))
+        model.setSamplingRate(SAMPLING / 2.5)
         msg = " ".join(pick.validate())
         self.assertIn("20 Å/px", msg)
-        self.assertIn("trained at 10 Å/px", msg)
+        self.assertIn("trained at 4 Å/px", msg)
+        pick.zRange.set("10 to 20")
+        self.assertIn("is not auto, all or Z0-Z1", " ".join(pick.validate()))
 
 
 def test_viewer_figures_render_to_png(tmp_path):

@@ -30,6 +30,15 @@ def _add_simulate(sub):
     p.add_argument("--subtomograms", type=int, default=0, metavar="N",
                    help="sub-tomogram mode: N labelled boxes per species instead of tomograms")
     p.add_argument("--box", type=int, default=32, help="sub-tomogram box size (voxels)")
+    g = p.add_argument_group("what real tomograms bring (added to each reconstructed tomogram)")
+    g.add_argument("--gradient", type=float, default=0.0, metavar="SIGMA",
+                   help="thickness gradient: the mean ramps by +-SIGMA standard deviations across x (default 0)")
+    g.add_argument("--carbon-edge", type=float, default=0.0, metavar="FRACTION",
+                   help="a band of dense carbon over this fraction of y (default 0: none)")
+    g.add_argument("--ice-blobs", type=int, default=0, metavar="N", help="N ice contamination blobs (default 0)")
+    g.add_argument("--empty-ice", type=int, default=0, metavar="PLANES",
+                   help="planes of empty ice added above and below the specimen (default 0)")
+    g.add_argument("--invert", action="store_true", help="flip the contrast: particles bright (default: dark)")
 
 
 def _add_masks(sub):
@@ -128,6 +137,17 @@ def _add_train(sub):
     _add_gpu(g)
     _add_precision(g)
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("the tomograms as they are")
+    g.add_argument("--voxel-size", type=float, default=None, metavar="A",
+                   help="the tomograms' voxel size in Å (default: each MRC header's); tomograms more than 2 %% "
+                        "apart are resampled to the first one's")
+    g.add_argument("--invert", action="store_true",
+                   help="flip the contrast of the training and validation tomograms (default: as they are; "
+                        "the model records the contrast it learned and picking checks tomograms against it)")
+    g.add_argument("--normalisation", default="local", choices=("local", "global"),
+                   help="the network's input: local (default): slow background (ice thickness, carbon) removed "
+                        "at twice the largest diameter and divided by the local std; global: one mean and std "
+                        "per tomogram, as picker3d 0.1 models")
     _train_advanced(p.add_argument_group("advanced (seed-paper variants and label geometry)"))
     for flag, instead in REMOVED_TRAIN_FLAGS.items():
         p.add_argument(flag, action=_Removed, instead=instead)
@@ -258,6 +278,24 @@ def _add_pick(sub):
                    help="drop particles whose centre is closer than this (voxels) to the volume's faces "
                         "(default 0)")
     g.add_argument("--tile", type=int, default=None, help="tile side (default: the model's)")
+    g = p.add_argument_group("the tomograms as they are")
+    g.add_argument("--voxel-size", type=float, default=None, metavar="A",
+                   help="the tomograms' voxel size in Å (default: the MRC header's; a header with none, 0 or 1 "
+                        "Å, is taken as the model's). A tomogram more than 2 %% off the model's voxel size is "
+                        "resampled to it and the picks mapped back to its voxels")
+    g.add_argument("--invert", action="store_true",
+                   help="flip the contrast (for tomograms whose dense material is the opposite of the training "
+                        "tomograms'; default: as they are)")
+    g.add_argument("--no-polarity-check", dest="polarity_check", action="store_false",
+                   help="pick even when the contrast looks inverted relative to the model (default: stop with a "
+                        "line naming --invert)")
+    g.add_argument("--z-range", default="auto", metavar="Z0-Z1",
+                   help="keep picks in these z planes (voxels, Z1 exclusive); auto (default): the specimen slab "
+                        "found from the band-passed density per plane (empty ice above and below left out); all: "
+                        "every plane")
+    g.add_argument("--mask", nargs="+", default=None, metavar="MRC",
+                   help="one mask per tomogram (MRC of the tomogram's shape): picks only where it is non-zero "
+                        "(default: none)")
     g.add_argument("--pad", type=int, default=None,
                    help="tile overlap padding: neighbouring tiles overlap by at least twice this (default: the "
                         "model's)")
@@ -452,7 +490,15 @@ def cmd_simulate(a):
               tilt_range=a.tilt_range, tilt_step=a.tilt_step, crowders=a.crowders)
     if a.no_distractors:
         kw.update(crowders=0, vesicles=0, membranes=0, gold=0)
-    man = write_simulation(a.out, n_tomograms=a.n_tomograms, seed=a.seed, **kw)
+    for flag, value in (("--gradient", a.gradient), ("--ice-blobs", a.ice_blobs), ("--empty-ice", a.empty_ice)):
+        if value < 0:
+            raise InputError(f"{flag}: {value} must be 0 or more")
+    if not 0 <= a.carbon_edge < 1:
+        raise InputError(f"--carbon-edge: {a.carbon_edge} must be a fraction of y in [0, 1)")
+    art = {"gradient": a.gradient, "carbon_edge": a.carbon_edge, "ice_blobs": a.ice_blobs,
+           "empty_ice": a.empty_ice, "invert": a.invert}
+    man = write_simulation(a.out, n_tomograms=a.n_tomograms, seed=a.seed,
+                           artefacts=art if any(art.values()) else None, **kw)
     for t in man["tomograms"]:
         counts = ", ".join(f"{k} {v['count']}" for k, v in t["species"].items())
         print(f"{t['name']}: {counts} particles; {t['seconds']} s")
@@ -599,13 +645,12 @@ def cmd_train(a):
             if len(classes) != 1:
                 raise InputError("--coords: a table without class column needs exactly one class in --diameters")
             t.classes = np.asarray([classes[0]] * len(t), dtype=object)
-    for path, v in zip(list(a.tomograms) + list(a.val_tomograms) or list(a.runs) + list(a.val_runs),
-                       list(vs) + list(_vs)):
-        if not v or v <= 0:
-            raise InputError(f"{path}: voxel size is {v:g} Å in the MRC header; set it (e.g. "
-                             f"'alterheader -del' in IMOD) so the model records its sampling")
-    if len({round(v, 3) for v in vs}) > 1:
-        raise InputError(f"--tomograms: voxel sizes differ ({', '.join(f'{v:g}' for v in vs)} Å)")
+    names = list(a.tomograms) + list(a.val_tomograms) or list(a.runs) + list(a.val_runs)
+    sizes = _training_voxel_sizes(names, list(vs) + list(_vs), a.voxel_size)
+    vols, tables, vvols, vtables = _same_sampling(names, vols + vvols, tables + vtables, sizes, len(vols))
+    if a.invert:
+        vols, vvols = [-v for v in vols], [-v for v in vvols]
+    vs = sizes
     channels = tuple(int(c) for c in a.channels.split(","))
     epochs = a.epochs or (1000 if a.minutes else 20)
     train(vols, tables, classes, diam, a.out, vvols, vtables, voxel_size=vs[0], epochs=epochs,
@@ -617,9 +662,37 @@ def cmd_train(a):
           consistency=a.consistency, mask_diameter=a.mask_diameter, network=a.network,
           patch_depth=a.patch_depth, contrastive=a.contrastive, rotation=a.rotation,
           precision=a.precision, init=a.init,
-          max_mask_ratio=a.max_mask_ratio)
+          max_mask_ratio=a.max_mask_ratio, normalisation=a.normalisation)
     print(f"model written to {a.out}")
     return 0
+
+
+def _training_voxel_sizes(names, header_sizes, given):
+    """Each training / validation tomogram's voxel size: --voxel-size, else its header's (0 or
+    1 Å in a header is no voxel size: a one-line error asks for --voxel-size)."""
+    if given is not None:
+        if not given > 0:
+            raise InputError(f"--voxel-size: {given:g} must be a positive number of Å")
+        return [float(given)] * len(names)
+    for path, v in zip(names, header_sizes):
+        if not v or v <= 0 or abs(v - 1.0) < 1e-6:
+            raise InputError(f"{path}: voxel size is {v or 0:g} Å in the MRC header; give --voxel-size (or set it, "
+                             f"e.g. 'alterheader -del' in IMOD) so the model records its sampling")
+    return [float(v) for v in header_sizes]
+
+
+def _same_sampling(names, volumes, tables, sizes, n_train):
+    """Every tomogram at the first one's voxel size (resampled, its table scaled) when they
+    differ by more than 2 %; returns (train volumes, train tables, val volumes, val tables)."""
+    from .volume import resample
+    target = sizes[0]
+    for i, (name, v) in enumerate(zip(names, sizes)):
+        if abs(v - target) / target > 0.02:
+            print(f"{name}: {v:g} Å/voxel: resampled to {target:g} Å/voxel, the first tomogram's (the diameters "
+                  f"are in its voxels)", flush=True)
+            volumes[i] = resample(volumes[i], v, target)
+            tables[i] = tables[i].scaled(v / target)
+    return volumes[:n_train], tables[:n_train], volumes[n_train:], tables[n_train:]
 
 
 def _train_copick(a, diam):
@@ -653,7 +726,6 @@ def _train_copick(a, diam):
 
 def cmd_pick(a):
     from concurrent.futures import ThreadPoolExecutor
-    from .formats.mrc import read_voxel_size
     from .modelfile import load_model
     # --device cuda:0,cuda:1: one model per device, tomograms dealt out in turn
     devices = device_list(a)
@@ -661,14 +733,15 @@ def cmd_pick(a):
         raise InputError("--tomograms: give MRC tomograms or --copick-config, not both")
     if not a.copick_config and not a.tomograms:
         raise InputError("--tomograms: required (or give --copick-config)")
+    if a.voxel_size is not None and not a.voxel_size > 0:
+        raise InputError(f"--voxel-size: {a.voxel_size:g} must be a positive number of Å")
+    if a.mask and len(a.mask) != len(a.tomograms):
+        raise InputError(f"--mask: {len(a.mask)} masks for {len(a.tomograms)} tomograms (--tomograms)")
     # the model first: its binning says how to read the tomograms
-    try:
-        vs = a.voxel_spacing if a.copick_config else read_voxel_size(a.tomograms[0])
-    except InputError:
-        vs = None      # read_binned names the problem when the tomogram is read
     models = []
     for i, dev in enumerate(devices):
-        model, meta = load_model(a.model, dev, voxel_size=vs,
+        # (no voxel size: a tomogram at another sampling is resampled to the model's, _network_volume)
+        model, meta = load_model(a.model, dev, voxel_size=None,
                                  warn=(lambda m: print(m, file=sys.stderr)) if i == 0 else (lambda m: None))
         models.append(model)
     keep = None
@@ -704,17 +777,34 @@ def _pick_copick(a, model, meta, device, keep):
     project as --out-user / --out-session (an object the configuration lacks is added with
     the model's radius)."""
     from .formats.copick_project import read_tomogram, write_picks
-    from .volume import bin_volume
     root, runs = _copick_runs(a, a.runs)
     radii = {c: d / 2.0 * a.voxel_spacing for c, d in (meta.get("diameters") or {}).items()}
     for run in runs:
-        vol, vs = read_tomogram(run, a.voxel_spacing, a.tomo_type)
-        table = _pick_volume(a, run.name, bin_volume(vol, int(meta.get("bin", 1))), vs, vol.shape, model, meta,
-                             device, keep)
+        full, vs = read_tomogram(run, a.voxel_spacing, a.tomo_type)
+        vol, shape, scale = _network_volume(f"run {run.name}", meta, vs, full=full)
+        table = _pick_volume(a, run.name, vol, vs, shape, model, meta, device, keep, scale=scale,
+                             specimen=_z_range(a.z_range, shape[0], f"run {run.name}"))
         added = write_picks(root, a.copick_config, run, table, a.voxel_spacing, a.out_user, a.out_session, radii)
         print(f"{a.copick_config}: run {run.name}: {len(table)} picks written as user {a.out_user}, session "
               f"{a.out_session}" + (f"; objects added to the configuration: {', '.join(added)}" if added else ""))
     return 0
+
+
+def _score_map(probs, meta, full_shape, scale):
+    """1 - background probability at the tomogram's voxels (upsampled from the network's, and
+    resampled back when the tomogram was resampled to the model's voxel size)."""
+    import numpy as np
+    from .picking.tiles import upsample
+    from .volume import resample
+    factor = int(meta.get("bin", 1))
+    if scale == 1.0:
+        return upsample(1.0 - probs[0], factor, full_shape)
+    own = [int(n * factor) for n in probs.shape[1:]]
+    score = resample(upsample(1.0 - probs[0], factor, own), 1.0, 1.0 / scale)
+    out = np.zeros(full_shape, np.float32)
+    z, y, x = (min(a, b) for a, b in zip(full_shape, score.shape))
+    out[:z, :y, :x] = score[:z, :y, :x]
+    return out
 
 
 def _copick_runs(a, names):
@@ -739,28 +829,110 @@ def _copick_pairs(a, names, what=""):
     return out
 
 
+def _tomogram_voxel_size(path, header, given, meta):
+    """The voxel size picking uses: --voxel-size, else a usable header's, else the model's
+    (said in the log), else a one-line error asking for --voxel-size."""
+    if given is not None:
+        if not given > 0:
+            raise InputError(f"--voxel-size: {given:g} must be a positive number of Å")
+        return float(given)
+    if header and abs(header - 1.0) > 1e-6 and header > 0:
+        return float(header)
+    if meta.get("voxel_size"):
+        print(f"{path}: no voxel size in the header ({header or 0:g} Å): taken as the model's, "
+              f"{meta['voxel_size']:g} Å (--voxel-size gives it)", flush=True)
+        return float(meta["voxel_size"])
+    raise InputError(f"{path}: the header has no usable voxel size ({header or 0:g} Å) and the model records "
+                     f"none: give --voxel-size")
+
+
+def _network_volume(path, meta, vs, full=None):
+    """``(binned volume, full shape, scale)`` of a tomogram for the model: read and binned a
+    few planes at a time (the full-size tomogram never in memory), or, more than 2 % off the
+    model's voxel size, resampled to it first (``scale`` = model / tomogram voxel size: a
+    position in the resampled voxels times it is one in the tomogram's). ``full``: the
+    tomogram already in memory."""
+    from .formats.mrc import read_binned, read_volume
+    from .volume import bin_volume, resample
+    factor = int(meta.get("bin", 1))
+    model_vs = meta.get("voxel_size")
+    if model_vs and abs(vs - model_vs) / model_vs > 0.02:
+        if full is None:
+            full, _ = read_volume(path)
+        print(f"{path}: {vs:g} Å/voxel, the model {model_vs:g}: resampled to the model's voxel size, picks "
+              f"mapped back to the tomogram's voxels", flush=True)
+        return bin_volume(resample(full, vs, model_vs), factor), full.shape, model_vs / vs
+    if full is not None:
+        return bin_volume(full, factor), full.shape, 1.0
+    vol, _, full_shape = read_binned(path, factor)
+    return vol, full_shape, 1.0
+
+
+def _z_range(text, nz, path):
+    """--z-range as pick_tomogram's ``specimen``: "auto", None (all) or (z0, z1)."""
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    try:
+        z0, z1 = (float(v) for v in text.split("-"))
+    except ValueError:
+        raise InputError(f"--z-range: '{text}' is not auto, all or Z0-Z1") from None
+    if not 0 <= z0 < z1 <= nz:
+        raise InputError(f"--z-range: {text} lies outside the {nz} planes of {path} (0-{nz})")
+    return z0, z1
+
+
+def _mask_for(a, index, path, shape):
+    if not a.mask:
+        return None
+    from .formats.mrc import read_volume
+    if len(a.mask) != len(a.tomograms):
+        raise InputError(f"--mask: {len(a.mask)} masks for {len(a.tomograms)} tomograms (--tomograms)")
+    mask, _ = read_volume(a.mask[index])
+    if mask.shape != tuple(shape):
+        raise InputError(f"--mask: {a.mask[index]} is {'x'.join(map(str, mask.shape))} voxels (z y x), the "
+                         f"tomogram {path} {'x'.join(map(str, shape))}")
+    return mask
+
+
 def _pick_one(a, path, model, meta, device, keep, quiet=False):
     """Pick one tomogram and write DIR/<stem>.tsv (and the score map)."""
-    from .formats.mrc import read_binned
-    # read and binned a few planes at a time: the full-size tomogram is never in memory
-    vol, vs, full_shape = read_binned(path, int(meta.get("bin", 1)))
+    from .formats.mrc import read_shape, read_voxel_size
+    vs = _tomogram_voxel_size(path, read_voxel_size(path), a.voxel_size, meta)
+    shape = read_shape(path)
+    specimen = _z_range(a.z_range, shape[0], path)          # checked before the work
+    mask = _mask_for(a, a.tomograms.index(path), path, shape)
+    vol, full_shape, scale = _network_volume(path, meta, vs)
     stem = os.path.splitext(os.path.basename(path))[0]
-    _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet, source=path)
+    _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet, source=path, scale=scale,
+                 specimen=specimen, mask=mask)
 
 
-def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=False, source=None):
+def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=False, source=None, scale=1.0,
+                 specimen="auto", mask=None):
     """Pick one (binned) tomogram and write DIR/<stem>.tsv, the --format file and the score
-    map; returns the picks."""
+    map; returns the picks. ``scale``: positions in ``vol``'s voxels times it are the
+    tomogram's (resampled to the model's voxel size)."""
     from .formats.writers import format_suffix, write_format, write_table
     from .formats.mrc import write_volume
-    from .picking.tomogram import pick_tomogram
+    from .picking.tomogram import pick_tomogram, restrict_to_specimen
     from .picking.tiles import upsample
     t0 = time.time()
-    table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
-                                 pad=a.pad, mode=a.mode, progress=not quiet,
-                                 log=None if quiet else (lambda m: print(m, flush=True)),
-                                 flips=a.flips, border=a.border, prebinned=True,
-                                 precision=a.precision)
+    if a.invert:
+        vol = -vol
+    if isinstance(specimen, tuple):
+        specimen = (specimen[0] / scale, specimen[1] / scale)
+    try:
+        table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
+                                     pad=a.pad, mode=a.mode, progress=not quiet,
+                                     log=None if quiet else (lambda m: print(m, flush=True)),
+                                     flips=a.flips, border=a.border, prebinned=True,
+                                     precision=a.precision, specimen=specimen, check_polarity=a.polarity_check)
+    except InputError as exc:
+        raise InputError(f"{source or stem}: {exc}") from None
+    if scale != 1.0:
+        table.xyz = table.xyz * scale
+    if mask is not None:
+        table = restrict_to_specimen(table, None, meta, specimen=None, mask=mask)
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
     os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
@@ -768,8 +940,7 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
     if a.format != "tsv":
         write_format(os.path.join(a.out_dir, stem + format_suffix(a.format)), table, a.format, stem, full_shape, vs)
     if a.score_map:
-        score = upsample(1.0 - probs[0], int(meta.get("bin", 1)), full_shape)
-        write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), score, vs)
+        write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), _score_map(probs, meta, full_shape, scale), vs)
     counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
     print(f"{source or stem}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
     return table

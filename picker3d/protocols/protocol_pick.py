@@ -1,5 +1,6 @@
 """Pick particles in tomograms with a trained picker3d model."""
 import os
+import re
 from enum import Enum
 
 import pyworkflow.object as pwobj
@@ -57,6 +58,18 @@ class ProtPicker3DPick(ProtPicker3DBase):
                       label="Test-time flips", help="Mirrored copies to average (more = slower, smoother).")
         form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
                       help="Box size of the output set; 0 = the largest class diameter rounded up to even.")
+        form.addParam("invertContrast", params.BooleanParam, default=False, label="Invert contrast?",
+                      help="Flip the tomograms' contrast before picking: for tomograms whose dense material is the "
+                           "opposite of the model's training tomograms (the pick stops with a message saying so). "
+                           "Default: no.")
+        form.addParam("zRange", params.StringParam, default="auto", label="Keep picks in z planes",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="auto (default): the specimen slab found in each tomogram (empty ice above and below "
+                           "left out); all: every plane; Z0-Z1: these planes (voxels, Z1 exclusive).")
+        form.addParam("inputMasks", params.PointerParam, pointerClass="SetOfTomoMasks", allowsNull=True,
+                      label="Region masks (optional)",
+                      help="Masks of the region of interest (matched to the tomograms by tsId): picks only where "
+                           "the mask is non-zero. Default: none.")
         form.addParam("splitClasses", params.BooleanParam, default=False, label="Also one set per class?")
         form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
                       help="The per-voxel particle probability of each tomogram, as tomo masks.")
@@ -78,6 +91,14 @@ class ProtPicker3DPick(ProtPicker3DBase):
     def linkTomogramsStep(self):
         for ts_id, tomo in tomograms_by_ts_id(self.inputTomograms.get()).items():
             link_tomogram(tomo, self._folder(ts_id))
+        if self.inputMasks.get() is not None:
+            for mask in self.inputMasks.get().iterItems():
+                folder = os.path.join(self._folder(mask.getTsId()), "mask")
+                if os.path.isdir(self._folder(mask.getTsId())):
+                    link_tomogram(mask, folder)
+
+    def _maskLink(self, ts_id):
+        return tomogram_link_path(os.path.join(self._folder(ts_id), "mask"), ts_id)
 
     def _failedFile(self, ts_id):
         return os.path.join(self._folder(ts_id), FAILED_FILE)
@@ -121,6 +142,15 @@ class ProtPicker3DPick(ProtPicker3DBase):
             args.append(f"--flips {FLIP_CHOICES[self.flips.get()]}")
         if self.saveScoreMaps.get():
             args.append("--score-map")
+        # Scipion's sampling rate, not the file header's (which may have none)
+        args.append(f"--voxel-size {self.inputTomograms.get().getSamplingRate()}")
+        if getattr(self, "invertContrast", None) is not None and self.invertContrast.get():
+            args.append("--invert")
+        z_range = getattr(self, "zRange", None)
+        if z_range is not None and (z_range.get() or "auto").strip() != "auto":
+            args.append(f"--z-range {z_range.get().strip()}")
+        if os.path.lexists(self._absPath(self._maskLink(ts_id))):
+            args.append(f"--mask {self._quote(self._maskLink(ts_id))}")
         self.runEngine("pick", " ".join(args), tag=ts_id)
         if not os.path.exists(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv"))):
             raise EngineError(f"picker3d pick: the engine wrote no table for {ts_id} (see the run log)")
@@ -191,9 +221,13 @@ class ProtPicker3DPick(ProtPicker3DBase):
         if not model.getFileName() or not os.path.exists(model.getFileName()):
             errors.append(f"Model file {model.getFileName()} does not exist.")
         msr, tsr = model.getSamplingRate(), tomos.getSamplingRate()
-        if msr and tsr and abs(msr - tsr) / msr > 0.05:
-            errors.append(f"The tomograms are at {tsr:g} Å/px but the model was trained at {msr:g} Å/px: "
-                          f"rescale the tomograms (or train at this sampling).")
+        # within a factor of 4 the engine resamples the tomograms to the model's sampling
+        if msr and tsr and not 0.25 <= tsr / msr <= 4.0:
+            errors.append(f"The tomograms are at {tsr:g} Å/px but the model was trained at {msr:g} Å/px: more "
+                          f"than 4x apart; bin the tomograms (or train at this sampling).")
+        z_range = (self.zRange.get() or "auto").strip()
+        if z_range not in ("auto", "all") and not re.fullmatch(r"\d+(\.\d*)?-\d+(\.\d*)?", z_range):
+            errors.append(f"Keep picks in z planes: '{z_range}' is not auto, all or Z0-Z1.")
         if tomos.getSize() == 0:
             errors.append(f"The tomogram set {tomos.getObjLabel() or tomos.getObjName()} is empty.")
         try:

@@ -119,8 +119,9 @@ def read_binned(path, factor, chunk_bytes=64 << 20):
 
 def read_voxel_size(path):
     """Voxel size in Å from an MRC header, without reading the data."""
+    path = _existing_file(path)
     try:
-        with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
             return float(mrc.voxel_size.x)
     except Exception as exc:
         raise _unreadable(path, exc) from exc
@@ -128,9 +129,13 @@ def read_voxel_size(path):
 
 def read_shape(path):
     """``(nz, ny, nx)`` from an MRC header, without reading the data."""
-    with mrcfile.open(os.fspath(path), header_only=True, permissive=True) as mrc:
-        h = mrc.header
-        return int(h.nz), int(h.ny), int(h.nx)
+    path = _existing_file(path)
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            h = mrc.header
+            return int(h.nz), int(h.ny), int(h.nx)
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def write_volume(path, data, voxel_size):

@@ -4,9 +4,11 @@ import math
 
 import numpy as np
 
+from ..errors import InputError
 from ..formats.table import CoordTable
-from ..volume import bin_volume, from_binned, to_binned, volume_stats
+from ..volume import NORMALISED, bin_volume, from_binned, network_input, to_binned
 from .peaks import _inside_border, deduplicate, find_particles
+from .specimen import polarity_mismatch, polarity_skew, specimen_slab
 from .tiles import predict_volume
 
 
@@ -14,7 +16,8 @@ SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
 
 
 def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, pad=None, mode="peaks",
-                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False, precision="auto"):
+                  log=None, progress=False, flips=None, border=0, slab=SLAB, prebinned=False, precision="auto",
+                  specimen="auto", mask=None, check_polarity=True):
     """Pick one tomogram with a loaded model; returns ``(CoordTable, probs)``.
 
     The tomogram is binned by the model's factor (``meta["bin"]``) before inference;
@@ -29,19 +32,85 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     (``probs`` then has that one channel). ``mode="cc"`` always works on the whole volume.
     With ``prebinned``, ``volume`` is already binned by the model's factor (e.g. by
     :func:`picker3d.engine.formats.mrc.read_binned`, which never holds the full-size tomogram).
+
+    The network reads the tomogram normalised as its model file says (``input_norm``:
+    :func:`picker3d.engine.volume.network_input`). ``check_polarity``: a tomogram whose
+    contrast is the opposite of the model's training tomograms (``polarity_skew``) is refused
+    with an InputError naming ``--invert``. Picks are kept inside the specimen
+    (:func:`restrict_to_specimen`: ``specimen`` "auto", None, or (z0, z1) in voxels; ``mask``
+    a volume of the tomogram's shape, non-zero where picks are kept).
     """
     factor = int(meta.get("bin", 1))
     tile = tile or meta.get("tile", 96)
     pad = meta.get("pad", 12) if pad is None else pad
     flips = flips or meta.get("flips", 1)
     binned = np.asarray(volume, dtype=np.float32) if prebinned else bin_volume(volume, factor)
+    net_in = network_input(binned, meta.get("input_norm"))
+    del binned
+    if check_polarity:
+        check_contrast(net_in, meta)
+    table, probs = _pick_normalised(model, meta, net_in, device, threshold, tile, pad, mode, log, progress, flips,
+                                    border, slab, precision)
+    return restrict_to_specimen(table, net_in, meta, specimen, mask, log), probs
+
+
+def check_contrast(net_in, meta):
+    """InputError when the tomogram's contrast is the opposite of the model's training
+    tomograms (band-passed skewness of opposite sign, :mod:`.specimen`)."""
+    model_skew = meta.get("polarity_skew")
+    if model_skew is None:
+        return
+    here = polarity_skew(net_in, _polarity_diameter(meta))
+    if polarity_mismatch(here, model_skew):
+        raise InputError(f"the contrast is inverted relative to the model's training tomograms (dense material "
+                         f"{'bright' if here > 0 else 'dark'} here, {'bright' if model_skew > 0 else 'dark'} "
+                         f"there: band-passed skewness {here:+.2f} vs {model_skew:+.2f}): pick with --invert "
+                         f"(or --no-polarity-check to pick it as it is)")
+
+
+def _polarity_diameter(meta):
+    """The scale (network voxels) at which polarity and the specimen slab are read: the median
+    class diameter."""
+    return float(np.median(list(_binned_diameters(meta).values())))
+
+
+def restrict_to_specimen(table, net_in, meta, specimen="auto", mask=None, log=None):
+    """Picks inside the specimen only: ``specimen`` "auto" (the slab found in the binned
+    network input, :func:`picker3d.engine.picking.specimen.specimen_slab`), None (every
+    plane) or ``(z0, z1)`` (original voxels, z1 exclusive); and where ``mask`` (the
+    tomogram's shape) is non-zero."""
+    factor = int(meta.get("bin", 1))
+    n = len(table)
+    if specimen == "auto":
+        largest = max(_binned_diameters(meta).values())
+        zb0, zb1 = specimen_slab(net_in, _polarity_diameter(meta), margin=largest / 2.0)
+        if (zb0, zb1) != (0, net_in.shape[0]):
+            z0, z1 = zb0 * factor, zb1 * factor
+            table = table.subset(np.flatnonzero((table.xyz[:, 2] >= z0 - 0.5) & (table.xyz[:, 2] < z1 - 0.5)))
+            if log:
+                log(f"specimen slab z {z0}-{z1} of {net_in.shape[0] * factor} planes: {n - len(table)} picks "
+                    f"outside dropped (--z-range all keeps them)")
+    elif specimen is not None:
+        z0, z1 = specimen
+        table = table.subset(np.flatnonzero((table.xyz[:, 2] >= z0 - 0.5) & (table.xyz[:, 2] < z1 - 0.5)))
+    if mask is not None and len(table):
+        idx = np.clip(np.rint(table.xyz[:, ::-1]).astype(int), 0, np.array(mask.shape) - 1)
+        table = table.subset(np.flatnonzero(mask[idx[:, 0], idx[:, 1], idx[:, 2]] != 0))
+    return table
+
+
+def _pick_normalised(model, meta, binned, device, threshold, tile, pad, mode, log, progress, flips, border, slab,
+                     precision):
+    """Inference and post-processing of the normalised, binned tomogram (whole, or slab by
+    slab for thick ones); returns ``(table, probs)``."""
+    factor = int(meta.get("bin", 1))
     Z = binned.shape[0]
     halo = _postprocess_margin(meta)
     if mode == "cc" or not slab or Z <= slab + 2 * halo:
         probs = predict_volume(model, binned, tile=tile, pad=pad, device=device, log=log,
-                               progress=progress, flips=flips, precision=precision)
+                               progress=progress, flips=flips, precision=precision, stats=NORMALISED)
         return particles_from_probs(probs, meta, threshold=threshold, mode=mode, border=border), probs
-    stats = volume_stats(binned)
+    stats = NORMALISED
     background = np.empty((1,) + binned.shape, dtype=np.float32)
     tables = []
     rows = {}       # rows of tiles shared by consecutive slabs

@@ -90,16 +90,19 @@ def simulate_subtomograms(n_per_species=50, box=32, seed=0, snr=0.03, species=No
     return stack.astype(np.float32), rows
 
 
-def write_simulation(out_dir, n_tomograms=1, seed=0, **kw):
+def write_simulation(out_dir, n_tomograms=1, seed=0, artefacts=None, **kw):
     """Write ``tomo_XX.mrc`` + ``tomo_XX.tsv`` (+ occupancy, density) and ``manifest.json``.
 
-    Tomogram ``i`` uses seed ``seed + i``. Returns the manifest dict.
+    Tomogram ``i`` uses seed ``seed + i``. ``artefacts``: what a real tomogram brings, added to
+    each reconstructed tomogram (:func:`add_artefacts`). Returns the manifest dict.
     """
     os.makedirs(out_dir, exist_ok=True)
     manifest = {"tomograms": []}
     for i in range(n_tomograms):
         stem = f"tomo_{i:02d}"
         sim = simulate_tomogram(seed=seed + i, **kw)
+        if artefacts:
+            sim = add_artefacts(sim, seed=seed + i, **artefacts)
         vs = sim["manifest"]["voxel_size_A"]
         write_volume(os.path.join(out_dir, stem + ".mrc"), sim["tomogram"], vs)
         write_volume(os.path.join(out_dir, stem + "_occupancy.mrc"), sim["occupancy"], vs)
@@ -114,3 +117,33 @@ def write_simulation(out_dir, n_tomograms=1, seed=0, **kw):
     with atomic_write(os.path.join(out_dir, "manifest.json")) as tmp, open(tmp, "w") as fh:
         json.dump(manifest, fh, indent=1)
     return manifest
+
+
+def add_artefacts(sim, gradient=0.0, carbon_edge=0.0, ice_blobs=0, empty_ice=0, invert=False, seed=0):
+    """A simulated tomogram (:func:`simulate_tomogram`'s dict) with a real tomogram's
+    artefacts (:mod:`.artefacts`): a thickness gradient of ±``gradient`` σ across x, a carbon
+    edge over the fraction ``carbon_edge`` of y, ``ice_blobs`` ice contamination blobs,
+    ``empty_ice`` planes of empty ice above and below (the ground truth, occupancy and density
+    shifted to match), the contrast flipped. The manifest records them."""
+    from . import artefacts as art
+    vol = sim["tomogram"]
+    rows = [dict(r) for r in sim["rows"]]
+    occupancy, density = sim["occupancy"], sim["density"]
+    if gradient:
+        vol = art.thickness_gradient(vol, gradient)
+    if carbon_edge:
+        vol = art.carbon_edge(vol, carbon_edge, seed=seed)
+    if ice_blobs:
+        vol = art.ice_contamination(vol, ice_blobs, seed=seed)
+    if empty_ice:
+        table = CoordTable.from_rows(rows)
+        vol, _ = art.empty_ice(vol, table, empty_ice, seed=seed)
+        for r in rows:
+            r["z"] += empty_ice
+        pad = ((empty_ice, empty_ice), (0, 0), (0, 0))
+        occupancy, density = np.pad(occupancy, pad), np.pad(density, pad)
+    if invert:
+        vol = art.inverted(vol)
+    manifest = dict(sim["manifest"], artefacts={"gradient": gradient, "carbon_edge": carbon_edge,
+                                                "ice_blobs": ice_blobs, "empty_ice": empty_ice, "invert": invert})
+    return dict(sim, tomogram=vol, rows=rows, occupancy=occupancy, density=density, manifest=manifest)

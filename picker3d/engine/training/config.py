@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..formats.table import diameter_of
 from ..network import NETWORKS, autocast_dtype
 from ..picking.tomogram import default_peak_smoothing
+from ..volume import LOCAL_SCALE
 from .state import environment_versions
 
 
@@ -186,6 +187,8 @@ class TrainConfig:
     init: object
     seed: int
     device: object
+    input_norm: object = None    # the network input's normalisation (volume.network_input); None: global
+    polarity_skew: object = None  # set by prepare_data: the training tomograms' contrast
     resumed: bool = False
 
     @property
@@ -219,8 +222,12 @@ class TrainConfig:
         amp = str(self.amp).replace("torch.", "") if self.amp else "float32"
         return {"classes": list(self.class_names), "diameters": dict(self.diameters),
                 "voxel_size": float(self.voxel_size),
-                "normalization": "per-tomogram zero mean, unit std (robust: fill value and 0.5 % tails "
-                                 "left out), clipped at +-3", "mask": self.mask_type, "loss": self.loss,
+                "normalization": ("slow background removed (linear trend, then a low-pass at sigma "
+                                  f"{self.input_norm['sigma']:g} network voxels), divided by the local std, "
+                                  "then zero mean, unit std, clipped at +-3") if self.input_norm else
+                                 ("per-tomogram zero mean, unit std (robust: fill value and 0.5 % tails "
+                                  "left out), clipped at +-3"),
+                "input_norm": self.input_norm, "polarity_skew": self.polarity_skew, "mask": self.mask_type, "loss": self.loss,
                 "lr": self.lr, "consistency": float(self.consistency), "contrastive": float(self.contrastive),
                 "rotation": float(self.rotation), "precision": amp,
                 "patch": self.patch, "patch_depth": self.depth, "batch": self.batch, "network": self.network,
@@ -277,6 +284,11 @@ class TrainConfig:
         else:
             mask_diam = label_diameters(diam_b, min_mask, ratio)
         patch, batch, patch_depth, resumed = _resolve_patches(o, diam_b, sparse, checkpoint, ckpt_path)
+        norm = o.get("normalisation", "local")
+        if norm not in ("local", "global"):
+            raise InputError(f"--normalisation: '{norm}' must be local or global")
+        input_norm = {"kind": "local", "sigma": round(LOCAL_SCALE * max(diam_b.values()), 2)} \
+            if norm == "local" else None
         cfg = cls(class_names=list(class_names), diameters=diam, voxel_size=float(o["voxel_size"]),
                   labels=o["labels"], loss=o["loss"], prior=o["prior"], expected_particles=o["expected_particles"],
                   epochs=o["epochs"], iters_per_epoch=o["iters_per_epoch"], minutes=o["minutes"], bin=bin,
@@ -287,7 +299,7 @@ class TrainConfig:
                   rotation=o["rotation"], augment=o["augment"], precision=o["precision"],
                   amp=autocast_dtype(device, o["precision"], training=True), tile=o["tile"], pad=o["pad"],
                   flips=o["flips"], holdout=o["holdout"], bin_phases=o["bin_phases"], init=o["init"],
-                  seed=o["seed"], device=device, resumed=resumed)
+                  seed=o["seed"], device=device, input_norm=input_norm, resumed=resumed)
         shape = f"{patch}³" if cfg.depth == patch else f"{cfg.depth}x{patch}x{patch} (z, y, x)"
         log(f"patches {shape} in batches of {batch}" + (" (as the interrupted run)" if resumed else ""))
         cfg._check_sizes(volume_shapes)

@@ -12,7 +12,8 @@ from ..errors import InputError
 from ..formats.table import CoordTable
 from ..masks import label_mask
 from ..pu import centre_heatmaps, check_prior, class_priors, prior_from_counts
-from ..volume import bin_volume, normalize, to_binned
+from ..picking.specimen import polarity_skew
+from ..volume import bin_volume, network_input, to_binned
 
 
 class TomogramData:
@@ -26,9 +27,9 @@ class TomogramData:
     """
 
     def __init__(self, volume, table, class_names, diameters, mask_type="tball", name="", n_negatives=300,
-                 sparse=False):
+                 sparse=False, norm=None):
         self.name = name
-        self.volume = normalize(volume)
+        self.volume = network_input(volume, norm)
         self.table = table
         cls = [class_names.index(c) + 1 if c in class_names else 0 for c in
                (table.classes if table.classes is not None else [class_names[0]] * len(table))]
@@ -101,6 +102,11 @@ def augment_patch(v, lab, rng, max_angle=20.0):
       y would tilt it, and are never made);
     - contrast x U(0.8, 1.25), offset U(-0.2, 0.2) and added Gaussian noise of up to 0.3 std
       (the tomogram is normalised to unit std), for other SNRs and defoci.
+
+    Slow intensity fields (uneven ice, carbon) are removed from the input by the local
+    normalisation (:func:`picker3d.engine.volume.local_normalize`) rather than learnt: a
+    random ramp of up to ±0.5 std across each patch, added here, stopped a short sparse-label
+    training from learning anything (validation F1 0 against 1.0 without it).
     """
     angle = rng.uniform(-max_angle, max_angle)
     v = ndimage.rotate(v, angle, axes=(1, 2), reshape=False, order=1, mode="reflect")
@@ -111,7 +117,7 @@ def augment_patch(v, lab, rng, max_angle=20.0):
     return v.astype(np.float32), lab
 
 
-def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_type, holdout, reach):
+def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_type, holdout, reach, norm=None):
     """The training tomograms binned again from shifted block grids (offsets 0 or factor/2 per
     axis, all but the unshifted one): the same particles with other noise averaged into each
     binned voxel and at other sub-voxel positions. Complete labels (hard negatives included)."""
@@ -125,7 +131,7 @@ def binning_phase_copies(volumes, tables, factor, class_names, mask_diam, mask_t
                 continue
             vo = bin_volume(v[o[0]:, o[1]:, o[2]:], factor)
             to = CoordTable(to_binned(t.xyz - np.array(o[::-1], dtype=float), factor), t.classes, t.scores)
-            d = TomogramData(vo, to, class_names, mask_diam, mask_type, name=f"train{i}+{o}")
+            d = TomogramData(vo, to, class_names, mask_diam, mask_type, name=f"train{i}+{o}", norm=norm)
             if split is not None:
                 hold_out(d, holdout, reach, split=(split[0], split[1] - (1 if o[split[0]] else 0)))
             out.append(d)
@@ -207,11 +213,15 @@ def prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, checkpoint
     tables = [binned_table(t) for t in train_tables]
     # normalised once here, as the training volumes are (TomogramData): validation then predicts
     # with stats=NORMALISED instead of estimating every volume's statistics again each epoch
-    vvols = [normalize(bin_volume(v, b)) for v in val_vols]
+    vvols = [network_input(bin_volume(v, b), cfg.input_norm) for v in val_vols]
     vtables = [binned_table(t) for t in val_tables]
     binned = [bin_volume(v, b) for v in train_vols]
-    data = [TomogramData(v, t, names, cfg.label_diameters, cfg.mask_type, name=f"train{i}", sparse=cfg.sparse)
-            for i, (v, t) in enumerate(zip(binned, tables))]
+    data = [TomogramData(v, t, names, cfg.label_diameters, cfg.mask_type, name=f"train{i}", sparse=cfg.sparse,
+                         norm=cfg.input_norm) for i, (v, t) in enumerate(zip(binned, tables))]
+    # the contrast the model learns (picking checks a tomogram against it): the band-passed
+    # skewness of the training tomograms at the median class diameter
+    cfg.polarity_skew = round(float(np.mean([polarity_skew(d.volume, np.median(list(cfg.network_diameters.values())))
+                                             for d in data])), 4)
     # how far before a hold-out cut a particle may be centred and still reach across it
     reach = max(max(cfg.network_diameters.values()) / 2, 8.0)
     held_out = False
@@ -220,7 +230,7 @@ def prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, checkpoint
     cfg.resolve_bin_phases(checkpoint, ckpt_path, log)
     if cfg.bin_phases:
         data += binning_phase_copies(train_vols, train_tables, b, names, cfg.label_diameters, cfg.mask_type,
-                                     cfg.holdout if held_out else 0.0, reach)
+                                     cfg.holdout if held_out else 0.0, reach, cfg.input_norm)
         log(f"binning phases: {len(data)} training volumes ({b}x-binned from {len(train_vols)} tomogram(s) at "
             f"{len(data) // len(train_vols)} grid offsets)")
     annotated = {c for t in tables if t.classes is not None for c in t.classes.tolist()}

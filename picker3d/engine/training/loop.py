@@ -25,7 +25,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
           augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
           ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
           contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None,
-          max_mask_ratio=None):
+          max_mask_ratio=None, normalisation="local"):
     """Train a picker; writes ``out_path`` (the best epoch's model) and ``out_path + '.ckpt'``
     (the last state; ``resume`` continues from it). Returns ``out_path``.
 
@@ -51,7 +51,7 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         expected_particles=expected_particles, min_mask=min_mask, coord_conv=coord_conv, ema=ema,
         mask_diameter=mask_diameter, consistency=consistency, network=network, patch_depth=patch_depth,
         contrastive=contrastive, rotation=rotation, precision=precision, holdout=holdout, bin_phases=bin_phases,
-        init=init, max_mask_ratio=max_mask_ratio)
+        init=init, max_mask_ratio=max_mask_ratio, normalisation=normalisation)
     data = prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, ck, ckpt_path, log)
     state = TrainingState(cfg, ck, ckpt_path, log)
     t_start = time.time() - state.train_seconds
