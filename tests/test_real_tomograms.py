@@ -27,15 +27,17 @@ def test_resampling_maps_positions_back_within_half_a_voxel():
     """Peaks of a volume resampled to another voxel size, mapped back by the ratio, land on
     the original positions (0.5 voxel), coarser and finer."""
     from scipy import ndimage
-    from picker3d.engine.volume import resample
+    from picker3d.engine.volume import resample, resample_scales
     centres = np.array([[10.3, 20.7, 12.2], [40.0, 33.4, 25.9], [27.5, 9.1, 30.6]])
     vol = _blobs((40, 48, 56), centres, sigma=2.0)
     for new in (8.0, 13.5):
         out = resample(vol, 10.0, new)
-        scale = new / 10.0
-        assert out.shape[0] == int(np.floor(39 / scale)) + 1
+        scale = resample_scales(vol.shape, 10.0, new)
+        assert out.shape == tuple(int(round(n * 10.0 / new)) for n in vol.shape)
+        np.testing.assert_allclose(scale, new / 10.0, rtol=0.03)
+        assert abs(out.sum() * np.prod(scale) - vol.sum()) < 0.01 * vol.sum()     # density kept
         for c in centres:
-            guess = np.rint(c[::-1] / scale).astype(int)
+            guess = np.rint(c[::-1] / scale[::-1]).astype(int)
             lo = np.maximum(guess - 3, 0)
             win = out[lo[0]:guess[0] + 4, lo[1]:guess[1] + 4, lo[2]:guess[2] + 4]
             com = np.array(ndimage.center_of_mass(np.clip(win - win.max() / 2, 0, None))) + lo

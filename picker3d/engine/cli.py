@@ -146,7 +146,7 @@ def _add_train(sub):
                         "the model records the contrast it learned and picking checks tomograms against it)")
     g.add_argument("--normalisation", default="local", choices=("local", "global"),
                    help="the network's input: local (default): slow background (ice thickness, carbon) removed "
-                        "at twice the largest diameter and divided by the local std; global: one mean and std "
+                        "at the largest diameter and divided by the local std; global: one mean and std "
                         "per tomogram, as picker3d 0.1 models")
     _train_advanced(p.add_argument_group("advanced (seed-paper variants and label geometry)"))
     for flag, instead in REMOVED_TRAIN_FLAGS.items():
@@ -797,10 +797,10 @@ def _score_map(probs, meta, full_shape, scale):
     from .picking.tiles import upsample
     from .volume import resample
     factor = int(meta.get("bin", 1))
-    if scale == 1.0:
+    if np.all(np.asarray(scale) == 1.0):
         return upsample(1.0 - probs[0], factor, full_shape)
     own = [int(n * factor) for n in probs.shape[1:]]
-    score = resample(upsample(1.0 - probs[0], factor, own), 1.0, 1.0 / scale)
+    score = resample(upsample(1.0 - probs[0], factor, own), 1.0, 1.0 / float(np.mean(scale)))
     out = np.zeros(full_shape, np.float32)
     z, y, x = (min(a, b) for a, b in zip(full_shape, score.shape))
     out[:z, :y, :x] = score[:z, :y, :x]
@@ -853,7 +853,7 @@ def _network_volume(path, meta, vs, full=None):
     position in the resampled voxels times it is one in the tomogram's). ``full``: the
     tomogram already in memory."""
     from .formats.mrc import read_binned, read_volume
-    from .volume import bin_volume, resample
+    from .volume import bin_volume, resample, resample_scales
     factor = int(meta.get("bin", 1))
     model_vs = meta.get("voxel_size")
     if model_vs and abs(vs - model_vs) / model_vs > 0.02:
@@ -861,7 +861,7 @@ def _network_volume(path, meta, vs, full=None):
             full, _ = read_volume(path)
         print(f"{path}: {vs:g} Å/voxel, the model {model_vs:g}: resampled to the model's voxel size, picks "
               f"mapped back to the tomogram's voxels", flush=True)
-        return bin_volume(resample(full, vs, model_vs), factor), full.shape, model_vs / vs
+        return bin_volume(resample(full, vs, model_vs), factor), full.shape, resample_scales(full.shape, vs, model_vs)
     if full is not None:
         return bin_volume(full, factor), full.shape, 1.0
     vol, _, full_shape = read_binned(path, factor)
@@ -910,8 +910,10 @@ def _pick_one(a, path, model, meta, device, keep, quiet=False):
 def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=False, source=None, scale=1.0,
                  specimen="auto", mask=None):
     """Pick one (binned) tomogram and write DIR/<stem>.tsv, the --format file and the score
-    map; returns the picks. ``scale``: positions in ``vol``'s voxels times it are the
-    tomogram's (resampled to the model's voxel size)."""
+    map; returns the picks. ``scale`` (per axis x, y, z, or one number): positions in the
+    voxels of the volume ``vol`` was binned from times it are the tomogram's (resampled to
+    the model's voxel size)."""
+    import numpy as np
     from .formats.writers import format_suffix, write_format, write_table
     from .formats.mrc import write_volume
     from .picking.tomogram import pick_tomogram, restrict_to_specimen
@@ -919,8 +921,10 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
     t0 = time.time()
     if a.invert:
         vol = -vol
+    scale = np.broadcast_to(np.asarray(scale, dtype=float), (3,))      # per axis x, y, z
+    resampled = bool(np.any(scale != 1.0))
     if isinstance(specimen, tuple):
-        specimen = (specimen[0] / scale, specimen[1] / scale)
+        specimen = (specimen[0] / scale[2], specimen[1] / scale[2])
     try:
         table, probs = pick_tomogram(model, meta, vol, device=device, threshold=a.threshold, tile=a.tile,
                                      pad=a.pad, mode=a.mode, progress=not quiet,
@@ -929,7 +933,7 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
                                      precision=a.precision, specimen=specimen, check_polarity=a.polarity_check)
     except InputError as exc:
         raise InputError(f"{source or stem}: {exc}") from None
-    if scale != 1.0:
+    if resampled:
         table.xyz = table.xyz * scale
     if mask is not None:
         table = restrict_to_specimen(table, None, meta, specimen=None, mask=mask)
@@ -940,7 +944,8 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
     if a.format != "tsv":
         write_format(os.path.join(a.out_dir, stem + format_suffix(a.format)), table, a.format, stem, full_shape, vs)
     if a.score_map:
-        write_volume(os.path.join(a.out_dir, stem + "_score.mrc"), _score_map(probs, meta, full_shape, scale), vs)
+        write_volume(os.path.join(a.out_dir, stem + "_score.mrc"),
+                     _score_map(probs, meta, full_shape, scale if resampled else 1.0), vs)
     counts = ", ".join(f"{c} {int((table.classes == c).sum())}" for c in (keep or meta["classes"]))
     print(f"{source or stem}: {len(table)} particles ({counts}) in {time.time() - t0:.1f} s [{device}]", flush=True)
     return table
@@ -1104,7 +1109,8 @@ def cmd_model_info(a):
         describe_model(a.model)
     info = read_model_info(a.model)
     summary = {k: info.get(k) for k in ("classes", "diameters", "voxel_size", "bin", "thresholds", "best_val_f1",
-                                        "labels", "network", "precision", "versions")}
+                                        "labels", "network", "precision", "input_norm", "polarity_skew",
+                                        "versions")}
     summary["epochs"] = len(info.get("history") or [])
     print(json.dumps(summary, indent=1))
     return 0

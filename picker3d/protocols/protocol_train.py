@@ -61,6 +61,9 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                            "only some of them; the rest is treated as unlabeled, not as background "
                            "(positive-unlabeled learning, seed 002), and picker3d needs to know roughly how "
                            "many particles there are.")
+        form.addParam("invertContrast", params.BooleanParam, default=False, label="Invert contrast?",
+                      help="Flip the tomograms' contrast before training (the model records the contrast it "
+                           "learned; picking checks each tomogram against it). Default: no.")
         form.addParam("maskType", params.EnumParam, choices=MASKS, default=0, label="Weak-label mask",
                       help="tball (default, DeepETPicker's), ball, cubic or sphere.")
         form.addParam("initialModel", params.PointerParam, pointerClass="Picker3DModel", allowsNull=True,
@@ -216,6 +219,14 @@ class ProtPicker3DTrain(ProtPicker3DBase):
             args.append(f"--loss {LOSSES[self.loss.get()]}")
         if self.initialModel.get() is not None:
             args.append(f"--init {q(self.initialModel.get().getFileName())}")
+        if getattr(self, "invertContrast", None) is not None and self.invertContrast.get():
+            args.append("--invert")
+        # Scipion's sampling rate, not the files' headers (which may have none), when the training
+        # and validation tomograms share it
+        rates = {round(c.getPrecedents().getSamplingRate(), 4) for c in (self.inputCoordinates.get(),
+                                                                       self.validationCoordinates.get()) if c}
+        if len(rates) == 1 and next(iter(rates)) > 0:
+            args.append(f"--voxel-size {next(iter(rates)):g}")
         if os.path.exists(self.getModelFile() + ".ckpt"):
             args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
         return " ".join(args)

@@ -35,7 +35,8 @@ def carbon_edge(volume, fraction=0.15, density=2.0, seed=0, edge=2.0):
     ny = volume.shape[1]
     y = np.arange(ny, dtype=np.float32)
     start = ny * (1.0 - fraction)
-    step = 1.0 / (1.0 + np.exp(-(y - start) / edge))
+    from scipy.special import expit
+    step = expit((y - start) / edge)
     rng = np.random.default_rng(seed)
     texture = ndimage.gaussian_filter(rng.standard_normal(volume.shape).astype(np.float32), 3.0)
     texture /= texture.std() + 1e-6
@@ -84,9 +85,9 @@ def inverted(volume):
 
 
 def resampled(volume, table, voxel_size, new_voxel_size):
-    """The tomogram at ``new_voxel_size`` Å/voxel (linear interpolation, low-passed first when
-    coarsening) and the table in its voxels (position in Å unchanged: x' = x · old / new)."""
-    from ..volume import resample
+    """The tomogram at ``new_voxel_size`` Å/voxel (Fourier cropping or padding) and the table
+    in its voxels (the same places: x' = x / scale per axis)."""
+    from ..volume import resample, resample_scales
     out = resample(volume, voxel_size, new_voxel_size)
-    s = voxel_size / new_voxel_size
-    return out, CoordTable(table.xyz * s, table.classes, table.scores, table.extra)
+    scales = resample_scales(np.shape(volume), voxel_size, new_voxel_size)
+    return out, CoordTable(table.xyz / scales, table.classes, table.scores, table.extra)
