@@ -206,3 +206,21 @@ def test_copick_write_refuses_a_picks_file_of_another_run(copick_python, tmp_pat
                  "--runs", "TS_9", ok=False)
     assert r.returncode == 2 and "no run TS_9" in r.stderr
     assert not list((tmp_path / "overlay").glob("ExperimentRuns/*/Picks/x_*"))
+
+
+def test_copick_write_adds_a_missing_object_with_its_radius(copick_python, tmp_path):
+    """Picks of a class the configuration lacks: the object is added (radius = half the
+    diameter given, in Å) and the picks stored with their scores."""
+    _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
+    from picker3d.engine.formats.table import CoordTable
+    from picker3d.engine.formats.writers import write_table
+    table = tmp_path / "TS_1.tsv"
+    write_table(str(table), CoordTable([[10, 12, 14], [30, 31, 32]], ["ribosome", "ribosome"], [0.5, 0.75]))
+    picker3d(copick_python, "copick-write", "--copick-config", tmp_path / "copick.json", "--coords", table,
+             "--out-user", "me", "--diameters", "ribosome=24", "--voxel-spacing", "10")
+    config = json.loads((tmp_path / "copick.json").read_text())
+    radii = {o["name"]: o["radius"] for o in config["pickable_objects"]}
+    assert radii["ribosome"] == 120.0 and "barrel" in radii
+    stored = json.loads((tmp_path / "overlay" / "ExperimentRuns" / "TS_1" / "Picks" / "me_0_ribosome.json").read_text())
+    assert [p["score"] for p in stored["points"]] == [0.5, 0.75]
+    assert [p["location"]["x"] for p in stored["points"]] == [100.0, 300.0]

@@ -717,11 +717,12 @@ def _train_copick(a, diam):
             raise InputError(f"--diameters: the copick objects {', '.join(missing)} have no radius in "
                              f"{a.copick_config}: give name=VOX for each class")
         diam = {c: round(2.0 * radii[c] / a.voxel_spacing, 2) for c in picked}
-    for _, _, _, t in train + val:
-        keep = [i for i, c in enumerate(t.classes) if c in diam]
-        t.__dict__.update(t.subset(keep).__dict__)
-    return ([v for _, v, _, _ in train], [t for _, _, _, t in train], [s for _, _, s, _ in train],
-            [v for _, v, _, _ in val], [t for _, _, _, t in val], [s for _, _, s, _ in val], diam)
+
+    def of_classes(t):      # picks of objects the model is not trained on are left out
+        return t if "*" in diam else t.subset([i for i, c in enumerate(t.classes) if c in diam])
+
+    return ([v for _, v, _, _ in train], [of_classes(t) for _, _, _, t in train], [s for _, _, s, _ in train],
+            [v for _, v, _, _ in val], [of_classes(t) for _, _, _, t in val], [s for _, _, s, _ in val], diam)
 
 
 def cmd_pick(a):
