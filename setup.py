@@ -25,7 +25,7 @@ setup(
     license="GPLv3",
     python_requires=">=3.9",
     packages=find_packages(include=["picker3d", "picker3d.*"]),
-    package_data={"picker3d": ["protocols.conf", "templates/*.json"]},
+    package_data={"picker3d": ["protocols.conf"]},
     include_package_data=True,
     # what the engine needs; Scipion's packages are the 'scipion' extra (Scipion's own
     # environment has them), so the engine environment, which holds no Scipion, passes pip check
