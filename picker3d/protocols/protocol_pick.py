@@ -93,9 +93,9 @@ class ProtPicker3DPick(ProtPicker3DBase):
             link_tomogram(tomo, self._folder(ts_id))
         if self.inputMasks.get() is not None:
             for mask in self.inputMasks.get().iterItems():
-                folder = os.path.join(self._folder(mask.getTsId()), "mask")
-                if os.path.isdir(self._folder(mask.getTsId())):
-                    link_tomogram(mask, folder)
+                ts_id = mask.getTsId()
+                if ts_id and os.path.isdir(self._folder(ts_id)):     # masks of other tomograms are unused
+                    link_tomogram(mask, os.path.join(self._folder(ts_id), "mask"))
 
     def _maskLink(self, ts_id):
         return tomogram_link_path(os.path.join(self._folder(ts_id), "mask"), ts_id)
