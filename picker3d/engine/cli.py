@@ -329,9 +329,8 @@ def _add_classify(sub):
     g.add_argument("--boxes-dir", default=None,
                    help="also write every extracted sub-volume (full resolution, in the tomogram's normalised "
                         "units) as DIR/particle_NNNNNN.mrc, and DIR/particles.star: the boxes with their class "
-                        "and alignment for RELION (3.1 sub-tomogram format, the missing wedge as DIR/wedge.mrc; even boxes "
-                        "only); "
-                        "the table gets a box_file column")
+                        "and alignment for RELION (3.1 sub-tomogram format, the missing wedge as DIR/wedge.mrc; "
+                        "even boxes only); the table gets a box_file column")
     g = p.add_argument_group("clustering")
     g.add_argument("--k-range", default="2-20", help="candidate numbers of classes, MIN-MAX (default 2-20)")
     g.add_argument("--iterations", type=int, default=10, help="maximum DISCA iterations (default 10)")
@@ -667,15 +666,21 @@ def cmd_train(a):
     return 0
 
 
+def _given_voxel_size(value):
+    """--voxel-size as given (None when not), refused unless positive."""
+    if value is not None and not value > 0:
+        raise InputError(f"--voxel-size: {value:g} must be a positive number of Å")
+    return None if value is None else float(value)
+
+
 def _training_voxel_sizes(names, header_sizes, given):
     """Each training / validation tomogram's voxel size: --voxel-size, else its header's (0 or
     1 Å in a header is no voxel size: a one-line error asks for --voxel-size)."""
-    if given is not None:
-        if not given > 0:
-            raise InputError(f"--voxel-size: {given:g} must be a positive number of Å")
+    from .formats.mrc import usable_voxel_size
+    if _given_voxel_size(given) is not None:
         return [float(given)] * len(names)
     for path, v in zip(names, header_sizes):
-        if not v or v <= 0 or abs(v - 1.0) < 1e-6:
+        if not usable_voxel_size(v):
             raise InputError(f"{path}: voxel size is {v or 0:g} Å in the MRC header; give --voxel-size (or set it, "
                              f"e.g. 'alterheader -del' in IMOD) so the model records its sampling")
     return [float(v) for v in header_sizes]
@@ -703,13 +708,14 @@ def _train_copick(a, diam):
         raise InputError("--tomograms: give MRC tomograms and tables or --copick-config, not both")
     if not a.runs:
         raise InputError("--runs: name the training runs of the copick project (and --val-runs the validation ones)")
-    radii = object_radii(open_project(a.copick_config))
+    root = open_project(a.copick_config)
+    radii = object_radii(root)
     unknown = [c for c in diam if c != "*" and c not in radii]
     if unknown:
         raise InputError(f"--diameters: no object {', '.join(unknown)} in {a.copick_config} "
                          f"(its particle objects: {', '.join(sorted(radii)) or 'none'})")
-    train = _copick_pairs(a, a.runs)
-    val = _copick_pairs(a, a.val_runs, "val-") if a.val_runs else []
+    train = _copick_pairs(a, root, a.runs)
+    val = _copick_pairs(a, root, a.val_runs, "val-") if a.val_runs else []
     if not diam:
         picked = sorted({c for _, _, _, t in train for c in t.class_names()})
         missing = [c for c in picked if not radii.get(c)]
@@ -734,8 +740,7 @@ def cmd_pick(a):
         raise InputError("--tomograms: give MRC tomograms or --copick-config, not both")
     if not a.copick_config and not a.tomograms:
         raise InputError("--tomograms: required (or give --copick-config)")
-    if a.voxel_size is not None and not a.voxel_size > 0:
-        raise InputError(f"--voxel-size: {a.voxel_size:g} must be a positive number of Å")
+    _given_voxel_size(a.voxel_size)
     if a.mask and len(a.mask) != len(a.tomograms):
         raise InputError(f"--mask: {len(a.mask)} masks for {len(a.tomograms)} tomograms (--tomograms)")
     # the model first: its binning says how to read the tomograms
@@ -814,30 +819,27 @@ def _copick_runs(a, names):
     return root, select_runs(root, names, a.copick_config)
 
 
-def _copick_pairs(a, names, what=""):
-    """(run name, volume, voxel size, picks table) of each run named (every run when none)."""
-    from .formats.copick_project import read_picks, read_tomogram
-    _, runs = _copick_runs(a, names)
+def _copick_pairs(a, root, names, what=""):
+    """(run name, volume, voxel size, picks table) of each run of ``root`` named (every run
+    when none); a run without picks is refused."""
+    from .formats.copick_project import read_run, select_runs
     out = []
-    for run in runs:
-        vol, vs = read_tomogram(run, a.voxel_spacing, a.tomo_type)
-        tab = read_picks(run, a.voxel_spacing, a.picks_user, a.picks_session)
+    for run in select_runs(root, names, a.copick_config):
+        vol, vs, tab = read_run(run, a.voxel_spacing, a.tomo_type, a.picks_user, a.picks_session)
         if not len(tab):
             raise InputError(f"--{what}runs: run {run.name} has no picks of user {a.picks_user or 'any'}, session "
                              f"{a.picks_session or 'any'} in {a.copick_config}")
-        tab.check_inside(vol.shape, f"{a.copick_config}: run {run.name}'s picks")
         out.append((run.name, vol, vs, tab))
     return out
 
 
 def _tomogram_voxel_size(path, header, given, meta):
-    """The voxel size picking uses: --voxel-size, else a usable header's, else the model's
-    (said in the log), else a one-line error asking for --voxel-size."""
+    """The voxel size picking uses: --voxel-size (checked by cmd_pick), else a usable header's,
+    else the model's (said in the log), else a one-line error asking for --voxel-size."""
+    from .formats.mrc import usable_voxel_size
     if given is not None:
-        if not given > 0:
-            raise InputError(f"--voxel-size: {given:g} must be a positive number of Å")
         return float(given)
-    if header and abs(header - 1.0) > 1e-6 and header > 0:
+    if usable_voxel_size(header):
         return float(header)
     if meta.get("voxel_size"):
         print(f"{path}: no voxel size in the header ({header or 0:g} Å): taken as the model's, "
@@ -883,11 +885,9 @@ def _z_range(text, nz, path):
 
 
 def _mask_for(a, index, path, shape):
-    if not a.mask:
+    if not a.mask:          # (one mask per tomogram: checked by cmd_pick)
         return None
     from .formats.mrc import read_volume
-    if len(a.mask) != len(a.tomograms):
-        raise InputError(f"--mask: {len(a.mask)} masks for {len(a.tomograms)} tomograms (--tomograms)")
     mask, _ = read_volume(a.mask[index])
     if mask.shape != tuple(shape):
         raise InputError(f"--mask: {a.mask[index]} is {'x'.join(map(str, mask.shape))} voxels (z y x), the "
@@ -917,7 +917,7 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
     import numpy as np
     from .formats.writers import format_suffix, write_format, write_table
     from .formats.mrc import write_volume
-    from .picking.tomogram import pick_tomogram, restrict_to_specimen
+    from .picking.tomogram import keep_in_mask, pick_tomogram
     from .picking.tiles import upsample
     t0 = time.time()
     if a.invert:
@@ -936,8 +936,7 @@ def _pick_volume(a, stem, vol, vs, full_shape, model, meta, device, keep, quiet=
         raise InputError(f"{source or stem}: {exc}") from None
     if resampled:
         table.xyz = table.xyz * scale
-    if mask is not None:
-        table = restrict_to_specimen(table, None, meta, specimen=None, mask=mask)
+    table = keep_in_mask(table, mask)       # in the tomogram's voxels, after any resampling
     if keep is not None:
         table = table.subset([i for i, c in enumerate(table.classes) if c in keep])
     os.makedirs(a.out_dir, exist_ok=True)     # only once there is something to write
@@ -1049,8 +1048,12 @@ def _classify_inputs(a):
         return np.asarray(stack, dtype=np.float32), [table], vs
     if not a.tomograms and not a.copick_config:
         raise InputError("--tomograms: required (or give --subtomograms or --copick-config)")
-    pairs = ((name, f"{a.copick_config} run {name}", vol, vs, tab) for name, vol, vs, tab in
-             _copick_pairs(a, a.runs)) if a.copick_config else _iter_pairs(a.tomograms, a.coords, a.format, "")
+    if a.copick_config:
+        from .formats.copick_project import open_project
+        pairs = ((name, f"{a.copick_config} run {name}", vol, vs, tab) for name, vol, vs, tab in
+                 _copick_pairs(a, open_project(a.copick_config), a.runs))
+    else:
+        pairs = _iter_pairs(a.tomograms, a.coords, a.format, "")
     stacks, tables, vs = [], [], None
     for t, c, vol, vs, tab in pairs:
         if a.box > min(vol.shape):
@@ -1118,19 +1121,17 @@ def cmd_model_info(a):
 
 
 def cmd_convert(a):
-    from .formats.mrc import read_shape, read_voxel_size
+    from .formats.mrc import read_shape, read_voxel_size, usable_voxel_size
     from .formats.readers import read_table
     from .formats.writers import write_format
-    shape, vs = None, a.voxel_size
+    shape, vs = None, _given_voxel_size(a.voxel_size)
     if a.tomogram:
         shape = read_shape(a.tomogram)
         vs = vs or read_voxel_size(a.tomogram)
-    if a.voxel_size is not None and a.voxel_size <= 0:
-        raise InputError(f"--voxel-size: {a.voxel_size} must be positive")
     in_angstrom = a.to in ("relion5", "copick")
     if in_angstrom and shape is None:
         raise InputError(f"--tomogram: {a.to} coordinates are in Å from the tomogram: give the tomogram (MRC)")
-    if in_angstrom and not (a.voxel_size or (vs and vs > 1.0)):
+    if in_angstrom and not usable_voxel_size(vs):
         raise InputError(f"--voxel-size: {a.tomogram} has no usable voxel size in its header ({vs:g} Å): "
                          f"give it (Å) for {a.to}")
     table = read_table(a.input, a.format, tomo_shape=shape, pixel_size=vs)
@@ -1170,8 +1171,9 @@ def cmd_copick_write(a):
     return 0
 
 
-COMMANDS = {"convert": cmd_convert, "copick-read": cmd_copick_read, "copick-write": cmd_copick_write, "simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
-            "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify, "model-info": cmd_model_info}
+COMMANDS = {"simulate": cmd_simulate, "masks": cmd_masks, "evaluate": cmd_evaluate,
+            "train": cmd_train, "pick": cmd_pick, "classify": cmd_classify, "convert": cmd_convert,
+            "copick-read": cmd_copick_read, "copick-write": cmd_copick_write, "model-info": cmd_model_info}
 
 
 def _report_error(line):

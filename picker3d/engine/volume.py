@@ -148,7 +148,7 @@ def resample_scales(shape, voxel_size, new_voxel_size):
 def resample(volume, voxel_size, new_voxel_size):
     """The volume at ``new_voxel_size`` Å/voxel by Fourier cropping or zero padding (the
     exact band limit, as cryo-EM packages rescale: linear interpolation dulled the noise at the
-    network's scale and a 13.5 Å tomogram picked at F1 0.28 instead of 0.62). Voxel i of the
+    network's scale: a 13.5 Å tomogram picked at F1 0.28 instead of 0.71). Voxel i of the
     result lies at ``i · n / n'`` voxels of the input along each axis (:func:`resample_scales`)."""
     from scipy import fft
     vol = np.asarray(volume, dtype=np.float32)

@@ -94,6 +94,15 @@ def read_picks(run, voxel_spacing, user=None, session=None, objects=None):
     return CoordTable(np.concatenate(xyz), classes, np.concatenate(scores))
 
 
+def read_run(run, voxel_spacing, tomo_type, user=None, session=None):
+    """``(volume, voxel size, picks)`` of one run, the picks checked to lie in the volume."""
+    vol, vs = read_tomogram(run, voxel_spacing, tomo_type)
+    picks = read_picks(run, voxel_spacing, user, session)
+    if len(picks):
+        picks.check_inside(vol.shape, f"run {run.name}'s picks")
+    return vol, vs, picks
+
+
 def write_picks(root, config, run, table, voxel_spacing, user, session, radii_A=None):
     """Write ``table`` (voxels of ``voxel_spacing``) as the run's picks of ``user`` /
     ``session``, one picks file per class, the score of each point kept. A class the
@@ -127,11 +136,9 @@ def export_runs(root, runs, out_dir, voxel_spacing, tomo_type, user=None, sessio
     os.makedirs(out_dir, exist_ok=True)
     done = []
     for run in runs:
-        vol, vs = read_tomogram(run, voxel_spacing, tomo_type)
+        vol, vs, picks = read_run(run, voxel_spacing, tomo_type, user, session)
         write_volume(os.path.join(out_dir, run.name + ".mrc"), vol, vs)
-        picks = read_picks(run, voxel_spacing, user, session)
         if len(picks):
-            picks.check_inside(vol.shape, f"run {run.name}'s picks")
             write_table(os.path.join(out_dir, run.name + ".tsv"), picks)
         done.append({"run": run.name, "shape": list(vol.shape), "picks": len(picks)})
     manifest = {"runs": done, "voxel_spacing": float(voxel_spacing), "radii": object_radii(root)}

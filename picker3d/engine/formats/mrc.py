@@ -117,6 +117,11 @@ def read_binned(path, factor, chunk_bytes=64 << 20):
     return out, voxel, (nz, ny, nx)
 
 
+def usable_voxel_size(voxel_size):
+    """Whether a header's voxel size is one: 0 and 1 Å are what writers put when they know none."""
+    return bool(voxel_size) and voxel_size > 0 and abs(voxel_size - 1.0) > 1e-6
+
+
 def read_voxel_size(path):
     """Voxel size in Å from an MRC header, without reading the data."""
     path = _existing_file(path)

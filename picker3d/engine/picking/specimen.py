@@ -26,11 +26,12 @@ def band_pass(volume, diameter):
     return ndimage.gaussian_filter(v, d / 6.0) - ndimage.gaussian_filter(v, d / 2.0)
 
 
-def polarity_skew(volume, diameter, max_voxels=1 << 21):
+def polarity_skew(volume, diameter, max_voxels=1 << 21, band=None):
     """Skewness of the band-passed tomogram (negative: dense material dark), a diameter's
-    width of the faces left out (the filters' edges respond to any slope there)."""
+    width of the faces left out (the filters' edges respond to any slope there). ``band``:
+    :func:`band_pass` of ``volume`` at ``diameter``, when already computed."""
     m = int(np.ceil(diameter))
-    bp = band_pass(volume, diameter)
+    bp = band_pass(volume, diameter) if band is None else band
     if min(bp.shape) > 4 * m:
         bp = bp[m:-m, m:-m, m:-m]
     bp = bp.reshape(-1)
@@ -48,14 +49,15 @@ def polarity_mismatch(tomogram_skew, model_skew, ratio=0.25, floor=0.05):
     return np.sign(tomogram_skew) == -np.sign(model_skew) and abs(tomogram_skew) >= ratio * abs(model_skew)
 
 
-def specimen_slab(volume, diameter, margin, contrast=2.0, level=0.25):
+def specimen_slab(volume, diameter, margin, contrast=2.0, level=0.25, band=None):
     """``(z0, z1)``: the planes holding the specimen (z1 exclusive), band-passed at
-    ``diameter`` and widened by ``margin`` voxels (the largest particle's diameter) on each side. The whole depth when the band-passed power
-    of the fullest planes is less than ``contrast`` times that of the emptiest (the specimen
-    fills the volume: nothing is empty); else from the first to the last plane above
-    ``level`` of the way from the emptiest to the fullest."""
+    ``diameter`` and widened by ``margin`` voxels (half the largest particle's diameter) on
+    each side. The whole depth when the band-passed power of the fullest planes is less than
+    ``contrast`` times that of the emptiest (the specimen fills the volume: nothing is
+    empty); else from the first to the last plane above ``level`` of the way from the
+    emptiest to the fullest. ``band``: :func:`band_pass` of ``volume``, when already computed."""
     nz = volume.shape[0]
-    bp = band_pass(volume, diameter)
+    bp = band_pass(volume, diameter) if band is None else band
     power = ndimage.gaussian_filter1d((bp * bp).mean(axis=(1, 2)).astype(np.float64), max(diameter / 4.0, 1.0))
     empty, full = np.percentile(power, 5), np.percentile(power, 95)
     if not empty > 0 or full < contrast * empty:

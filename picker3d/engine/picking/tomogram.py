@@ -8,7 +8,7 @@ from ..errors import InputError
 from ..formats.table import CoordTable
 from ..volume import NORMALISED, bin_volume, from_binned, network_input, to_binned
 from .peaks import _inside_border, deduplicate, find_particles
-from .specimen import polarity_mismatch, polarity_skew, specimen_slab
+from .specimen import band_pass, polarity_mismatch, polarity_skew, specimen_slab
 from .tiles import predict_volume
 
 
@@ -47,20 +47,24 @@ def pick_tomogram(model, meta, volume, device="cpu", threshold=None, tile=None, 
     binned = np.asarray(volume, dtype=np.float32) if prebinned else bin_volume(volume, factor)
     net_in = network_input(binned, meta.get("input_norm"))
     del binned
+    # the polarity check and the slab read one band-passed copy of the input
+    check_polarity = check_polarity and meta.get("polarity_skew") is not None
+    band = band_pass(net_in, _polarity_diameter(meta)) if check_polarity or specimen == "auto" else None
     if check_polarity:
-        check_contrast(net_in, meta)
+        check_contrast(net_in, meta, band)
     table, probs = _pick_normalised(model, meta, net_in, device, threshold, tile, pad, mode, log, progress, flips,
                                     border, slab, precision)
-    return restrict_to_specimen(table, net_in, meta, specimen, mask, log), probs
+    return restrict_to_specimen(table, net_in, meta, specimen, mask, log, band), probs
 
 
-def check_contrast(net_in, meta):
+def check_contrast(net_in, meta, band=None):
     """InputError when the tomogram's contrast is the opposite of the model's training
-    tomograms (band-passed skewness of opposite sign, :mod:`.specimen`)."""
+    tomograms (band-passed skewness of opposite sign, :mod:`.specimen`). ``band``: the
+    input band-passed at :func:`_polarity_diameter`, when already computed."""
     model_skew = meta.get("polarity_skew")
     if model_skew is None:
         return
-    here = polarity_skew(net_in, _polarity_diameter(meta))
+    here = polarity_skew(net_in, _polarity_diameter(meta), band=band)
     if polarity_mismatch(here, model_skew):
         raise InputError(f"the contrast is inverted relative to the model's training tomograms (dense material "
                          f"{'bright' if here > 0 else 'dark'} here, {'bright' if model_skew > 0 else 'dark'} "
@@ -74,29 +78,36 @@ def _polarity_diameter(meta):
     return float(np.median(list(_binned_diameters(meta).values())))
 
 
-def restrict_to_specimen(table, net_in, meta, specimen="auto", mask=None, log=None):
+def restrict_to_specimen(table, net_in, meta, specimen="auto", mask=None, log=None, band=None):
     """Picks inside the specimen only: ``specimen`` "auto" (the slab found in the binned
-    network input, :func:`picker3d.engine.picking.specimen.specimen_slab`), None (every
-    plane) or ``(z0, z1)`` (original voxels, z1 exclusive); and where ``mask`` (the
-    tomogram's shape) is non-zero."""
+    network input, :func:`picker3d.engine.picking.specimen.specimen_slab`; ``band``: the input
+    band-passed at :func:`_polarity_diameter`, when already computed), None (every plane) or
+    ``(z0, z1)`` (original voxels, z1 exclusive); and where ``mask`` (:func:`keep_in_mask`)
+    is non-zero."""
     factor = int(meta.get("bin", 1))
-    n = len(table)
     if specimen == "auto":
         largest = max(_binned_diameters(meta).values())
-        zb0, zb1 = specimen_slab(net_in, _polarity_diameter(meta), margin=largest / 2.0)
-        if (zb0, zb1) != (0, net_in.shape[0]):
-            z0, z1 = zb0 * factor, zb1 * factor
-            table = table.subset(np.flatnonzero((table.xyz[:, 2] >= z0 - 0.5) & (table.xyz[:, 2] < z1 - 0.5)))
-            if log:
-                log(f"specimen slab z {z0}-{z1} of {net_in.shape[0] * factor} planes: {n - len(table)} picks "
-                    f"outside dropped (--z-range all keeps them)")
-    elif specimen is not None:
-        z0, z1 = specimen
-        table = table.subset(np.flatnonzero((table.xyz[:, 2] >= z0 - 0.5) & (table.xyz[:, 2] < z1 - 0.5)))
-    if mask is not None and len(table):
-        idx = np.clip(np.rint(table.xyz[:, ::-1]).astype(int), 0, np.array(mask.shape) - 1)
-        table = table.subset(np.flatnonzero(mask[idx[:, 0], idx[:, 1], idx[:, 2]] != 0))
-    return table
+        zb0, zb1 = specimen_slab(net_in, _polarity_diameter(meta), margin=largest / 2.0, band=band)
+        specimen = None if (zb0, zb1) == (0, net_in.shape[0]) else (zb0 * factor, zb1 * factor)
+        if specimen and log:
+            log(f"specimen slab z {specimen[0]}-{specimen[1]} of {net_in.shape[0] * factor} planes: "
+                f"{int(np.sum(~_in_planes(table, *specimen)))} picks outside dropped (--z-range all keeps them)")
+    if specimen is not None:
+        table = table.subset(np.flatnonzero(_in_planes(table, *specimen)))
+    return keep_in_mask(table, mask)
+
+
+def _in_planes(table, z0, z1):
+    """Which picks lie in the planes z0 (inclusive) to z1 (exclusive), voxel centres at integers."""
+    return (table.xyz[:, 2] >= z0 - 0.5) & (table.xyz[:, 2] < z1 - 0.5)
+
+
+def keep_in_mask(table, mask):
+    """The picks whose nearest voxel of ``mask`` (the tomogram's shape; None: no mask) is non-zero."""
+    if mask is None or not len(table):
+        return table
+    idx = np.clip(np.rint(table.xyz[:, ::-1]).astype(int), 0, np.array(mask.shape) - 1)
+    return table.subset(np.flatnonzero(mask[idx[:, 0], idx[:, 1], idx[:, 2]] != 0))
 
 
 def _pick_normalised(model, meta, binned, device, threshold, tile, pad, mode, log, progress, flips, border, slab,
