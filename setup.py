@@ -45,7 +45,7 @@ setup(
     extras_require={"scipion": ["scipion-pyworkflow>=3.0", "scipion-em>=3.0", "scipion-em-tomo>=3.0"],
                     "engine": ["torch>=2.1"],
                     "copick": ["copick>=1.31", "zarr<3"],      # = constants.COPICK_REQUIREMENTS
-                    "test": ["pytest", "scipion-em-reliontomo", "scipion-em-dynamo"]},
+                    "test": ["pytest", "ruff==0.17.6", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": "picker3d = picker3d",
         "console_scripts": ["picker3d = picker3d.engine.cli:main"],

@@ -1,4 +1,4 @@
-"""Classification benchmark (issue 6): DISCA on simulated sub-tomograms.
+"""Classification benchmark: DISCA on simulated sub-tomograms.
 
 For each SNR: simulates ``--per-species`` sub-tomograms of each of the simulator's five
 species (random orientation, small shift, ±60° wedge), clusters them with DISCA and
@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classification.mixture import clustering_scores
-from picker3d.engine.classification.disca import disca_on_boxes
 from picker3d.engine.classification.boxes import extract_subvolumes
+from picker3d.engine.classification.disca import disca_on_boxes
+from picker3d.engine.classification.mixture import clustering_scores
 from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
 
 

@@ -1,4 +1,4 @@
-"""Classification of picks in context (issue 27): boxes cut at particle positions of crowded
+"""Classification of picks in context: boxes cut at particle positions of crowded
 simulated tomograms, species of very different sizes, a box sized for the largest, with and
 without junk picks — what ``picker3d classify`` sees after a picking session.
 
@@ -141,8 +141,16 @@ def run_alignment(args):
     allow: the CTF and the wedge are in every box), and the time."""
     from scipy import ndimage
     from scipy.spatial.transform import Rotation
-    from picker3d.engine.classification.alignment import align_class, correlation_with, fsc, fsc_weighted, \
-        soft_sphere, wedge_mask, wedge_weighted_average
+
+    from picker3d.engine.classification.alignment import (
+        align_class,
+        correlation_with,
+        fsc,
+        fsc_weighted,
+        soft_sphere,
+        wedge_mask,
+        wedge_weighted_average,
+    )
     from picker3d.engine.simulation.dataset import simulate_subtomograms
     from picker3d.engine.simulation.scene import _splat
     from picker3d.engine.simulation.species import ATOM_SIGMA, build_species

@@ -1,4 +1,4 @@
-"""How visible is each species? An oracle bound for the picking benchmark (issue 3).
+"""How visible is each species? An oracle bound for the picking benchmark.
 
 For every particle of a simulated tomogram, the matched filter with that particle's own
 noise-free signal (the same scene reconstructed without noise, a box around the centre) is

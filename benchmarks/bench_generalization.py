@@ -73,7 +73,8 @@ def run_variant(name, minutes, shape, root):
         e = json.load(f)
     with open(train_log) as f:
         kept = [line.strip() for line in f if line.startswith("kept")]
-    r = lambda v: round(float(v), 3)
+    def r(v):
+        return round(float(v), 3)
     return {"variant": name, "simulate": flags + (["(inverted)"] if invert else []), "seed": seed,
             "precision": r(e["precision"]), "recall": r(e["recall"]), "f1": r(e["f1"]),
             "mean_class_f1": r(e.get("mean_class_f1") or 0.0), "ap": r(e["ap"]),

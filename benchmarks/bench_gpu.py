@@ -1,4 +1,4 @@
-"""GPU benchmark (issue 30): training and picking figures on one device, CPU or CUDA.
+"""GPU benchmark: training and picking figures on one device, CPU or CUDA.
 
 Simulates the benchmark set (tomograms 100 train, 101 validation, 102 test, as
 bench_picking.py), trains for a fixed budget at each binning asked for (default: bin 1 and
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from picker3d.engine.cli import main as cli
-from picker3d.engine.formats.table import CoordTable
+from picker3d.engine.formats.mrc import write_volume
 from picker3d.engine.formats.readers import read_table
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.modelfile import load_model
-from picker3d.engine.formats.mrc import write_volume
 from picker3d.engine.picking.tomogram import pick_tomogram
 from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.training import train

@@ -1,4 +1,4 @@
-"""Picking memory (issue 7): peak resident memory of ``pick_tomogram`` for a 200x512x512
+"""Picking memory: peak resident memory of ``pick_tomogram`` for a 200x512x512
 tomogram and one twice as large, each measured in a fresh process.
 
 The tomogram (noise) is written to an MRC file first and picked the way ``picker3d pick``

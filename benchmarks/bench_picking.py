@@ -1,4 +1,4 @@
-"""Picking benchmark (issue 3): train / validate / test on the simulated default dataset.
+"""Picking benchmark: train / validate / test on the simulated default dataset.
 
 For each channel width: trains within a time budget on tomogram 1 (validation on
 tomogram 2), picks tomogram 3 (with --test-tomograms N, N held-out tomograms, and the
@@ -26,11 +26,11 @@ import torch
 
 from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
-from picker3d.engine.picking.tomogram import pick_tomogram
-from picker3d.engine.picking.tiles import tile_overhead
-from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.modelfile import load_model
+from picker3d.engine.network import COORD_CONV, ResUNet3D, count_parameters, flops_per_voxel
+from picker3d.engine.picking.tiles import tile_overhead
+from picker3d.engine.picking.tomogram import pick_tomogram
+from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.training import train
 
 BIG = (200, 512, 512)
@@ -134,13 +134,13 @@ def main():
                 runs.append((score(picked, tabs[i], diam), score(picked, tabs[i], diam, big_only=True)))
             t_pick /= len(test_idx)
 
-            def mean(get):
+            def mean(get, runs=runs):
                 return round(float(np.mean([get(r, rb) for r, rb in runs])), 3)
             res[f"flips{flips}"] = {
                 "precision": mean(lambda r, rb: r["precision"]), "recall": mean(lambda r, rb: r["recall"]),
                 "f1": mean(lambda r, rb: r["f1"]), "f1_d>=12": mean(lambda r, rb: rb["f1"]),
                 "mean_class_f1": mean(lambda r, rb: r["mean_class_f1"]), "ap": mean(lambda r, rb: r["ap"]),
-                "per_class_f1": {k: mean(lambda r, rb: r["per_class"][k]["f1"]) for k in runs[0][0]["per_class"]},
+                "per_class_f1": {k: mean(lambda r, rb, k=k: r["per_class"][k]["f1"]) for k in runs[0][0]["per_class"]},
                 "pick_s": round(t_pick, 2), "mvox_per_s": round(nvox / t_pick / 1e6, 3),
                 "extrapolated_200x512x512_s": round(np.prod(BIG) / (nvox / t_pick), 1)}
             if len(test_idx) > 1:

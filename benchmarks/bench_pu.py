@@ -1,4 +1,4 @@
-"""Sparse-label benchmark (issue 5): PU vs unlabeled-as-negative vs dense labels.
+"""Sparse-label benchmark: PU vs unlabeled-as-negative vs dense labels.
 
 One training tomogram of which only a fraction of the particles is annotated, a fully
 annotated validation tomogram (epoch choice and thresholds) and a fully annotated test
@@ -26,10 +26,10 @@ import torch
 
 from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.picking.tomogram import pick_tomogram
-from picker3d.engine.simulation.species import SPECIES_BUILDERS
-from picker3d.engine.simulation.dataset import simulate_tomogram
 from picker3d.engine.modelfile import load_model
+from picker3d.engine.picking.tomogram import pick_tomogram
+from picker3d.engine.simulation.dataset import simulate_tomogram
+from picker3d.engine.simulation.species import SPECIES_BUILDERS
 from picker3d.engine.training import train
 
 
@@ -89,10 +89,10 @@ def main():
     p.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default: the engine's, 1e-3 sparse / 3e-3 dense)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data stay the same)")
-    p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term (seed 002 Eq. 14)")
+    p.add_argument("--consistency", type=float, default=0.0, help="weight of the consistency term (the sparse-label paper, Eq. 14)")
     p.add_argument("--rotation", type=float, default=None,
                    help="largest augmentation rotation about z in degrees (default: the engine's)")
-    p.add_argument("--contrastive", type=float, default=0.0, help="weight of the contrastive module (seed 002 Eq. 8-13)")
+    p.add_argument("--contrastive", type=float, default=0.0, help="weight of the contrastive module (the sparse-label paper, Eq. 8-13)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))

@@ -1,4 +1,4 @@
-"""What the rotation-invariant features of picks in context can tell apart (issue 27): the
+"""What the rotation-invariant features of picks in context can tell apart: the
 supervised ceiling next to unsupervised mixtures, on the boxes ``bench_classify_picks.py``
 cuts and on the 2,000-box set of ``bench_classify.py``.
 

@@ -18,7 +18,6 @@ from tomo.objects import Coordinate3D
 
 from .engine.formats.table import CoordTable
 
-
 CLASS_ATTR = "_picker3dClass"
 CLASSES_ATTR = "_picker3dClasses"
 
@@ -128,6 +127,7 @@ def alignment_transforms(table, box):
     which Relion-tomo's and Dynamo's writers turn into their angles and origins
     (picker3d.engine.formats.relion_subtomo). Empty when the table has no alignment."""
     from pwem.objects import Transform
+
     from .engine.formats.relion_subtomo import ALIGNMENT_COLUMNS, scipion_matrices
     if not all(c in table.extra for c in ALIGNMENT_COLUMNS) or "objId" not in table.extra:
         return {}

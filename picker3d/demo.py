@@ -18,6 +18,7 @@ from picker3d.engine.cli import main as cli
 def _report_classes(classify, pick, man, sim, diameters):
     """Class sizes, and how the classes split the correctly picked particles by true species."""
     import numpy as np
+
     from picker3d.engine.classification.mixture import clustering_scores
     from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import match
@@ -47,8 +48,9 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from picker3d.engine.metrics import match
+
     from picker3d.engine.formats.mrc import read_volume
+    from picker3d.engine.metrics import match
     vol, _ = read_volume(tomogram)
     zc = vol.shape[0] // 2
     z0, z1 = zc - slab // 2, zc + slab // 2 + 1
@@ -65,7 +67,7 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
         r = diameters[c] / 2.0
         if z0 - 3 <= z <= z1 + 3:       # centred in the slab (give or take 3 planes): visible there
             ax.add_patch(plt.Circle((x, y), r, fill=False, lw=1.2, color=colours(names.index(c) % 10)))
-    for j, ((x, y, z), c) in enumerate(zip(ref.xyz, ref.classes)):
+    for j, (x, y, z) in enumerate(ref.xyz):
         if j not in found and z0 - 3 <= z <= z1 + 3:
             ax.plot(x, y, "x", color="red", ms=5)
     for i, c in enumerate(names):
@@ -81,7 +83,7 @@ def write_picks_picture(path, tomogram, picked, ref, diameters, slab=9):
 def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6.0, project="picker3d_demo"):
     from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
-    from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
+    from picker3d.workflow import run_workflow, step, workflow_protocols, write_workflow
     t0 = time.time()
     out_dir = os.path.abspath(out_dir)
     sim = os.path.join(out_dir, "simulated")
@@ -100,7 +102,7 @@ def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6
                                            minutes=minutes))
     print(f"[2/3] Scipion workflow {wf} in project '{project}' (training budget {minutes:g} min)", flush=True)
     proj, prots = run_workflow(project, wf)
-    pick = prots[4]
+    pick = step(prots, "ProtPicker3DPick")
     print("[3/3] evaluate the picks against the simulated ground truth", flush=True)
     results = {}
     for t in man["tomograms"]:
@@ -118,9 +120,9 @@ def run(out_dir="demo_output", seed=0, shape=(96, 256, 256), snr=0.05, minutes=6
                                   pick.getTable(shown["name"]), read_table(os.path.join(sim, shown["coords"])),
                                   diameters)
     print(f"picture of the picks on {shown['name']} (central slab): {picture}")
-    export = prots[5]
+    export = step(prots, "ProtExportCoordinates3D")
     if len(prots) > 6:
-        _report_classes(prots[6], pick, man, sim, diameters)
+        _report_classes(step(prots, "ProtPicker3DClassify"), pick, man, sim, diameters)
     print(f"outputs: picks (Scipion set) {os.path.join(proj.getPath(), pick.getPath())}; exported text "
           f"{os.path.join(proj.getPath(), export._getExportPath())}")
     print(f"open the project: . scripts/bootstrap.sh && python -m pyworkflow.apps.pw_project {project}")

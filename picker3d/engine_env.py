@@ -9,12 +9,10 @@ package's folder under Scipion's software/em. Once it exists, protocols run the 
 there (``PICKER3D_ENV_ACTIVATION`` defaults to its activation command).
 """
 import os
+import shlex
 import shutil
 
-import shlex
-
 from .constants import COPICK_REQUIREMENTS, ENGINE_REQUIREMENTS, TORCH_VERSION
-
 
 PACKAGE = "picker3d"
 INSTALLED_MARKER = "engine-installed.txt"

@@ -2,16 +2,22 @@
 the engine environment that ``scipion installb picker3d`` makes (:mod:`picker3d.engine_env`).
 """
 import os
+import shlex
 import sys
 
 import pwem
-import shlex
 
 from ._version import __version__
-from .constants import (DEFAULT_DEVICE, ENGINE_MODULE, PICKER3D_DEVICE, PICKER3D_ENV_ACTIVATION,
-                        PICKER3D_TORCH)
-from .engine_env import (DEFAULT_TORCH, PACKAGE, TORCH_HELP, activation_command, conda_available, env_name,
-                         install_commands)
+from .constants import DEFAULT_DEVICE, ENGINE_MODULE, PICKER3D_DEVICE, PICKER3D_ENV_ACTIVATION, PICKER3D_TORCH
+from .engine_env import (
+    DEFAULT_TORCH,
+    PACKAGE,
+    TORCH_HELP,
+    activation_command,
+    conda_available,
+    env_name,
+    install_commands,
+)
 
 
 class Plugin(pwem.Plugin):

@@ -11,7 +11,6 @@ from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, Viewer
 from .engine.modelinfo import kept_entry
 from .protocols import ProtPicker3DClassify, ProtPicker3DEvaluate, ProtPicker3DPick, ProtPicker3DTrain
 
-
 CLASS_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive",
                  "tab:pink", "tab:brown", "tab:gray"]
 
@@ -195,8 +194,8 @@ class Picker3DClassifyViewer(Viewer):
     _targets = [ProtPicker3DClassify]
 
     def _visualize(self, obj, **kwargs):
-        from .engine.formats.readers import read_table
         from .engine.formats.mrc import read_volume
+        from .engine.formats.readers import read_table
         prot = self.protocol
         _, info = prot.getResult()
         if info is None:

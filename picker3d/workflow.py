@@ -90,3 +90,13 @@ def run_workflow(project_name, workflow_json, location=None, log=print):
         return project, prots
     finally:
         os.chdir(cwd)
+
+
+def step(items, class_name):
+    """The one workflow entry (a dict of :func:`workflow_protocols`) or protocol (of
+    :func:`run_workflow`) of class ``class_name`` (e.g. ``"ProtPicker3DPick"``)."""
+    found = [it for it in items
+             if (it.get("object.className") if isinstance(it, dict) else it.getClassName()) == class_name]
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} steps of class {class_name} in the workflow")
+    return found[0]

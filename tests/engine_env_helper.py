@@ -10,6 +10,7 @@ def installed_engine_env(cwd):
     """``(python, activation script)`` of the installed engine environment, installing it
     (or reinstalling one made before it held copick) through Scipion's own install path."""
     import pwem
+
     from picker3d import __version__
     from picker3d.engine_env import INSTALLED_MARKER, env_name, venv_python
     home = os.path.join(pwem.Config.EM_ROOT, env_name(__version__))

@@ -11,6 +11,7 @@ def start(cls, prefix, pattern="tomo_0?.mrc", sampling=10.0, annotate=None, box=
     ``coords`` imported from the ground truth of tomo_00 copied there."""
     from pyworkflow.tests import setupTestProject
     from tomo.protocols import ProtImportTomograms
+
     from picker3d.engine.simulation.dataset import write_simulation
     cls.cwd = os.getcwd()
     cls.data = tempfile.mkdtemp(prefix=prefix)
@@ -38,12 +39,13 @@ def end(cls):
 def train_tiny_model(cls, epochs=4):
     """``cls.model_file``: a one-class (barrel, 17 voxels) model trained in seconds on tomo_00."""
     import torch
-    from picker3d.engine.formats.readers import read_table
+
     from picker3d.engine.formats.mrc import read_volume
+    from picker3d.engine.formats.readers import read_table
     from picker3d.engine.training import train
     torch.set_num_threads(2)
     vol, _ = read_volume(os.path.join(cls.data, "tomo_00.mrc"))
     tab = read_table(os.path.join(cls.data, "tomo_00.tsv"))
     cls.model_file = os.path.join(cls.data, "model.pt")
     train([vol], [tab], ["barrel"], {"barrel": 17}, cls.model_file, [vol], [tab], epochs=epochs, iters_per_epoch=10,
-          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None, bin=1)

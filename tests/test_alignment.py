@@ -1,12 +1,20 @@
-"""Class averages: rotation search, wedge mask, wedge-weighted averaging, FSC (issue 27)."""
+"""Class averages: rotation search, wedge mask, wedge-weighted averaging, FSC."""
 import numpy as np
 import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from picker3d.engine.classification.alignment import (align_class, fsc, local_rotations, resolution, rotation_grid,
-                                                      search_global, search_local, transform_volumes,
-                                                      wedge_mask)
+from picker3d.engine.classification.alignment import (
+    align_class,
+    fsc,
+    local_rotations,
+    resolution,
+    rotation_grid,
+    search_global,
+    search_local,
+    transform_volumes,
+    wedge_mask,
+)
 from picker3d.engine.simulation.dataset import simulate_subtomograms
 from picker3d.engine.simulation.scene import _splat
 from picker3d.engine.simulation.species import ATOM_SIGMA, build_species

@@ -1,4 +1,4 @@
-"""Clustering-based classification (DISCA engine, issue 6)."""
+"""Clustering-based classification (the DISCA engine)."""
 import json
 import os
 import subprocess
@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.classification.yopo import YOPO, extract_features, rotate_boxes
-from picker3d.engine.classification.mixture import align_labels, clustering_scores, ddbi, fit_gmm_bic, split_by_density
-from picker3d.engine.classification.boxes import bin_boxes, box_contrast, class_averages, extract_subvolumes, normalize_box
+from picker3d.engine.classification.boxes import (
+    bin_boxes,
+    box_contrast,
+    class_averages,
+    extract_subvolumes,
+    normalize_box,
+)
 from picker3d.engine.classification.disca import disca, disca_on_boxes
+from picker3d.engine.classification.mixture import align_labels, clustering_scores, ddbi, fit_gmm_bic, split_by_density
+from picker3d.engine.classification.yopo import YOPO, extract_features, rotate_boxes
 
 
 def _blob(box, centre, rng):
@@ -144,7 +150,7 @@ def test_contrast_separates_the_same_shape_at_two_densities():
     assert c[truth == 1, 0].min() > c[truth == 0, 0].max()      # log std ranks the densities
     # nearly noise-free boxes: beyond two PCA components the whitening would blow up the
     # blobs' shape jitter to the amplitude's weight
-    with_contrast = disca_on_boxes(raw, 1, 3.0, k_range=range(2, 4), iterations=2, seed=0, pca_dim=2,
+    with_contrast = disca_on_boxes(raw, bin=1, contrast_weight=3.0, k_range=range(2, 4), iterations=2, seed=0, pca_dim=2,
                                    log=lambda m: None)
     without = disca(normalize_box(raw), k_range=range(2, 4), iterations=2, seed=0, log=lambda m: None)
     assert clustering_scores(truth, with_contrast["labels"])["homogeneity"] >= 0.95
@@ -195,10 +201,10 @@ def test_disca_refuses_too_few_particles():
 
 
 def test_cli_classify_writes_table_averages_and_history(tmp_path):
-    from picker3d.engine.formats.table import CoordTable
-    from picker3d.engine.formats.readers import read_table
-    from picker3d.engine.formats.writers import write_table
     from picker3d.engine.formats.mrc import read_volume, write_volume
+    from picker3d.engine.formats.readers import read_table
+    from picker3d.engine.formats.table import CoordTable
+    from picker3d.engine.formats.writers import write_table
     stack, truth = _two_shapes(n=20, box=20, seed=1)
     # paste the boxes into a tomogram and classify from coordinates
     tomo = np.zeros((20, 20 * 8, 20 * 5), np.float32)
@@ -271,7 +277,7 @@ def test_radial_profiles_carry_equal_noise_per_shell_and_tell_sizes_apart():
 
 
 def test_two_species_of_very_different_sizes_in_a_crowded_tomogram_split_apart():
-    """Issue 27 in miniature: 20 copies each of a 9- and a 19-voxel species in a small crowded
+    """Picks in context in miniature: 20 copies each of a 9- and a 19-voxel species in a small crowded
     tomogram (crowders, a membrane, gold, SNR 0.05, +-60 deg), boxed at their centres with a
     box for the larger one, boxes at the border padded: no class may mix the two (picker3d
     0.1 merged such species; with flat padding one seed of six still did)."""
@@ -283,7 +289,7 @@ def test_two_species_of_very_different_sizes_in_a_crowded_tomogram_split_apart()
         truth = np.array([r["class"] for r in sim["rows"]])
         stack, kept, outside = extract_subvolumes(sim["tomogram"], xyz, 24, per_box=False)
         assert outside > 0 and len(kept) == len(truth)
-        res = disca_on_boxes(stack, 2, log=lambda m: None, seed=0)
+        res = disca_on_boxes(stack, bin=2, log=lambda m: None, seed=0)
         s = clustering_scores(truth, res["labels"])
         assert s["homogeneity"] >= 0.9, (seed, s)
         assert s["k_found"] <= 8, (seed, s)

@@ -1,9 +1,10 @@
 """The train and pick commands end to end."""
 import os
 
+from engine_data import small_dataset
+
 from picker3d.engine.formats.readers import read_table
 from picker3d.engine.formats.writers import write_table
-from engine_data import small_dataset
 
 
 def test_cli_train_and_pick(tmp_path):

@@ -81,6 +81,7 @@ def picker3d(python, *args, ok=True):
 
 def test_copick_project_train_pick_write_back_evaluate_classify(copick_python, tmp_path):
     import numpy as np
+
     from picker3d.engine.formats.readers import read_table
     _run([copick_python, "-c", PROJECT, str(tmp_path)], cwd=str(tmp_path))
     cfg = tmp_path / "copick.json"
@@ -143,6 +144,7 @@ def test_copick_scipion_import_then_export_round_trip(copick_env, copick_python,
     assert "copick" not in r.stdout.split("MODULES ")[-1].split()
     back = json.loads(_run([copick_python, "-c", READ_ALL, str(tmp_path / "copick.json")]).stdout)
     import numpy as np
+
     from picker3d.engine.formats.readers import read_table
     for i, run in enumerate(("TS_1", "TS_2")):
         truth = read_table(str(tmp_path / "sim" / f"tomo_{i:02d}.tsv"))

@@ -1,4 +1,4 @@
-"""Two environments, as a real Scipion installation has them (issue 28).
+"""Two environments, as a real Scipion installation has them.
 
 ``scipion installb picker3d`` makes the engine environment picker3d-<version> (a venv here:
 no conda on this machine) through ``Plugin.defineBinaries``; then the README's workflow runs
@@ -29,24 +29,24 @@ SIMULATE_SCRIPT = textwrap.dedent("""
 WORKFLOW_SCRIPT = textwrap.dedent("""
     import os, shutil, sys
     assert "torch" not in sys.modules
-    from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
+    from picker3d.workflow import run_workflow, step, workflow_protocols, write_workflow
     base = sys.argv[1]
     sim = os.path.join(base, "simulated")
     os.makedirs(os.path.join(base, "annotations"))
     shutil.copy(os.path.join(sim, "tomo_00.tsv"), os.path.join(base, "annotations"))
     wf = workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=0.6, binning=1,
                             channels="8,16,24,36")
-    wf[3].update(patchSize=32, batchSize=2, iterationsPerEpoch=10, learningRate=5e-3)
-    wf[6].update(binning=1, kMax=4, iterations=2)
+    step(wf, "ProtPicker3DTrain").update(patchSize=32, batchSize=2, iterationsPerEpoch=10, learningRate=5e-3)
+    step(wf, "ProtPicker3DClassify").update(binning=1, kMax=4, iterations=2)
     path = write_workflow(os.path.join(base, "wf.json"), wf)
     proj, prots = run_workflow("picker3d_engine_env_test", path, location=os.path.join(base, "projects"),
                                log=print)
     from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
     os.chdir(proj.getPath())
-    r = evaluate(prots[4].getTable("tomo_01"), read_table(os.path.join(sim, "tomo_01.tsv")), {"barrel": 17.0})
-    print("RESULT f1 %.3f picks %d classes %d" % (r["f1"], prots[4].coordinates.getSize(),
-                                                  prots[6].averages.getSize()))
+    r = evaluate(step(prots, "ProtPicker3DPick").getTable("tomo_01"), read_table(os.path.join(sim, "tomo_01.tsv")), {"barrel": 17.0})
+    print("RESULT f1 %.3f picks %d classes %d" % (r["f1"], step(prots, "ProtPicker3DPick").coordinates.getSize(),
+                                                  step(prots, "ProtPicker3DClassify").averages.getSize()))
     print("PROJECT " + proj.getPath())
     print("TORCH_IMPORTED " + str(sys.modules.get("torch") is not None))
 """)
@@ -62,9 +62,10 @@ def _scipion_env():
 
 
 def test_engine_env_installb_then_the_workflow_runs_with_torch_only_in_the_engine(tmp_path):
+    import pwem
+
     from picker3d import __version__
     from picker3d.engine_env import INSTALLED_MARKER, env_name, venv_python
-    import pwem
     home = os.path.join(pwem.Config.EM_ROOT, env_name(__version__))
     # 1. Scipion's own install path makes the engine environment (kept between runs when complete)
     r = subprocess.run([sys.executable, "-m", "scipion", "installb", "picker3d"], env=_scipion_env(),

@@ -3,10 +3,19 @@ import json
 import numpy as np
 import pytest
 
+from picker3d.engine.errors import InputError
 from picker3d.engine.formats.readers import read_table
 from picker3d.engine.formats.table import CoordTable, diameter_of, parse_diameters
-from picker3d.engine.formats.writers import write_coords, write_copick, write_shrec, write_star, write_table, write_tbl, write_txt, write_xml
-from picker3d.engine.errors import InputError
+from picker3d.engine.formats.writers import (
+    write_coords,
+    write_copick,
+    write_shrec,
+    write_star,
+    write_table,
+    write_tbl,
+    write_txt,
+    write_xml,
+)
 
 
 @pytest.fixture

@@ -81,6 +81,7 @@ def xvfb():
 
 def test_project_window_lists_picker3d_protocols(xvfb, tmp_path):
     from pyworkflow.project import Manager
+
     from picker3d.workflow import workflow_protocols, write_workflow
     wf = write_workflow(str(tmp_path / "wf.json"),
                         workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=1))
@@ -105,8 +106,8 @@ def test_project_window_lists_picker3d_protocols(xvfb, tmp_path):
     keys = {k.split(".")[-1]: t for k, t in result["items"]}
     assert EXPECTED <= set(keys), sorted(keys)
     assert all(keys[c].startswith("picker3d - ") for c in EXPECTED)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.shape == (1000, 1600) and img.std() > 10
     print(f"screenshot: {shot}")

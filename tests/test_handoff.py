@@ -1,4 +1,4 @@
-"""Hand-off to averaging programs (issue 7): picker3d's coordinate sets through the converters
+"""Hand-off to averaging programs: picker3d's coordinate sets through the converters
 the downstream plugins really use — reliontomo's RELION 5 particle star writer, Dynamo's
 table writer and Dynamo extraction's coordinate export — read back and compared with the
 engine's coordinates; binned picking with unbinned extraction goes through the sets'
@@ -9,7 +9,6 @@ import tempfile
 
 import numpy as np
 import pytest
-
 import tomo.tests.test_base_centralized_layer as tomo_checks
 
 pytestmark = pytest.mark.scipion
@@ -27,11 +26,12 @@ class TestPicker3DHandOff(tomo_checks.TestBaseCentralizedLayer):
     def setUpClass(cls):
         from pyworkflow.tests import setupTestProject
         from tomo.protocols import ProtImportTomograms
+
+        from picker3d.engine.formats.mrc import read_volume, write_volume
         from picker3d.engine.formats.readers import read_table
         from picker3d.engine.formats.writers import write_table
-        from picker3d.engine.formats.mrc import read_volume, write_volume
-        from picker3d.engine.volume import bin_volume, to_binned
         from picker3d.engine.simulation.dataset import write_simulation
+        from picker3d.engine.volume import bin_volume, to_binned
         from picker3d.protocols import ProtPicker3DImportAnnotations
         cls.cwd = os.getcwd()
         cls.data = tempfile.mkdtemp(prefix="picker3d_handoff_")

@@ -1,4 +1,4 @@
-"""Which side imports what (issue 28): the Scipion layer imports no torch, the engine no
+"""Which side imports what: the Scipion layer imports no torch, the engine no
 Scipion. Each check runs in a fresh interpreter, so nothing imported by other tests hides a
 dependency."""
 import subprocess
@@ -26,6 +26,7 @@ def test_scipion_layer_imports_with_torch_blocked(module):
 def test_scipion_layer_reads_a_model_file_without_torch(tmp_path):
     """The model's classes, diameters and history come from its JSON sidecar."""
     import torch
+
     from picker3d.engine.modelfile import save_model
     from picker3d.engine.network import build_network
     net = build_network({"n_classes": 1, "channels": (8, 16, 24, 36)})

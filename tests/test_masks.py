@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.errors import InputError
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.masks import gaussian_heatmap, label_mask, mask_offsets
 
 

@@ -62,7 +62,7 @@ def test_depth_only_coord_conv_ignores_x_and_y():
 
 
 def test_slice_network_sees_two_slices_either_side_only():
-    """SliceUNet (seed 002 §3.3): 2-D layers per slice, then two 3x3x3 convolutions, so a change
+    """SliceUNet (the sparse-label paper §3.3): 2-D layers per slice, then two 3x3x3 convolutions, so a change
     in slice k reaches the output at slices k-2..k+2 and nowhere else; the 3-D U-Net's
     receptive field spans the whole patch."""
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import torch
 from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
 from picker3d.engine.network import ResUNet3D, SliceUNet
-from picker3d.engine.picking.tiles import _tile_grid, predict_volume, tile_overhead, tile_sides
 from picker3d.engine.picking.peaks import find_particles
+from picker3d.engine.picking.tiles import _tile_grid, predict_volume, tile_overhead, tile_sides
 from picker3d.engine.volume import normalize
 
 
@@ -91,7 +91,8 @@ def test_deduplication_across_classes():
     shape = (30, 30, 30)
     probs = np.zeros((3,) + shape, np.float32)
     zz, yy, xx = np.mgrid[:30, :30, :30]
-    blob = lambda x: np.exp(-((xx - x) ** 2 + (yy - 15) ** 2 + (zz - 15) ** 2) / (2 * 1.5 ** 2))
+    def blob(x):
+        return np.exp(-((xx - x) ** 2 + (yy - 15) ** 2 + (zz - 15) ** 2) / (2 * 1.5 ** 2))
     probs[1] = 0.9 * blob(12)
     probs[2] = 0.6 * blob(16)   # 4 voxels away: the same particle (t_dist = ceil(10/2))
     probs[0] = 1 - probs[1:].sum(0)
@@ -190,6 +191,7 @@ def test_predicting_a_z_range_equals_the_whole_volume_slice():
 
 def test_slab_picking_equals_whole_volume_picking():
     from scipy import ndimage
+
     from picker3d.engine.picking.tomogram import pick_tomogram
     rng = np.random.default_rng(2)
     vol = np.zeros((72, 40, 40), np.float32)

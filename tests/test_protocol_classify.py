@@ -3,10 +3,8 @@ import os
 
 import numpy as np
 import pytest
-
-import tomo.tests.test_base_centralized_layer as tomo_checks
-
 import simulated_project
+import tomo.tests.test_base_centralized_layer as tomo_checks
 
 pytestmark = pytest.mark.scipion
 
@@ -28,11 +26,12 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         simulated_project.end(cls)
 
     def test_classify_picks_outputs(self):
+        from tomo.constants import BOTTOM_LEFT_CORNER
+
         from picker3d.convert import CLASS_ATTR
         from picker3d.engine.classification.mixture import clustering_scores
         from picker3d.protocols import ProtPicker3DClassify
         from picker3d.protocols.protocol_classify import PICKED_CLASS_ATTR, POSTERIOR_ATTR
-        from tomo.constants import BOTTOM_LEFT_CORNER
         n = self.coords.getSize()
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, binning=2, kMin=2, kMax=4,
                                 iterations=3, useGpu=False, outputClasses=True)
@@ -85,6 +84,7 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         self.assertIn("FSC 0.143 at", " ".join(prot.summary()))
         # the viewer renders the gallery, the clustering plots and the FSC curves
         from PIL import Image
+
         from picker3d.viewers import Picker3DClassifyViewer
         views = Picker3DClassifyViewer(project=self.proj, protocol=prot)._visualize(prot)
         self.assertEqual(len(views), 3)
@@ -110,13 +110,15 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
         correlates >= 0.9 with picker3d's average, better than with the angles zeroed. RELION 3.1
         reads a RELION 3.0 file's pixel origins of 3-D particles as zero: the file goes through
         RELION's own relion_convert_star first, as a RELION 3.1 user does."""
+        import subprocess
+
         import starfile
         from reliontomo.constants import RELION_30_TOMO_LABELS
         from reliontomo.convert import createWriterTomo30
+        from test_relion_binary import correlation, reconstruct, relion_reconstruct
+
         from picker3d.engine.formats.mrc import read_volume
         from picker3d.protocols import ProtPicker3DClassify
-        import subprocess
-        from test_relion_binary import correlation, reconstruct, relion_reconstruct
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, binning=2, kMin=2, kMax=2,
                                 iterations=2, splitSeparation=0.0, useGpu=False, outputClasses=True)
         self.launchProtocol(prot)

@@ -8,10 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-
-import tomo.tests.test_base_centralized_layer as tomo_checks
-
 import simulated_project
+import tomo.tests.test_base_centralized_layer as tomo_checks
 
 pytestmark = pytest.mark.scipion
 
@@ -94,6 +92,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
 
     def test_masks(self):
         import mrcfile
+
         from picker3d.protocols import ProtPicker3DMasks
         coords = self._importAnnotations().coordinates
         prot = self.newProtocol(ProtPicker3DMasks, inputCoordinates=coords, maskType=0)
@@ -150,6 +149,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         # the engine starts from its weights (one step at a negligible rate leaves them as they
         # were) and the new model records where it started
         import torch
+
         from picker3d.engine.modelfile import load_model
         from picker3d.protocols import ProtPicker3DTrain
         model = self._trained().model
@@ -165,8 +165,9 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
             self.assertTrue(torch.allclose(a, b, atol=1e-5), k)
 
     def test_pick(self):
-        from picker3d.engine.metrics import evaluate
         from tomo.constants import BOTTOM_LEFT_CORNER
+
+        from picker3d.engine.metrics import evaluate
         pick = self._picked()
         out = pick.coordinates
         # 8 barrels per tomogram: the trained model finds most of them on both
@@ -190,8 +191,9 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
 
     def test_train_and_pick_viewers_render(self):
         # training curves; picks over slices
-        from picker3d.viewers import Picker3DPickViewer, Picker3DTrainViewer
         from PIL import Image
+
+        from picker3d.viewers import Picker3DPickViewer, Picker3DTrainViewer
         for viewer_cls, prot in ((Picker3DTrainViewer, self._trained()), (Picker3DPickViewer, self._picked())):
             views = viewer_cls(project=self.proj, protocol=prot)._visualize(prot)
             self.assertGreaterEqual(len(views), 1)
@@ -202,6 +204,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
     def test_evaluate(self):
         """The picks against the ground truth of both tomograms: the engine's numbers."""
         from PIL import Image
+
         from picker3d.engine.metrics import evaluate
         from picker3d.protocols import ProtPicker3DEvaluate
         from picker3d.viewers import Picker3DEvaluateViewer
@@ -258,8 +261,9 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertNotEqual(os.path.abspath(imp.model.getFileName()), os.path.abspath(model.getFileName()))
 
     def test_train_validation_messages(self):
-        from picker3d.protocols import ProtPicker3DMasks, ProtPicker3DTrain
         from tomo.objects import SetOfCoordinates3D
+
+        from picker3d.protocols import ProtPicker3DMasks, ProtPicker3DTrain
         coords = self._importAnnotations().coordinates
         # validation coordinates whose only class is another one
         other = self._importAnnotations(className="ribosome").coordinates
@@ -291,6 +295,7 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         """What the form says reaches the engine: the protocol's command line parses with the
         engine's own parser into the values set in the form."""
         import shlex
+
         from picker3d.engine.cli import build_parser
         from picker3d.protocols import ProtPicker3DTrain
         coords = self._importAnnotations().coordinates
@@ -316,9 +321,10 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertEqual(a.val_tomograms, [])
 
     def test_pick_resamples_other_sampling_and_refuses_far_off(self):
+        from tomo.protocols import ProtImportTomograms
+
         from picker3d.objects import Picker3DModel
         from picker3d.protocols import ProtPicker3DPick
-        from tomo.protocols import ProtImportTomograms
         imp = self.newProtocol(ProtImportTomograms, filesPath=self.data, filesPattern="tomo_00.mrc",
                                samplingRate=2 * SAMPLING)
         self.launchProtocol(imp)

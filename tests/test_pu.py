@@ -1,15 +1,21 @@
-"""Sparse-label (positive-unlabeled) training, issue 5."""
+"""Sparse-label (positive-unlabeled) training."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.errors import InputError
+from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
-from picker3d.engine.pu import (centre_heatmaps, check_prior, positive_voxels_per_particle, prior_from_count,
-                                pu_loss, pu_risks)
+from picker3d.engine.pu import (
+    centre_heatmaps,
+    check_prior,
+    positive_voxels_per_particle,
+    prior_from_count,
+    pu_loss,
+    pu_risks,
+)
 
 
 def _sig(x):
@@ -86,14 +92,14 @@ def test_sparse_training_needs_a_prior(tmp_path):
     vol = np.random.default_rng(0).standard_normal((32, 32, 32)).astype(np.float32)
     tab = CoordTable([[16, 16, 16]], ["a"])
     with pytest.raises(InputError, match="--prior"):
-        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), labels="sparse", epochs=1)
+        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), labels="sparse", epochs=1, bin=1)
     with pytest.raises(InputError, match="--labels sparse"):
-        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), loss="pu", epochs=1)
+        train([vol], [tab], ["a"], {"a": 8}, str(tmp_path / "m.pt"), loss="pu", epochs=1, bin=1)
 
 
 def test_learning_rate_defaults_by_label_kind_and_parses_auto():
     from picker3d.engine.training.config import default_lr, float_or_auto
-    assert default_lr(sparse=True) == 1e-3 and default_lr(sparse=False) == 3e-3   # seed 002 §4.2 for sparse
+    assert default_lr(sparse=True) == 1e-3 and default_lr(sparse=False) == 3e-3   # the sparse-label paper §4.2 for sparse
     assert float_or_auto("auto", "--lr") is None and float_or_auto("2e-3", "--lr") == 2e-3
     for bad in ("fast", "0", "-1e-3"):
         with pytest.raises(InputError, match="--lr"):
@@ -115,31 +121,31 @@ def test_consistency_view_flips_back_exactly():
     vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
     from picker3d.engine.training import train
     with pytest.raises(InputError, match="--consistency"):
-        train([vol], [CoordTable([[16, 16, 16]], ["a"])], ["a"], {"a": 8}, "unused.pt", consistency=-1, epochs=1)
+        train([vol], [CoordTable([[16, 16, 16]], ["a"])], ["a"], {"a": 8}, "unused.pt", consistency=-1, epochs=1, bin=1)
 
 
 def test_slice_network_options_are_checked(tmp_path):
     """--network and --patch-depth: bad values and a resume with the other network are
     one-line errors naming the flag; slabs of the slice network are sampled thin."""
+    from picker3d.engine.training import train
     from picker3d.engine.training.config import auto_batch
     from picker3d.engine.training.data import TomogramData, sample_batch
-    from picker3d.engine.training import train
     rng = np.random.default_rng(0)
     vol = rng.standard_normal((32, 32, 32)).astype(np.float32)
     table = CoordTable([[16, 16, 16]], ["a"])
     kw = dict(epochs=1, iters_per_epoch=1, patch=16, batch=1, tile=32, pad=4, log=lambda m: None)
     with pytest.raises(InputError, match="--network"):
-        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), network="vit", **kw)
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), network="vit", **kw, bin=1)
     with pytest.raises(InputError, match="--patch-depth"):
-        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), patch_depth=12, **kw)
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), patch_depth=12, **kw, bin=1)
     with pytest.raises(InputError, match="--rotation"):
-        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), rotation=270, **kw)
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), rotation=270, **kw, bin=1)
     with pytest.raises(InputError, match="--contrastive.*sparse"):
-        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), contrastive=0.1, **kw)
+        train([vol], [table], ["a"], {"a": 8}, str(tmp_path / "x.pt"), contrastive=0.1, **kw, bin=1)
     out = str(tmp_path / "m.pt")
-    train([vol], [table], ["a"], {"a": 8}, out, network="slice2d", patch_depth=4, **kw)
+    train([vol], [table], ["a"], {"a": 8}, out, network="slice2d", patch_depth=4, **kw, bin=1)
     with pytest.raises(InputError, match="--network.*slice2d"):
-        train([vol], [table], ["a"], {"a": 8}, out, resume=True, **dict(kw, epochs=2))
+        train([vol], [table], ["a"], {"a": 8}, out, resume=True, **dict(kw, epochs=2), bin=1)
     assert auto_batch(48, sparse=True, depth=16) == 12 and auto_batch(48, sparse=True) == 4
     data = [TomogramData(vol, table, ["a"], {"a": 8.0}, sparse=True)]
     x, y, offs, _ = sample_batch(data, rng, (4, 16, 16), 3, 1)
@@ -149,9 +155,9 @@ def test_slice_network_options_are_checked(tmp_path):
 
 def test_sparse_training_finds_unannotated_particles(tmp_path):
     """A third of the particles annotated; the picks recover the others."""
+    from picker3d.engine.modelfile import load_model
     from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.simulation.dataset import simulate_tomogram
-    from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
     torch.set_num_threads(2)
     s = simulate_tomogram(shape=(64, 96, 96), seed=21, snr=2.0, species=["barrel"], counts={"barrel": 18},
@@ -162,7 +168,7 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
     out = str(tmp_path / "pu.pt")
     train([s["tomogram"]], [annotated], ["barrel"], {"barrel": 17}, out, [s["tomogram"]], [full], epochs=5,
           iters_per_epoch=12, patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None,
-          labels="sparse", expected_particles=len(full), consistency=0.1, contrastive=0.1)
+          labels="sparse", expected_particles=len(full), consistency=0.1, contrastive=0.1, bin=1)
     model, meta = load_model(out)
     assert meta["labels"] == "sparse" and meta["loss"] == "pu" and 0 < meta["prior"] < 0.2
     assert meta["consistency"] == 0.1 and meta["contrastive"] == 0.1
@@ -173,7 +179,7 @@ def test_sparse_training_finds_unannotated_particles(tmp_path):
 
 
 def test_contrastive_loss_matches_the_debiased_formula_by_hand():
-    """seed 002 Eq. 8-13 with Chuang et al.'s debiased negatives, recomputed in numpy on a batch
+    """The sparse-label paper's Eq. 8-13 with Chuang et al.'s debiased negatives, recomputed in numpy on a batch
     of six voxels: two annotated centres, four unlabeled (all sampled)."""
     from picker3d.engine.pu import contrastive_loss
     rng = np.random.default_rng(0)
@@ -187,7 +193,8 @@ def test_contrastive_loss_matches_the_debiased_formula_by_hand():
 
     got = float(contrastive_loss(vol(f), vol(fv), vol(heat[:, None]), vol(prob[:, None]), [prior],
                                  temperature=t, unsup_weight=lam2))
-    n = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    def n(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
     f, fv = n(f), n(fv)
     floor = np.exp(-1 / t)
 
@@ -203,7 +210,7 @@ def test_contrastive_loss_matches_the_debiased_formula_by_hand():
     for k in range(8):
         pair = (k + 4) % 8
         pos = np.exp(U[k] @ U[pair] / t)
-        neg = np.mean([np.exp(U[k] @ U[l] / t) for l in range(8) if l not in (k, pair)])
+        neg = np.mean([np.exp(U[k] @ U[m] / t) for m in range(8) if m not in (k, pair)])
         uns.append(w[k] * term(pos, neg, prior) + (1 - w[k]) * term(pos, neg, 1 - prior))
     assert got == pytest.approx(sup + lam2 * np.mean(uns), rel=1e-9)
 

@@ -27,6 +27,7 @@ def test_resampling_maps_positions_back_within_half_a_voxel():
     """Peaks of a volume resampled to another voxel size, mapped back by the ratio, land on
     the original positions (0.5 voxel), coarser and finer."""
     from scipy import ndimage
+
     from picker3d.engine.volume import resample, resample_scales
     centres = np.array([[10.3, 20.7, 12.2], [40.0, 33.4, 25.9], [27.5, 9.1, 30.6]])
     vol = _blobs((40, 48, 56), centres, sigma=2.0)
@@ -62,11 +63,12 @@ def test_local_normalisation_removes_a_gradient_and_a_carbon_edge_but_keeps_part
 
 
 def test_polarity_check_fires_on_inverted_and_is_quiet_on_the_original():
+    from engine_data import small_dataset
+
     from picker3d.engine.errors import InputError
     from picker3d.engine.picking.specimen import polarity_skew
     from picker3d.engine.picking.tomogram import check_contrast
     from picker3d.engine.volume import network_input
-    from engine_data import small_dataset
     vol, _ = small_dataset(21)
     meta = {"classes": ["barrel"], "diameters": {"barrel": 17}, "bin": 1}
     net = network_input(vol)
@@ -83,9 +85,10 @@ def test_polarity_check_fires_on_inverted_and_is_quiet_on_the_original():
 def test_picks_in_an_empty_ice_slab_are_dropped():
     """A tomogram with 24 planes of empty ice above and below: picks placed in the empty ice
     are dropped, those in the specimen kept; a tomogram that is all specimen loses none."""
+    from engine_data import small_dataset
+
     from picker3d.engine.picking.tomogram import restrict_to_specimen
     from picker3d.engine.volume import network_input
-    from engine_data import small_dataset
     vol, tab = small_dataset(23)
     thick, shifted = artefacts.empty_ice(vol, tab, 24)
     meta = {"classes": ["barrel"], "diameters": {"barrel": 17}, "bin": 1}
@@ -102,14 +105,15 @@ def test_picks_in_an_empty_ice_slab_are_dropped():
 def small_model(tmp_path_factory):
     """A one-class model (barrel, 17 voxels) trained for a minute on one small tomogram, and a
     second tomogram to pick."""
-    from picker3d.engine.training import train
     from engine_data import small_dataset
+
+    from picker3d.engine.training import train
     torch.set_num_threads(2)
     d = tmp_path_factory.mktemp("real")
     vol, tab = small_dataset(31)
     model = str(d / "m.pt")
     train([vol], [tab], ["barrel"], {"barrel": 17}, model, [vol], [tab], epochs=5, iters_per_epoch=10, patch=32,
-          batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None)
+          batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lambda m: None, bin=1)
     return model, small_dataset(32), d
 
 

@@ -63,6 +63,7 @@ def test_relion_binary_reconstructs_known_rotations_and_shifts(tmp_path):
     the alignment's own transform), written as particles.star: RELION rebuilds the reference;
     with the angles zeroed, or the shifts ignored, it does not."""
     from scipy.spatial.transform import Rotation
+
     from picker3d.engine.classification.alignment import transform_volumes
     from picker3d.engine.formats.relion_subtomo import write_particles_star
     box = 32

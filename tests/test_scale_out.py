@@ -1,11 +1,9 @@
-"""Scale-out (issue 7): picking 4 tomograms with 2 steps running at once, in a Scipion project."""
+"""Scale-out: picking 4 tomograms with 2 steps running at once, in a Scipion project."""
 import os
 
 import pytest
-
-import tomo.tests.test_base_centralized_layer as tomo_checks
-
 import simulated_project
+import tomo.tests.test_base_centralized_layer as tomo_checks
 
 pytestmark = pytest.mark.scipion
 
@@ -56,7 +54,9 @@ class TestPicker3DScaleOut(tomo_checks.TestBaseCentralizedLayer):
     def test_cancelled_pick_continues_with_the_missing_tomograms(self):
         """Stop a pick run after two tomograms; 'Continue' picks only the other two."""
         import time
+
         from pyworkflow.protocol.constants import MODE_RESUME
+
         from picker3d.protocols import ProtPicker3DImportModel, ProtPicker3DPick
         imp = self.newProtocol(ProtPicker3DImportModel, modelFile=self.model_file)
         self.launchProtocol(imp)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from picker3d.engine.formats.readers import read_table
 from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
 from picker3d.engine.simulation.imaging import backproject, ctf_2d, image_volume, project, ramp_filter, tilt_angles
 from picker3d.engine.simulation.scene import render_scene
 from picker3d.engine.simulation.species import SPECIES_BUILDERS, build_species
-from picker3d.engine.formats.readers import read_table
 
 
 def test_species_are_distinct_and_deterministic():

@@ -1,4 +1,4 @@
-"""The cluster path on a real scheduler (issue 28): a one-node SLURM cluster started by this
+"""The cluster path on a real scheduler: a one-node SLURM cluster started by this
 test (tests/slurm/slurm.sh: Debian's slurm-wlm and munge, installed when missing), Scipion's
 host configuration config/hosts-slurm.conf, and the pick protocol with *Use queue* and *Use
 queue for steps* on three tomograms: every tomogram's step is its own sbatch job (SLURM's job
@@ -19,10 +19,8 @@ import subprocess
 import tempfile
 
 import pytest
-
-import tomo.tests.test_base_centralized_layer as tomo_checks
-
 import simulated_project
+import tomo.tests.test_base_centralized_layer as tomo_checks
 
 pytestmark = pytest.mark.scipion
 
@@ -80,6 +78,7 @@ class TestPicker3DSlurmQueue(tomo_checks.TestBaseCentralizedLayer):
 
     def test_slurm_each_tomogram_is_its_own_job_and_picks_equal_a_local_run(self):
         import numpy as np
+
         from picker3d.protocols import ProtPicker3DPick
         local = self.newProtocol(ProtPicker3DPick, inputModel=self.model, inputTomograms=self.tomos, useGpu=False,
                                  numberOfThreads=1, binThreads=1, objLabel="local pick")

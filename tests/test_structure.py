@@ -1,4 +1,4 @@
-"""The code's shape (issue 29): imports among picker3d's modules run one way (no cycle, also
+"""The code's shape: imports among picker3d's modules run one way (no cycle, also
 counting imports inside functions), and no engine function is longer than a reader can hold."""
 import ast
 import os
@@ -74,4 +74,13 @@ def test_no_engine_function_is_longer_than_80_lines():
                 n = node.end_lineno - node.lineno + 1
                 if n > MAX_ENGINE_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {n} lines")
+    assert not long, long
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_picker3d_module_is_longer_than_400_lines():
+    long = [f"{name}: {n} lines" for name, path in _modules().items()
+            if (n := sum(1 for _ in open(path))) > MAX_MODULE_LINES]
     assert not long, long

@@ -4,15 +4,15 @@ import os
 import numpy as np
 import pytest
 import torch
+from engine_data import small_dataset
 
 from picker3d.engine.formats.table import CoordTable
 from picker3d.engine.metrics import evaluate
-from engine_data import small_dataset
 
 
 def test_short_training_picks_large_particles(tmp_path):
-    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.modelfile import load_model
+    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.training import train
     torch.set_num_threads(2)
     vol, tab = small_dataset(10)
@@ -20,7 +20,7 @@ def test_short_training_picks_large_particles(tmp_path):
     out = str(tmp_path / "m.pt")
     lines = []
     train([vol], [tab], ["barrel"], {"barrel": 17}, out, [vol], [tab], epochs=4, iters_per_epoch=10,
-          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lines.append)
+          patch=32, batch=2, tile=64, pad=8, seed=0, lr=5e-3, log=lines.append, bin=1)
     model, meta = load_model(out)
     assert meta["classes"] == ["barrel"] and meta["voxel_size"] == 10.0
     assert len(meta["history"]) == 4 and "val_f1" in meta["history"][-1]
@@ -36,8 +36,8 @@ def test_short_training_picks_large_particles(tmp_path):
 
 
 def test_binned_training_picks_in_original_voxels(tmp_path):
-    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.modelfile import load_model
+    from picker3d.engine.picking.tomogram import pick_tomogram
     from picker3d.engine.training import train
     torch.set_num_threads(2)
     vol, tab = small_dataset(50)
@@ -59,7 +59,7 @@ def test_class_without_annotation_is_refused(tmp_path):
     from picker3d.engine.training import train
     vol, tab = small_dataset(40)
     with pytest.raises(InputError, match="class\\(es\\) rod have no annotation"):
-        train([vol], [tab], ["barrel", "rod"], {"barrel": 17, "rod": 20}, str(tmp_path / "m.pt"), epochs=1)
+        train([vol], [tab], ["barrel", "rod"], {"barrel": 17, "rod": 20}, str(tmp_path / "m.pt"), epochs=1, bin=1)
     assert not os.path.exists(tmp_path / "m.pt")
 
 

@@ -1,7 +1,6 @@
 """Training configuration: the automatic choices (binning, patch, batch, label diameters)."""
 import pytest
 import torch
-
 from engine_data import small_dataset
 
 
@@ -22,9 +21,9 @@ def test_auto_binning_keeps_small_species_at_full_resolution():
 
 
 def test_automatic_patch_holds_the_largest_particle(tmp_path):
-    from picker3d.engine.training.config import auto_batch, auto_patch
     from picker3d.engine.modelfile import load_model
     from picker3d.engine.training import train
+    from picker3d.engine.training.config import auto_batch, auto_patch
     assert auto_patch([12.5, 8.5, 6, 12, 4]) == (32, 8)       # the simulator's species at bin 2
     assert auto_patch([25, 17, 12, 24, 8]) == (40, 4)         # ... at bin 1: 25 + 8 voxels need 40
     assert auto_patch([30], sparse=True) == (48, 4)
@@ -57,8 +56,8 @@ def test_label_diameters_grow_to_the_minimum_but_not_past_the_cap(tmp_path):
     """The benchmark's classes at bin 2: --min-mask 9 grows barrel and shell to 9; the cap of
     1.5x stops the 4-voxel tiny at 6 (9 without the cap); a bad ratio is named."""
     from picker3d.engine.errors import InputError
-    from picker3d.engine.training.config import label_diameters
     from picker3d.engine.training import train
+    from picker3d.engine.training.config import label_diameters
     binned = {"large": 12.5, "barrel": 8.5, "shell": 6.0, "rod": 12.0, "tiny": 4.0}
     assert label_diameters(binned, 9.0, 1.5) == {"large": 12.5, "barrel": 9.0, "shell": 9.0, "rod": 12.0,
                                                  "tiny": 6.0}
@@ -67,4 +66,4 @@ def test_label_diameters_grow_to_the_minimum_but_not_past_the_cap(tmp_path):
     vol, tab = small_dataset(10)
     with pytest.raises(InputError, match=r"--max-mask-ratio: 0.5 must be 1 or more"):
         train([vol], [tab], ["barrel"], {"barrel": 17}, str(tmp_path / "m.pt"), max_mask_ratio=0.5,
-              log=lambda m: None)
+              log=lambda m: None, bin=1)

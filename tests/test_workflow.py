@@ -43,10 +43,11 @@ def test_scipion_create_script_accepts_the_workflow(tmp_path):
 
 def test_tiny_workflow_runs_end_to_end(tmp_path):
     import shutil
+
     from picker3d.engine.formats.readers import read_table
     from picker3d.engine.metrics import evaluate
     from picker3d.engine.simulation.dataset import write_simulation
-    from picker3d.workflow import run_workflow, workflow_protocols, write_workflow
+    from picker3d.workflow import run_workflow, step, workflow_protocols, write_workflow
     sim = tmp_path / "simulated"
     write_simulation(str(sim), n_tomograms=2, seed=70, shape=(48, 80, 80), snr=2.0, species=["barrel"],
                      counts={"barrel": 8}, crowders=0, vesicles=0, membranes=0, gold=0)
@@ -54,18 +55,18 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     shutil.copy(sim / "tomo_00.tsv", tmp_path / "annotations" / "tomo_00.tsv")
     wf = workflow_protocols("./simulated", "./annotations", {"barrel": 17.0}, minutes=0.6, binning=1,
                             channels="8,16,24,36")
-    wf[3].update(patchSize=32, batchSize=2, iterationsPerEpoch=10, learningRate=5e-3)
-    wf[6].update(binning=1, kMax=4, iterations=2)
+    step(wf, "ProtPicker3DTrain").update(patchSize=32, batchSize=2, iterationsPerEpoch=10, learningRate=5e-3)
+    step(wf, "ProtPicker3DClassify").update(binning=1, kMax=4, iterations=2)
     path = write_workflow(str(tmp_path / "wf.json"), wf)
     lines = []
     proj, prots = run_workflow("picker3d_wf_tiny_test", path, location=str(tmp_path / "projects"),
                                log=lines.append)
     assert len(lines) == 7 and all("finished" in ln.lower() for ln in lines), lines
-    pick, export = prots[4], prots[5]
+    pick, export = step(prots, "ProtPicker3DPick"), step(prots, "ProtExportCoordinates3D")
     cwd = os.getcwd()
     os.chdir(proj.getPath())
     try:     # only the tomograms: not the simulator's density and occupancy maps beside them
-        assert sorted(t.getTsId() for t in prots[0].Tomograms) == ["tomo_00", "tomo_01"]
+        assert sorted(t.getTsId() for t in step(prots, "ProtImportTomograms").Tomograms) == ["tomo_00", "tomo_01"]
     finally:
         os.chdir(cwd)
     r = evaluate(pick.getTable("tomo_01"), read_table(sim / "tomo_01.tsv"), {"barrel": 17.0})
@@ -74,7 +75,7 @@ def test_tiny_workflow_runs_end_to_end(tmp_path):
     with open(exported) as fh:
         assert len(fh.read().split("\n")) - 1 == len(pick.getTable("tomo_01"))
     # the workflow ends with the classification of every pick
-    classify = prots[6]
+    classify = step(prots, "ProtPicker3DClassify")
     cwd = os.getcwd()
     os.chdir(proj.getPath())     # run sets are stored with project-relative paths
     try:

@@ -1,13 +1,13 @@
 """Weak labels from particle centres.
 
-DeepETPicker (seed 000, Supplementary §A.3, Eq. 2-4): every centre gets the voxels of
+DeepETPicker (Supplementary §A.3, Eq. 2-4): every centre gets the voxels of
 the cube M = [-r, r]^3 (r = d/2) where ``exp(-|p|^2 / 2r^2) > t_g``:
     tball  t_g = e^-1    -> |p| < sqrt(2) r inside the cube (truncated ball, the default)
     ball   t_g = e^-0.5  -> |p| < r
     cubic  t_g = e^-1.5  -> the whole cube
-DeepFinder (seed 001, Methods) uses one sphere per class with the class's own radius:
+DeepFinder (Methods) uses one sphere per class with the class's own radius:
     sphere               -> |p| <= r
-Sparse-label picking (seed 002, §3.2) uses Gaussian centre heatmaps:
+Sparse-label picking (the sparse-label paper, §3.2) uses Gaussian centre heatmaps:
     gaussian             -> exp(-|p|^2 / 2 sigma^2), sigma = d / 6 (our choice: the kernel
                             is ~1% at the particle radius), max over particles.
 
@@ -21,7 +21,6 @@ import numpy as np
 
 from .errors import InputError
 from .formats.table import diameter_of
-
 
 MASK_TYPES = ("tball", "ball", "cubic", "sphere", "gaussian")
 T_G = {"tball": math.exp(-1.0), "ball": math.exp(-0.5), "cubic": math.exp(-1.5)}

@@ -7,7 +7,7 @@ algorithm on the candidate pairs, so duplicated predictions are false positives.
 
 AP follows the detection convention: predictions in decreasing score, each matched to
 the nearest still-free reference within its radius; AP is the area under the
-interpolated precision-recall curve (seed 000, §A.9 evaluates pickers by such curves).
+interpolated precision-recall curve (DeepETPicker, §A.9 evaluates pickers by such curves).
 
 CZII F-beta (CryoET Object Identification challenge): beta = 4, a prediction matches a
 reference of its class within 0.5 × the particle radius (= 0.25 × diameter).

@@ -13,7 +13,6 @@ import os
 from .errors import InputError
 from .fileio import atomic_text
 
-
 MODEL_FORMAT = "picker3d-model"
 MODEL_VERSION = 1
 SIDECAR_SUFFIX = ".json"

@@ -1,20 +1,20 @@
-"""3D residual U-Net with coord-conv and image-pyramid inputs (DeepETPicker, seed 000).
+"""3D residual U-Net with coord-conv and image-pyramid inputs (DeepETPicker).
 
 - Residual blocks (two 3x3x3 conv + BN + ReLU with a 1x1x1 projection on the skip).
-- Coord-conv (seed 000 §A.4): three channels with the voxel's position. We use the
+- Coord-conv (DeepETPicker §A.4): three channels with the voxel's position. We use the
   position *in the whole tomogram* normalised to [-1, 1] (passed as the tile's offset and
   the volume's shape), not the position inside the patch: this keeps overlap-tile
   inference identical to whole-volume inference, and z carries where the ice slab is.
   ``coord_conv="z"`` keeps the depth only (training's default: x and y let a network trained
   on one tomogram tie targets to places, and measured worse), ``False`` none.
-- Image pyramid (seed 000 §A.4): the input, average-pooled to each encoder level's
+- Image pyramid (DeepETPicker §A.4): the input, average-pooled to each encoder level's
   resolution, is concatenated to that level's features.
-- Channel widths per level, default [8, 16, 24, 36] (seed 000 §A.4 / Supplementary Table 13:
+- Channel widths per level, default [8, 16, 24, 36] (DeepETPicker §A.4 / Supplementary Table 13:
   as good as [24, 48, 72, 108] at a fraction of the cost).
 - Output: logits for background + C classes (softmax), or one logit (sigmoid) when C = 1
   and ``binary=True``. Patch sides must be multiples of 2**(levels-1) (8 for 4 levels).
 - :class:`SliceUNet` (``train --network slice2d``): the same U-Net in 2-D layers run on every
-  z-slice, fused by 3-D layers at the end (the sparse-label paper's backbone, seed 002 §3.3).
+  z-slice, fused by 3-D layers at the end (the sparse-label paper's backbone, the sparse-label paper §3.3).
 """
 import functools
 import math
@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InputError
-
 
 # command-line names of the position channels -> ResUNet3D(coord_conv=...)
 COORD_CONV = {"z": "z", "xyz": True, "none": False}
@@ -73,7 +72,7 @@ class ResUNet3D(nn.Module):
         self.config = {"n_classes": n_classes, "channels": list(channels), "coord_conv": coord_conv,
                        "pyramid": pyramid, "binary": binary, "heatmap": heatmap}
         Conv, _, ConvT = _layers(self.dims)
-        # heatmap head (sparse-label / PU training, seed 002): one sigmoid centre heatmap per class
+        # heatmap head (sparse-label / PU training, the sparse-label paper): one sigmoid centre heatmap per class
         self.heatmap = heatmap
         self.n_classes = n_classes
         self.coord_conv = coord_conv
@@ -181,7 +180,7 @@ class ResUNet3D(nn.Module):
 
 
 class SliceUNet(ResUNet3D):
-    """Slice encoding fused by 3-D layers (sparse-label paper, seed 002 §3.3 / Fig. 2a).
+    """Slice encoding fused by 3-D layers (sparse-label paper §3.3 / Fig. 2a).
 
     The U-Net above, built from 2-D layers, runs on every z-slice independently (the x-y
     view is the one without missing-wedge distortion); a residual block of two 3x3x3

@@ -1,13 +1,13 @@
-"""Sparse-label training: positive-unlabeled (PU) learning on Gaussian centre heatmaps (seed 002).
+"""Sparse-label training: positive-unlabeled (PU) learning on Gaussian centre heatmaps (the sparse-label paper).
 
-Targets (seed 002 §3.2): one Gaussian heatmap per class (sigma = d/6, so the kernel is ~1 %
+Targets (the sparse-label paper §3.2): one Gaussian heatmap per class (sigma = d/6, so the kernel is ~1 %
 at the particle radius), exactly 1 at the voxel nearest each annotated centre. Voxels are
 
 - *true positives* (tp): heatmap = 1 (annotated centres);
 - *soft positives* (sp): 0.01 < heatmap < 1 (their neighbourhood);
 - *unlabeled* (u): everything else — not negatives: unannotated particles live there.
 
-Loss: the non-negative PU risk with focal terms (seed 002 Eq. 4-7, alpha = 2, beta = 4)
+Loss: the non-negative PU risk with focal terms (the sparse-label paper Eq. 4-7, alpha = 2, beta = 4)
 
     R = pi_p (pi_tp R_tp+ + pi_sp R_sp+) + max(0, R_u- - pi_p (pi_tp R_tp- + pi_sp R_sp-))
 
@@ -43,7 +43,6 @@ import torch.nn.functional as F
 
 from .formats.table import diameter_of
 from .masks import gaussian_heatmap
-
 
 SIGMA_FRAC = 1.0 / 6.0
 SOFT_MIN = 0.01       # below this the Gaussian tail counts as unlabeled
@@ -124,7 +123,7 @@ def pu_risks(logits, heat, alpha=ALPHA, beta=BETA):
 
 def pu_loss(logits, heat, prior, alpha=ALPHA, beta=BETA, non_negative=True, tp_share="default",
             correction_share="voxels"):
-    """Non-negative PU risk (seed 002 Eq. 7), summed over classes. ``prior``: float or (C,).
+    """Non-negative PU risk (the sparse-label paper Eq. 7), summed over classes. ``prior``: float or (C,).
 
     ``tp_share``: the weight pi_tp of the centre term in the positive risk (pi_sp = 1 - pi_tp);
     None takes the voxel-count shares. ``correction_share``: the weights in the subtracted
@@ -188,11 +187,11 @@ def prior_from_counts(n_particles, tables, class_names, diameters, shape):
 
 
 # ----------------------------------------------------------------------------------------
-# voxel-level debiased contrastive module (seed 002 Eq. 8-13)
+# voxel-level debiased contrastive module (the sparse-label paper Eq. 8-13)
 # ----------------------------------------------------------------------------------------
 
-TEMPERATURE = 0.07          # seed 002 §4.2 (EMPIAR-10304)
-UNSUP_WEIGHT = 0.5          # lambda_2 of seed 002 Eq. 15
+TEMPERATURE = 0.07          # the sparse-label paper §4.2 (EMPIAR-10304)
+UNSUP_WEIGHT = 0.5          # lambda_2 of the sparse-label paper Eq. 15
 N_UNLABELED = 256           # unlabeled voxels sampled per batch and view
 
 
@@ -221,7 +220,7 @@ def contrastive_loss(feats, view_feats, heat, probs, prior, generator=None, n_un
       ``n_unlabeled`` sampled voxels that are not centres (both views) are its negatives.
     - Eq. 10-13: each sampled unlabeled voxel's positive is its own other view; all other
       sampled vectors are negatives.
-    The debiased denominators follow Chuang et al. (seed 002's ref. [7]): a particle anchor's
+    The debiased denominators follow Chuang et al. (the sparse-label paper's ref. [7]): a particle anchor's
     negatives are particles with probability pi_p, a background anchor's with pi_n = 1 - pi_p
     (Eq. 12 and 13 print the prior inside the bracket the other way round; with voxel priors of
     ~0.02 that reading would cancel almost every negative of a particle anchor).

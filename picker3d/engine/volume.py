@@ -7,7 +7,6 @@ import numpy as np
 from scipy import ndimage
 from scipy.stats import norm
 
-
 # share of voxels left out at each end when the normalisation is estimated, and the standard
 # deviation of a unit normal variable cut there (so Gaussian data keep the plain estimate)
 ROBUST_TAIL = 0.005
@@ -20,7 +19,7 @@ NORMALISED = (0.0, 1.0)  # predict_volume(stats=...) of a volume normalize() alr
 
 def volume_stats(volume):
     """(mean, std) that normalise a tomogram: zero mean, unit standard deviation per tomogram
-    (seed 000 §A.1, Eq. 1), estimated robustly.
+    (DeepETPicker §A.1, Eq. 1), estimated robustly.
 
     Real tomograms hold gold beads tens of standard deviations dark, hot voxels and constant
     fill around a rotated or trimmed reconstruction; a plain mean and std follow them, so the
@@ -50,7 +49,7 @@ def normalize(volume, stats=None):
     """The tomogram normalised by :func:`volume_stats` (or ``stats=(mean, std)``) and clipped
     to ±``CLIP_STD`` (float32): the network's input, in training and in picking.
 
-    Clipping is a departure from seed 000 (§A.1 normalises only). Two models trained before
+    Clipping is a departure from DeepETPicker (§A.1 normalises only). Two models trained before
     it, each on a held-out tomogram with 40 gold beads (radius 5 voxels, 30 std dark) added:
     F1 0.26 / 0.59 with the plain mean and std, 0.45 / 0.60 with the robust estimate alone,
     0.75 / 0.78 clipped at ±3 (clean tomograms 0.78-0.80 with all three). Clipped at ±5 or

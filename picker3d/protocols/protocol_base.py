@@ -9,7 +9,6 @@ from tomo.protocols import ProtTomoBase
 from ..engine.errors import InputError
 from ..engine.formats.table import parse_diameters
 
-
 # the engine's --precision values, in the form's order
 PRECISIONS = ["auto", "fp32", "bf16"]
 
@@ -81,10 +80,10 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
             return "--device cpu"
         return f"--device {Plugin.getDevice()} --gpu %(GPU)s"
 
-    def _precisionArg(self):
-        """``--precision`` of the engine job (auto for protocols saved before the parameter)."""
+    def _precision(self):
+        """The engine's ``precision`` (auto for protocols saved before the parameter)."""
         choice = getattr(self, "precision", None)
-        return f"--precision {PRECISIONS[choice.get() or 0] if choice is not None else 'auto'}"
+        return PRECISIONS[choice.get() or 0] if choice is not None else "auto"
 
     def runEngine(self, subcommand, args, tag=None):
         """Run an engine command; when it fails, the protocol's error is the engine's one-line

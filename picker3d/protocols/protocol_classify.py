@@ -1,17 +1,32 @@
-"""Sort picked particles into structurally homogeneous classes (DISCA, seed 003)."""
+"""Sort picked particles into structurally homogeneous classes (DISCA)."""
 import json
 import os
 from enum import Enum
 
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
-from tomo.objects import (AverageSubTomogram, SetOfAverageSubTomograms, SetOfClassesSubTomograms,
-                          SetOfCoordinates3D, SetOfSubTomograms, SubTomogram)
+from tomo.objects import (
+    AverageSubTomogram,
+    SetOfAverageSubTomograms,
+    SetOfClassesSubTomograms,
+    SetOfCoordinates3D,
+    SetOfSubTomograms,
+    SubTomogram,
+)
 
-from ..convert import (CLASS_ATTR, alignment_transforms, link_tomogram, set_class_names, tables_from_coordinates,
-                       tomogram_link_path, tomograms_by_ts_id)
+from ..convert import (
+    CLASS_ATTR,
+    alignment_transforms,
+    link_tomogram,
+    set_class_names,
+    tables_from_coordinates,
+    tomogram_link_path,
+    tomograms_by_ts_id,
+)
 from ..engine.formats.readers import read_table
 from ..engine.formats.writers import write_table
+from ..engine.options import CLASSIFY_OPTIONS, to_argv
+from ..engine.options import check as check_options
 from .protocol_base import ProtPicker3DBase
 
 POSTERIOR_ATTR = "_picker3dPosterior"
@@ -27,7 +42,7 @@ class ClassifyOutputs(Enum):
 
 class ProtPicker3DClassify(ProtPicker3DBase):
     """Unsupervised sorting of picked sub-volumes into homogeneous classes with DISCA
-    (seed 003): a YOPO network (convolutions without pooling, global max-pool after each,
+    (DISCA): a YOPO network (convolutions without pooling, global max-pool after each,
     Gaussian dropout; §"YOPO") learns features, a full-covariance Gaussian mixture with K
     chosen by BIC (candidates 2-20 as in Table 1) labels them, and the two alternate; the
     iteration with the lowest DDBI is the result. The first labels come from
@@ -99,7 +114,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                            "of it follows.")
         form.addParam("seed", params.IntParam, default=0, label="Random seed", expertLevel=params.LEVEL_ADVANCED,
                       help="Results are reproducible for a given seed; run a few seeds and keep the "
-                           "lowest DDBI to be safe (seed 003, Discussion).")
+                           "lowest DDBI to be safe (DISCA, Discussion).")
         form.addParam("splitClasses", params.BooleanParam, default=True, label="One coordinate set per class?")
         form.addParam("outputClasses", params.BooleanParam, default=False,
                       label="Classes of sub-tomograms?",
@@ -140,19 +155,21 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         ts_ids = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".tsv"))
         args = ["--tomograms " + " ".join(self._quote(tomogram_link_path(folder, t)) for t in ts_ids),
                 "--coords " + " ".join(self._quote(os.path.join(folder, t + ".tsv")) for t in ts_ids),
-                f"--box {self._box()}", f"--bin {self.binning.get()}",
-                f"--k-range {self.kMin.get()}-{self.kMax.get()}", f"--iterations {self.iterations.get()}",
-                f"--out-of-volume {'skip' if self.outOfVolume.get() else 'pad'}", f"--seed {self.seed.get()}",
-                f"--pca-dim {self.pcaDim.get()}", f"--network-from {self.networkFrom.get()}",
-                f"--contrast-weight {self.contrastWeight.get()}",
-                f"--split-separation {self.splitSeparation.get()}",
-                f"--tilt-range {self.tiltRange.get()} --align-step {self.alignStep.get()}" if self.align.get()
-                else "--no-align",
+                *to_argv(CLASSIFY_OPTIONS, self._engineOptions()),
                 f"--out {self._quote(self._labelsFile())}",
                 f"--averages {self._quote(os.path.dirname(self.getAverageFile(1)))}", self._deviceArg()]
         if self.outputClasses.get():
             args.append(f"--boxes-dir {self._quote(self._boxesDir())}")
         self.runEngine("classify", " ".join(args))
+
+    def _engineOptions(self):
+        """The form as the engine's classification options (picker3d.engine.options.classify):
+        what the command line is made from and what _validate checks."""
+        return {"box": self._box(), "bin": self.binning.get(), "k_range": f"{self.kMin.get()}-{self.kMax.get()}",
+                "iterations": self.iterations.get(), "out_of_volume": "skip" if self.outOfVolume.get() else "pad",
+                "seed": self.seed.get(), "pca_dim": self.pcaDim.get(), "network_from": self.networkFrom.get(),
+                "contrast_weight": self.contrastWeight.get(), "split_separation": self.splitSeparation.get(),
+                "align": bool(self.align.get()), "tilt_range": self.tiltRange.get(), "align_step": self.alignStep.get()}
 
     def getResult(self):
         """{objId: (cluster 1-based, posterior)} and the run's DISCA summary (None before the run)."""
@@ -198,7 +215,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 outputs[f"coordinates_{name}"] = new_set(f"_{name}", {i})
         averages = self._createSetOfAverageSubTomograms()
         averages.setSamplingRate(coords.getPrecedents().getSamplingRate())
-        for i, name in enumerate(names, start=1):
+        for i in range(1, len(names) + 1):
             avg = AverageSubTomogram()
             avg.setLocation(self.getAverageFile(i))
             avg.setSamplingRate(averages.getSamplingRate())
@@ -269,17 +286,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         errors = self._emptySetErrors(coords, "Input coordinates")
         if errors:
             return errors
-        if self.kMin.get() < 1 or self.kMax.get() < self.kMin.get():
-            errors.append(f"Number of classes: min {self.kMin.get()} and max {self.kMax.get()} "
-                          f"need 1 <= min <= max.")
-        if self.contrastWeight.get() is None or self.contrastWeight.get() < 0:
-            errors.append("Weight of box contrast must be 0 or more.")
-        if self.splitSeparation.get() is None or self.splitSeparation.get() < 0:
-            errors.append("Split classes by centre density must be 0 (no split) or more.")
-        box = self._box()
-        if box // max(self.binning.get(), 1) < 11:
-            errors.append(f"Box size {box} px binned by {self.binning.get()} leaves fewer than 11 voxels: "
-                          f"lower the binning or enlarge the box.")
+        errors += check_options("classify", self._engineOptions())     # the engine's own checks
         if coords.getSize() <= max(self.kMin.get(), 2):
             errors.append(f"The coordinate set {coords.getObjLabel() or coords.getObjName()} has "
                           f"{coords.getSize()} particles: too few to cluster.")

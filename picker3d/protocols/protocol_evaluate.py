@@ -12,7 +12,6 @@ from ..engine.formats.table import CoordTable
 from ..engine.metrics import evaluate_tomograms, match_by_class, reference_radii
 from .protocol_base import ProtPicker3DBase
 
-
 RADIUS_MODES = ["fraction of the diameter", "Å"]
 
 
@@ -26,7 +25,7 @@ class ProtPicker3DEvaluate(ProtPicker3DBase):
     """Precision, recall, F1, average precision and the CZII F-beta (beta 4, within a quarter
     of the diameter) of picked coordinates against reference coordinates, per tomogram and
     overall, with the same matching as picker3d's command line (Hungarian one-to-one
-    matching within the radius; seed 000 §A.9 uses half the diameter). The true positives,
+    matching within the radius; DeepETPicker §A.9 uses half the diameter). The true positives,
     false positives and missed references come out as coordinate sets to look at.
     """
     _label = "evaluate picks"

@@ -14,7 +14,6 @@ from ..engine.errors import InputError
 from ..engine.formats.readers import FORMATS, read_table
 from .protocol_base import ProtPicker3DBase
 
-
 FORMAT_CHOICES = ["auto"] + list(FORMATS)
 
 

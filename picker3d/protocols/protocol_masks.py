@@ -17,7 +17,7 @@ class MasksOutputs(Enum):
 
 class ProtPicker3DMasks(ProtPicker3DBase):
     """Weak labels from particle centres, one label volume per tomogram (DeepETPicker
-    seed 000 §A.3): TBall (a ball truncated at the diameter in a cube of side d·t_g),
+    DeepETPicker §A.3): TBall (a ball truncated at the diameter in a cube of side d·t_g),
     Ball, Cubic, a sphere per class, or a Gaussian centre heatmap (sigma = d/6).
     Voxel value = class index (the order of the classes in the coordinates), 0 = background;
     for the Gaussian type, the heatmap in [0, 1].

@@ -1,6 +1,5 @@
 """Pick particles in tomograms with a trained picker3d model."""
 import os
-import re
 from enum import Enum
 
 import pyworkflow.object as pwobj
@@ -8,9 +7,17 @@ import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
 
-from ..convert import (append_table, box_from_diameter, link_tomogram, set_class_names, tomogram_link_path,
-                       tomograms_by_ts_id)
+from ..convert import (
+    append_table,
+    box_from_diameter,
+    link_tomogram,
+    set_class_names,
+    tomogram_link_path,
+    tomograms_by_ts_id,
+)
 from ..engine.formats.readers import read_table
+from ..engine.options import PICK_OPTIONS, to_argv
+from ..engine.options import check as check_options
 from .protocol_base import EngineError, ProtPicker3DBase
 
 FLIP_CHOICES = ["model's", "1", "2", "4", "8"]
@@ -23,10 +30,10 @@ class PickOutputs(Enum):
 
 
 class ProtPicker3DPick(ProtPicker3DBase):
-    """Pick particles with a trained picker3d model: overlap-tile inference (seed 000 §A.3,
+    """Pick particles with a trained picker3d model: overlap-tile inference (DeepETPicker §A.3,
     tiles with a 12-voxel overlap), smoothed foreground score, local maxima by max-pooling,
     class from the neighbourhood's class probabilities, de-duplication within half a
-    diameter (seed 000 §A.9). Each particle gets its class (groupId, 1-based in the model's
+    diameter (DeepETPicker §A.9). Each particle gets its class (groupId, 1-based in the model's
     class order) and a score in [0, 1] usable for precision-recall curves.
 
     The output set holds every class; optionally one set per class and the score map of
@@ -134,26 +141,27 @@ class ProtPicker3DPick(ProtPicker3DBase):
     def _pickOne(self, ts_id):
         link = tomogram_link_path(self._folder(ts_id), ts_id)        # made by linkTomogramsStep
         args = [f"--model {self._quote(self.inputModel.get().getFileName())}", f"--tomograms {self._quote(link)}",
-                f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(), self._precisionArg(),
-                f"--mode {'cc' if self.mode.get() == 1 else 'peaks'}"]
-        if self.threshold.get() is not None and self.threshold.get() >= 0:
-            args.append(f"--threshold {self.threshold.get()}")
-        if self.flips.get():
-            args.append(f"--flips {FLIP_CHOICES[self.flips.get()]}")
-        if self.saveScoreMaps.get():
-            args.append("--score-map")
-        # Scipion's sampling rate, not the file header's (which may have none)
-        args.append(f"--voxel-size {self.inputTomograms.get().getSamplingRate()}")
-        if getattr(self, "invertContrast", None) is not None and self.invertContrast.get():
-            args.append("--invert")
-        z_range = getattr(self, "zRange", None)
-        if z_range is not None and (z_range.get() or "auto").strip() != "auto":
-            args.append(f"--z-range {z_range.get().strip()}")
+                f"--out-dir {self._quote(self._folder(ts_id))}", self._deviceArg(),
+                *to_argv(PICK_OPTIONS, self._engineOptions())]
         if os.path.lexists(self._absPath(self._maskLink(ts_id))):
             args.append(f"--mask {self._quote(self._maskLink(ts_id))}")
         self.runEngine("pick", " ".join(args), tag=ts_id)
         if not os.path.exists(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv"))):
             raise EngineError(f"picker3d pick: the engine wrote no table for {ts_id} (see the run log)")
+
+    def _engineOptions(self):
+        """The form as the engine's picking options (picker3d.engine.options.pick): what the
+        command line is made from and what _validate checks."""
+        threshold = self.threshold.get()
+        z_range = getattr(self, "zRange", None)
+        return {"precision": self._precision(), "mode": "cc" if self.mode.get() == 1 else "peaks",
+                "threshold": threshold if threshold is not None and threshold >= 0 else None,
+                "flips": FLIP_CHOICES[self.flips.get()] if self.flips.get() else None,
+                "score_map": bool(self.saveScoreMaps.get()),
+                # Scipion's sampling rate, not the file header's (which may have none)
+                "voxel_size": self.inputTomograms.get().getSamplingRate(),
+                "invert": bool(getattr(self, "invertContrast", None) is not None and self.invertContrast.get()),
+                "z_range": (z_range.get() or "auto").strip() if z_range is not None else "auto"}
 
     def getTable(self, ts_id):
         return read_table(self._absPath(os.path.join(self._folder(ts_id), ts_id + ".tsv")), allow_empty=True)
@@ -225,9 +233,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         if msr and tsr and not 0.25 <= tsr / msr <= 4.0:
             errors.append(f"The tomograms are at {tsr:g} Å/px but the model was trained at {msr:g} Å/px: more "
                           f"than 4x apart; bin the tomograms (or train at this sampling).")
-        z_range = (self.zRange.get() or "auto").strip()
-        if z_range not in ("auto", "all") and not re.fullmatch(r"\d+(\.\d*)?-\d+(\.\d*)?", z_range):
-            errors.append(f"Keep picks in z planes: '{z_range}' is not auto, all or Z0-Z1.")
+        errors += check_options("pick", self._engineOptions())     # the engine's own checks
         if tomos.getSize() == 0:
             errors.append(f"The tomogram set {tomos.getObjLabel() or tomos.getObjName()} is empty.")
         try:

@@ -7,9 +7,10 @@ import pyworkflow.protocol.params as params
 from ..convert import get_class_names, link_tomogram, tables_from_coordinates, tomograms_by_ts_id
 from ..engine.formats.writers import write_table
 from ..engine.modelinfo import read_model_info, sidecar_path
+from ..engine.options import TRAIN_OPTIONS, option_help, to_argv
+from ..engine.options import check as check_options
 from ..objects import Picker3DModel
 from .protocol_base import ProtPicker3DBase
-
 
 MASKS = ["tball", "ball", "cubic", "sphere"]
 LOSSES = ["dice+ce", "dice", "ce", "focal"]
@@ -23,7 +24,7 @@ class TrainOutputs(Enum):
 
 class ProtPicker3DTrain(ProtPicker3DBase):
     """Train picker3d's 3D-ResUNet (residual U-Net with coord-conv and image-pyramid inputs,
-    DeepETPicker seed 000 §A.4) from particle centres turned into weak labels (§A.3).
+    DeepETPicker §A.4) from particle centres turned into weak labels (§A.3).
 
     Patches are drawn class-balanced around annotated particles plus background patches,
     half of them at dense unannotated places (crowders, membranes, gold). After each
@@ -34,7 +35,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
 
     Labels: *complete* (every particle of the classes annotated in the training
     tomograms; unannotated particles are learned as background) or *sparse* (only some
-    annotated: positive-unlabeled training on centre heatmaps, seed 002, which needs the
+    annotated: positive-unlabeled training on centre heatmaps, the sparse-label paper, which needs the
     class prior or a rough particle count).
     """
     _label = "train"
@@ -59,7 +60,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                       help="complete (default): every particle of these classes in the training tomograms is "
                            "annotated (unannotated density is learned as background). sparse: you picked "
                            "only some of them; the rest is treated as unlabeled, not as background "
-                           "(positive-unlabeled learning, seed 002), and picker3d needs to know roughly how "
+                           "(positive-unlabeled learning, the sparse-label paper), and picker3d needs to know roughly how "
                            "many particles there are.")
         form.addParam("invertContrast", params.BooleanParam, default=False, label="Invert contrast?",
                       help="Flip the tomograms' contrast before training (the model records the contrast it "
@@ -95,20 +96,18 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         line.addParam("flips", params.EnumParam, choices=[str(f) for f in FLIPS], default=1, label="Test-time flips",
                       help="Mirrored copies averaged in validation and picking (default 2).")
         form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Patch size (px, multiple of 8)",
-                      help="Side of the training patches in (binned) voxels. 0 (default) = automatic: the "
-                           "smallest multiple of 8 of at least 32 that holds the largest particle plus 8 "
-                           "voxels (48 for sparse labels).")
+                      label="Patch size (px)",
+                      help="0 (default) = automatic. " + option_help("train", "patch"))
         form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Batch size",
                       help="Patches per training step. 0 (default) = automatic: 8 for patches of at most 32 "
                            "voxels with complete annotations, else 4.")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0, expertLevel=params.LEVEL_ADVANCED,
-                      label="Loss", help="dice+ce (default, class-weighted), soft Dice (seed 000 §A.5), "
+                      label="Loss", help="dice+ce (default, class-weighted), soft Dice (DeepETPicker §A.5), "
                                          "cross-entropy, focal. Complete annotation only.")
         form.addParam("learningRate", params.FloatParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Peak learning rate",
                       help="Peak of the one-cycle schedule. 0 (default) = automatic: 3e-3 for complete "
-                           "annotations, 1e-3 for sparse ones (seed 002 §4.2).")
+                           "annotations, 1e-3 for sparse ones (the sparse-label paper §4.2).")
 
         form.addSection(label="Sparse labels")
         form.addParam("expectedParticles", params.FloatParam, default=0.0, condition="labels == 1",
@@ -122,18 +121,18 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                            "particles. 0 (default) = from the particle count.")
         form.addParam("contrastive", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       condition="labels == 1", label="Contrastive weight",
-                      help="Weight of seed 002's voxel-level debiased contrastive module (Eq. 8-13; 0.1 "
+                      help="Weight of the sparse-label paper's voxel-level debiased contrastive module (Eq. 8-13; 0.1 "
                            "there). 0 (default) = off. Each training step then runs the network twice.")
 
         form.addSection(label="Advanced")
         form.addParam("network", params.EnumParam, choices=list(NETWORKS), default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Network",
                       help="resunet3d (default): 3-D residual U-Net (DeepETPicker's). slice2d: the same U-Net "
-                           "in 2-D layers on every z-slice, fused by 3-D layers at the end (seed 002's "
+                           "in 2-D layers on every z-slice, fused by 3-D layers at the end (the sparse-label paper's "
                            "backbone); it trains on slabs 16 slices thick.")
         form.addParam("consistency", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Consistency weight",
-                      help="Weight of seed 002's consistency term (Eq. 14; 0.1 there): the outputs for a "
+                      help="Weight of the sparse-label paper's consistency term (Eq. 14; 0.1 there): the outputs for a "
                            "batch and for a mirrored, re-noised copy of it should agree. 0 (default) = off. "
                            "Each training step then runs the network twice.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
@@ -195,41 +194,37 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
                 *([f"--val-tomograms {' '.join(q(v) for v in vvols)}", f"--val-coords {' '.join(q(t) for t in vtsvs)}"]
                   if vvols else []),
-                f"--diameters {diam}", f"--out {q(self.getModelFile())}",
-                f"--mask {MASKS[self.maskType.get()]}", f"--bin {self.binning.get() or 'auto'}",
-                f"--channels {self.channels.get()}", f"--flips {FLIPS[self.flips.get()]}",
-                f"--iters-per-epoch {self.iterationsPerEpoch.get()}",
-                f"--lr {self.learningRate.get() or 'auto'}", f"--seed {self.seed.get()}",
-                self._deviceArg(), self._precisionArg(),
-                f"--network {NETWORKS[self.network.get()]}"]
-        args.append(f"--minutes {self.minutes.get()}" if self.trainBy.get() == 0 else f"--epochs {self.epochs.get()}")
-        if self.patchSize.get():       # 0 = the engine's automatic choice
-            args.append(f"--patch {self.patchSize.get()}")
-        if self.batchSize.get():
-            args.append(f"--batch {self.batchSize.get()}")
-        if self.consistency.get():
-            args.append(f"--consistency {self.consistency.get()}")
-        if self.labels.get() == 1:
-            args.append("--labels sparse --loss pu")
-            if self.contrastive.get():
-                args.append(f"--contrastive {self.contrastive.get()}")
-            args.append(f"--prior {self.prior.get()}" if self.prior.get() else
-                        f"--expected-particles {self.expectedParticles.get()}")
-        else:
-            args.append(f"--loss {LOSSES[self.loss.get()]}")
-        if self.initialModel.get() is not None:
-            args.append(f"--init {q(self.initialModel.get().getFileName())}")
-        if getattr(self, "invertContrast", None) is not None and self.invertContrast.get():
-            args.append("--invert")
+                f"--diameters {diam}", f"--out {q(self.getModelFile())}", self._deviceArg(),
+                *to_argv(TRAIN_OPTIONS, self._engineOptions())]
+        if os.path.exists(self.getModelFile() + ".ckpt"):
+            args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
+        return " ".join(args)
+
+    def _engineOptions(self):
+        """The form as the engine's training options (picker3d.engine.options.train): what the
+        command line is made from and what _validate checks."""
+        sparse = self.labels.get() == 1
+        init = self.initialModel.get()
         # Scipion's sampling rate, not the files' headers (which may have none), when the training
         # and validation tomograms share it
         rates = {round(c.getPrecedents().getSamplingRate(), 4) for c in (self.inputCoordinates.get(),
                                                                        self.validationCoordinates.get()) if c}
-        if len(rates) == 1 and next(iter(rates)) > 0:
-            args.append(f"--voxel-size {next(iter(rates)):g}")
-        if os.path.exists(self.getModelFile() + ".ckpt"):
-            args.append("--resume")   # 'Continue' after an interruption: pick up the last checkpoint
-        return " ".join(args)
+        return {"mask_type": MASKS[self.maskType.get()], "bin": self.binning.get() or "auto",
+                "channels": self.channels.get(), "flips": FLIPS[self.flips.get()],
+                "iters_per_epoch": self.iterationsPerEpoch.get(), "lr": self.learningRate.get() or "auto",
+                "seed": self.seed.get(), "precision": self._precision(), "network": NETWORKS[self.network.get()],
+                "minutes": self.minutes.get() if self.trainBy.get() == 0 else None,
+                "epochs": self.epochs.get() if self.trainBy.get() == 1 else None,
+                "patch": self.patchSize.get() or "auto", "batch": self.batchSize.get() or "auto",
+                "consistency": self.consistency.get(), "labels": "sparse" if sparse else "complete",
+                "loss": "pu" if sparse else LOSSES[self.loss.get()],
+                "contrastive": self.contrastive.get() if sparse else 0.0,
+                "prior": (self.prior.get() or None) if sparse else None,
+                "expected_particles": (self.expectedParticles.get() or None) if sparse and not self.prior.get()
+                else None,
+                "init": init.getFileName() if init is not None else None,
+                "invert": bool(getattr(self, "invertContrast", None) is not None and self.invertContrast.get()),
+                "voxel_size": next(iter(rates)) if len(rates) == 1 and next(iter(rates)) > 0 else None}
 
     def createOutputStep(self):
         meta = read_model_info(self.getModelFile())
@@ -275,25 +270,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         init = self.initialModel.get()
         if init is not None and not os.path.exists(self._absPath(init.getFileName())):
             errors.append(f"Start from model: the model file {init.getFileName()} is missing.")
-        if self.labels.get() == 1 and not (self.prior.get() or self.expectedParticles.get()):
-            errors.append("Sparse annotation needs the number of particles per tomogram (or the class prior).")
-        if self.labels.get() == 1 and self.prior.get() and not 0 < self.prior.get() < 1:
-            errors.append(f"Class prior {self.prior.get()} must be a fraction between 0 and 1.")
-        if self.patchSize.get() < 0 or self.patchSize.get() % 8:
-            errors.append(f"Patch size {self.patchSize.get()} is not a multiple of 8 (0 = automatic).")
-        if self.batchSize.get() < 0:
-            errors.append(f"Batch size {self.batchSize.get()} must be 0 (automatic) or more.")
-        if self.consistency.get() < 0:
-            errors.append(f"Consistency weight {self.consistency.get()} must be 0 (off) or more.")
-        if self.contrastive.get() < 0:
-            errors.append(f"Contrastive weight {self.contrastive.get()} must be 0 (off) or more.")
-        if not 0 <= self.learningRate.get() < 1:
-            errors.append(f"Peak learning rate {self.learningRate.get()} must be 0 (automatic) or between 0 and 1.")
-        try:
-            [int(c) for c in self.channels.get().split(",")]
-        except ValueError:
-            errors.append(f"Channels '{self.channels.get()}' must be comma-separated integers.")
-        return errors
+        # the engine's own checks of every option (picker3d.engine.options.train)
+        return errors + check_options("train", self._engineOptions())
 
     def _summary(self):
         out = getattr(self, self._possibleOutputs.model.name, None)

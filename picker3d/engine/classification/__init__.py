@@ -1,6 +1,6 @@
-"""Clustering-based classification of picked sub-volumes: DISCA (seed 003).
+"""Clustering-based classification of picked sub-volumes: DISCA.
 
-The loop is a generalised EM (seed 003, "Methods" and Fig. 2):
+The loop is a generalised EM (DISCA, "Methods" and Fig. 2):
 
 1. a YOPO feature network (§ "YOPO": 3D convolutions *without pooling*, a global
    max-pool after every convolution, the pooled vectors concatenated, a fully connected

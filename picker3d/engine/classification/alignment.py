@@ -1,9 +1,9 @@
 """Reference-free alignment and averaging of a class's sub-volumes, with the missing wedge
 masked in Fourier space, and the Fourier shell correlation of two half averages.
 
-The classic iterative scheme (as in Dynamo or PEET; the alternative the Gum-Net seed 004
+The classic iterative scheme (as in Dynamo or PEET; the alternative the Gum-Net
 compares against): every member is matched to the current reference over a grid of
-rotations by the constrained cross-correlation of Xu et al. (seed 004 ref. [17]) — the
+rotations by the constrained cross-correlation of Xu et al. (Gum-Net ref. [17]) — the
 rotated reference, multiplied by the member's missing-wedge mask, correlated with the
 member over all translations at once by FFT; the members are rotated and shifted onto the
 reference and averaged in Fourier space, each Fourier voxel divided by how many members
@@ -17,7 +17,7 @@ and ``t`` in (x, y, z) voxels and ``c`` the box centre; ``R`` is reported as ZYZ
 angles ``rot tilt psi`` in degrees (scipy's intrinsic "ZYZ", ``R = Rz(rot) Ry(tilt)
 Rz(psi)``), ``t`` as ``shift_x shift_y shift_z``.
 
-FSC (seed 004 §S3.5.2, Eq. 4) between the averages of two random halves of the members;
+FSC (Gum-Net §S3.5.2, Eq. 4) between the averages of two random halves of the members;
 resolution at the 0.143 and 0.5 criteria, in Å, where the curve first falls below them.
 """
 import math

@@ -1,5 +1,6 @@
-"""The DISCA loop (seed 003, "Methods" and Fig. 2): E-steps cluster features with a Gaussian
+"""The DISCA loop (DISCA, "Methods" and Fig. 2): E-steps cluster features with a Gaussian
 mixture chosen by BIC, M-steps train YOPO on the labels."""
+import dataclasses
 import time
 
 import numpy as np
@@ -7,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
+from ..devices import resolve_device
 from ..errors import InputError
+from ..options import ClassifyOptions
+from ..options.base import k_range as k_range_of
 from .boxes import bin_boxes, box_contrast, normalize_box
 from .descriptors import _project, invariant_descriptors, radial_profiles
 from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, split_by_density
@@ -20,89 +24,84 @@ NETWORK_FROM = 1000
 PER_DIMENSION = 10
 
 
-def disca(stack, k_range=range(2, 21), iterations=10, epochs=1, batch=32, lr=1e-3, smoothing=0.2,
-          pca_dim=8, tol=0.01, seed=0, device="cpu", channels=(8, 16, 16, 32, 32), n_features=64,
-          init="descriptors", combine=True, log=print, on_iteration=None, contrast=None, contrast_weight=1.0,
-          descriptors=None, equalised=False, covariance="auto", balance=False, network_from=NETWORK_FROM):
+# the network's training and the loop's stop (the DISCA paper's, "Methods")
+BATCH, LR, SMOOTHING, TOL = 32, 1e-3, 0.2, 0.01
+CHANNELS, N_FEATURES = (8, 16, 16, 32, 32), 64
+COVARIANCE = "auto"         # the mixtures' covariance: tied or full, by BIC
+
+
+def disca(stack, options=None, contrast=None, descriptors=None, equalised=False, log=print, **kw):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
 
-    ``init="descriptors"`` runs the first E-step on :func:`invariant_descriptors`,
-    ``"network"`` on the untrained network's features (the paper's start).
-    ``on_iteration(it, labels)`` is called after every E-step (benchmarks score it).
+    ``options``: a :class:`picker3d.engine.options.ClassifyOptions` (k_range, iterations,
+    epochs, seed, device, pca_dim, network_from, contrast_weight are read); keywords named as
+    its fields override it. The first E-step clusters ``descriptors`` (default:
+    :func:`invariant_descriptors` of ``stack``; ``equalised``: they are noise-equalised and
+    keep their own scale in the projection); later ones the network's features next to them.
     ``contrast`` (n, c), e.g. :func:`box_contrast`, is appended to the features of every
-    E-step, each column weighted ``contrast_weight`` times a standardised feature column
-    (a few numbers among ~100 feature columns would otherwise hardly reach the PCA).
-    ``descriptors``: precomputed first-E-step descriptors (default: :func:`invariant_descriptors`
-    of ``stack``); ``equalised``: they are noise-equalised (``invariant_descriptors(...,
-    equalise=True)``) and keep their own scale in the projection. ``covariance``: the
-    mixtures' covariance, full, diag, tied, or auto (tied or full, by BIC). ``balance``: the
-    descriptors and the network's features weigh the same in the projection
-    (:func:`_feature_weights`). ``pca_dim`` is capped at one dimension per ten boxes.
-    ``network_from``: with descriptors, fewer boxes than this get the first E-step only (YOPO
-    trained on a few hundred boxes loses what the descriptors hold: docs/classification.md).
+    E-step, each column weighted ``contrast_weight`` times a standardised feature column (a
+    few numbers among ~100 feature columns would otherwise hardly reach the PCA). ``pca_dim``
+    is capped at one dimension per ten boxes. With fewer boxes than ``network_from`` the
+    first E-step is the result (YOPO trained on a few hundred boxes loses what the
+    descriptors hold: docs/classification.md).
     """
-    stack, k_range, contrast, descriptors = _checked_inputs(stack, k_range, init, contrast, descriptors)
-    if init == "descriptors" and len(stack) < network_from and iterations > 1:
-        log(f"{len(stack)} boxes (< {network_from}): the descriptors' clustering is the result, "
+    o = dataclasses.replace(options or ClassifyOptions(), **kw)
+    stack, k_range, contrast, descriptors = _checked_inputs(stack, k_range_of(o.k_range), contrast, descriptors)
+    iterations = o.iterations
+    if len(stack) < o.network_from and iterations > 1:
+        log(f"{len(stack)} boxes (< {o.network_from}): the descriptors' clustering is the result, "
             "without network iterations")
         iterations = 1
     # at least ten boxes per dimension the mixture sees (its covariance is estimated from them)
-    dim = min(pca_dim, max(2, len(stack) // PER_DIMENSION))
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = YOPO(2, channels, n_features).to(device)
+    dim = min(o.pca_dim, max(2, len(stack) // PER_DIMENSION))
+    device = resolve_device(o.device)
+    torch.manual_seed(o.seed)
+    rng = np.random.default_rng(o.seed)
+    model = YOPO(2, CHANNELS, N_FEATURES).to(device)
     if stack.shape[1] < model.min_box:
         raise InputError(f"--box: sub-volumes of {stack.shape[1]} voxels are smaller than the network's "
                          f"{model.min_box}-voxel receptive field (use a larger box or less binning)")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
     prev, history, best_by_k = None, [], {}
     t_start = time.time()
     for it in range(iterations):
         t0 = time.time()
-        feats = _features(it, model, stack, descriptors, contrast, init, combine, device)
+        feats = _features(it, model, stack, descriptors, contrast, device)
         # noise-equalised descriptors (at the front) keep their own scale; the rest is standardised
-        standardise = None
-        if equalised and init == "descriptors" and (it == 0 or combine):
-            standardise = np.arange(feats.shape[1]) >= descriptors.shape[1]
-        n_desc = descriptors.shape[1] if init == "descriptors" and (it == 0 or combine) else 0
-        weights = _feature_weights(feats, contrast, contrast_weight, n_desc if balance else None)
-        Z = _project(feats, dim, seed, weights, standardise)
-        labels, post, entry = _e_step(Z, prev, k_range, seed + it, covariance)
+        standardise = np.arange(feats.shape[1]) >= descriptors.shape[1] if equalised else None
+        Z = _project(feats, dim, o.seed, _feature_weights(feats, contrast, o.contrast_weight), standardise)
+        labels, post, entry = _e_step(Z, prev, k_range, o.seed + it, COVARIANCE)
         k = entry["k"]
         history.append(dict(entry, iteration=it))
         if k not in best_by_k or entry["ddbi"] < best_by_k[k]["ddbi"]:
             best_by_k[k] = {"ddbi": entry["ddbi"], "labels": labels, "posterior": post, "iteration": it, "k": k,
                             "features": feats, "Z": Z}
-        if on_iteration is not None:
-            on_iteration(it, labels)
-        stop = prev is not None and entry["label_change"] < tol
+        stop = prev is not None and entry["label_change"] < TOL
         if not stop and it < iterations - 1:
             # M-step: train YOPO on the current labels (smoothed; the factor decays to 0)
-            alpha = smoothing * (1.0 - it / max(iterations - 1, 1))
-            if k != model.head.out_features or (it == 0 and init == "descriptors"):
+            alpha = SMOOTHING * (1.0 - it / max(iterations - 1, 1))
+            if k != model.head.out_features or it == 0:
                 model.new_head(k)
                 _train_head(model, extract_features(model, stack, device), labels, k)
-                opt = torch.optim.Adam(model.parameters(), lr=lr)
-            history[-1]["loss"] = _m_step(model, opt, stack, labels, k, alpha, epochs, batch, rng, device)
+                opt = torch.optim.Adam(model.parameters(), lr=LR)
+            history[-1]["loss"] = _m_step(model, opt, stack, labels, k, alpha, o.epochs, BATCH, rng, device)
         history[-1]["seconds"] = time.time() - t0
         log(_iteration_line(history[-1], iterations))
         prev = labels
         if stop:
-            log(f"labels stable (change {entry['label_change']:.4f} < {tol}): stopping")
+            log(f"labels stable (change {entry['label_change']:.4f} < {TOL}): stopping")
             break
-    return _result(history, best_by_k, seed, log, t_start)
+    return _result(history, best_by_k, o.seed, log, t_start)
 
 
-def _checked_inputs(stack, k_range, init, contrast, descriptors):
+def _checked_inputs(stack, k_range, contrast, descriptors):
     """The stack as contiguous float32, K candidates as a list, the contrast as (n, c) and the
     first E-step's descriptors (computed when not given); one line for what cannot work."""
-    if init not in ("descriptors", "network"):
-        raise InputError(f"--init: '{init}' must be descriptors or network")
     if contrast is not None:
         contrast = np.asarray(contrast, dtype=np.float32).reshape(len(stack), -1)
-    if init == "descriptors" and descriptors is None:
+    if descriptors is None:
         descriptors = invariant_descriptors(stack)
     stack = np.ascontiguousarray(stack, dtype=np.float32)
     k_range = list(k_range)
@@ -111,34 +110,20 @@ def _checked_inputs(stack, k_range, init, contrast, descriptors):
     return stack, k_range, contrast, descriptors
 
 
-def _features(it, model, stack, descriptors, contrast, init, combine, device):
-    """The features of an E-step: the descriptors first, then the network's next to them."""
-    if it == 0 and init == "descriptors":
-        feats = descriptors
-    elif init == "descriptors" and combine:
-        # network features next to the descriptors (every column is standardised before PCA)
-        feats = np.concatenate([descriptors, extract_features(model, stack, device)], 1)
-    else:
-        feats = extract_features(model, stack, device)
+def _features(it, model, stack, descriptors, contrast, device):
+    """The features of an E-step: the descriptors first, then the network's next to them
+    (every column is standardised before the PCA)."""
+    feats = descriptors if it == 0 else np.concatenate([descriptors, extract_features(model, stack, device)], 1)
     return feats if contrast is None else np.concatenate([feats, contrast], 1)
 
 
-def _feature_weights(feats, contrast, contrast_weight, n_desc=None):
+def _feature_weights(feats, contrast, contrast_weight):
     """Column weights after standardisation: 1 per shape column and ``contrast_weight`` per
-    contrast column; with ``n_desc`` (the descriptor columns at the front), the descriptor
-    block and the network block are each scaled to the same total variance (with every
-    column standardised the 64 network columns would outweigh the descriptors), the
-    contrast columns keeping their weight relative to one descriptor column."""
-    n_contrast = 0 if contrast is None else contrast.shape[1]
-    n_shape = feats.shape[1] - n_contrast
-    if n_desc is None or n_desc == 0 or n_desc >= n_shape:
-        if contrast is None:
-            return None
-        return np.r_[np.ones(n_shape), np.full(n_contrast, float(contrast_weight))]
-    n_net = n_shape - n_desc
-    w_desc = 1.0
-    return np.r_[np.full(n_desc, w_desc), np.full(n_net, w_desc * np.sqrt(n_desc / n_net)),
-                 np.full(n_contrast, float(contrast_weight) * w_desc)]
+    contrast column (None: all 1)."""
+    if contrast is None:
+        return None
+    n_contrast = contrast.shape[1]
+    return np.r_[np.ones(feats.shape[1] - n_contrast), np.full(n_contrast, float(contrast_weight))]
 
 
 def _e_step(Z, prev, k_range, seed, covariance="full"):
@@ -197,35 +182,27 @@ def _result(history, best_by_k, seed, log, t_start):
             "embedding": emb, "features": best["features"]}
 
 
-def disca_on_boxes(stack, binning=1, contrast_weight=3.0, split_separation=3.0, descriptor_units="radial", **kw):
+def disca_on_boxes(stack, options=None, log=print, **kw):
     """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
-    per_box=False)``): binned, each box normalised for the shape features, and with
-    ``contrast_weight`` > 0 the boxes' :func:`box_contrast` next to them; then, with
-    ``split_separation`` > 0, each class whose centre density is clearly bimodal is split
-    in two (:func:`split_by_density`: empty-ice picks that share a class with particles).
+    per_box=False)``): binned by ``bin``, each box normalised for the shape features, the
+    first E-step on the noise-equalised radial density profiles of the full-size boxes
+    (:func:`radial_profiles`), and with ``contrast_weight`` > 0 the boxes'
+    :func:`box_contrast` next to them; then, with ``split_separation`` > 0, each class whose
+    centre density is clearly bimodal is split in two (:func:`split_by_density`: empty-ice
+    picks that share a class with particles). ``options``: a
+    :class:`picker3d.engine.options.ClassifyOptions`, keywords override it. Measurements:
+    docs/classification.md.
 
-    ``descriptor_units``: the first E-step's descriptors: the noise-equalised radial density
-    profiles of the full-size boxes in the tomogram's units (``"radial"``, the default,
-    :func:`radial_profiles`), all of :func:`invariant_descriptors` likewise (``"tomogram"``),
-    or from each binned box normalised (``"box"``, before picker3d 0.2). Measurements:
-    docs/classification.md."""
-    binned = bin_boxes(stack, binning)
-    need_contrast = contrast_weight > 0 or split_separation > 0
+    Example: ``disca_on_boxes(stack, ClassifyOptions(k_range=range(2, 9)))["labels"]``"""
+    o = dataclasses.replace(options or ClassifyOptions(), **kw)
+    binned = bin_boxes(stack, o.bin)
+    need_contrast = o.contrast_weight > 0 or o.split_separation > 0
     contrast = box_contrast(binned) if need_contrast else None
-    if descriptor_units not in ("box", "tomogram", "radial"):
-        raise InputError(f"descriptor_units: '{descriptor_units}' must be box, tomogram or radial")
-    normalised = normalize_box(binned)
-    tomogram = descriptor_units != "box"
-    if descriptor_units == "radial":
-        descriptors = radial_profiles(stack)
-    else:
-        descriptors = invariant_descriptors(stack, equalise=True) if tomogram else invariant_descriptors(normalised)
-    res = disca(normalised, contrast=contrast if contrast_weight > 0 else None,
-                contrast_weight=contrast_weight, descriptors=descriptors, equalised=tomogram, **kw)
-    if split_separation > 0:
-        log = kw.get("log", print)
+    res = disca(normalize_box(binned), o, contrast=contrast if o.contrast_weight > 0 else None,
+                descriptors=radial_profiles(stack), equalised=True, log=log)
+    if o.split_separation > 0:
         labels, post, splits = split_by_density(res["labels"], contrast[:, 1], res["posterior"],
-                                                min_separation=split_separation, seed=kw.get("seed", 0), log=log)
+                                                min_separation=o.split_separation, seed=o.seed, log=log)
         if splits:
             res.update(labels=labels, posterior=post, k=int(labels.max()) + 1)
         res["splits"] = splits

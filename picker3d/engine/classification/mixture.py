@@ -9,7 +9,6 @@ from sklearn.mixture import GaussianMixture
 from ..errors import InputError
 
 
-
 def _gmm(k, seed, reg, covariance="full", **init):
     return GaussianMixture(k, covariance_type=covariance, reg_covar=reg, max_iter=300,
                            random_state=seed, **init)

@@ -1,4 +1,4 @@
-"""The YOPO feature network of DISCA (seed 003, § "YOPO"), its rotation augmentation and training steps."""
+"""The YOPO feature network of DISCA (§ "YOPO"), its rotation augmentation and training steps."""
 import math
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 class GaussianDropout(nn.Module):
-    """Multiplicative 1-centred Gaussian noise, std sqrt(p / (1 - p)) (p = 0.5 -> std 1, seed 003)."""
+    """Multiplicative 1-centred Gaussian noise, std sqrt(p / (1 - p)) (p = 0.5 -> std 1, DISCA)."""
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -38,7 +38,7 @@ class YOPO(nn.Module):
         self.convs = nn.ModuleList(layers)
         self.fc = nn.Sequential(nn.Linear(sum(channels), n_features), nn.ELU())
         self.head = nn.Linear(n_features, n_classes)
-        for m in self.modules():   # orthogonal kernels, zero biases (seed 003, Discussion)
+        for m in self.modules():   # orthogonal kernels, zero biases (DISCA, Discussion)
             if isinstance(m, (nn.Conv3d, nn.Linear)):
                 nn.init.orthogonal_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -130,6 +130,7 @@ def export_runs(root, runs, out_dir, voxel_spacing, tomo_type, user=None, sessio
     ``out_dir/<run>.tsv`` (voxels; runs without picks get none); returns ``{"runs": [...],
     "voxel_spacing", "radii": {object: Å}}`` (also written as ``out_dir/copick_runs.json``)."""
     import json
+
     from ..fileio import atomic_text
     from .mrc import write_volume
     from .writers import write_table
@@ -144,3 +145,47 @@ def export_runs(root, runs, out_dir, voxel_spacing, tomo_type, user=None, sessio
     manifest = {"runs": done, "voxel_spacing": float(voxel_spacing), "radii": object_radii(root)}
     atomic_text(os.path.join(out_dir, "copick_runs.json"), json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def annotated_runs(root, config, names, voxel_spacing, tomo_type, user=None, session=None, what=""):
+    """(run name, volume, voxel size, picks table) of each run of ``root`` named (every run
+    when none); a run without picks of ``user`` / ``session`` is refused (``what``: the flag's
+    prefix in the message, 'val-' for --val-runs)."""
+    out = []
+    for run in select_runs(root, names, config):
+        vol, vs, tab = read_run(run, voxel_spacing, tomo_type, user, session)
+        if not len(tab):
+            raise InputError(f"--{what}runs: run {run.name} has no picks of user {user or 'any'}, session "
+                             f"{session or 'any'} in {config}")
+        out.append((run.name, vol, vs, tab))
+    return out
+
+
+def training_runs(config, runs, val_runs, diameters, voxel_spacing, tomo_type, user=None, session=None):
+    """The training and validation runs of a copick project as ``(volumes, tables, voxel
+    sizes, val volumes, val tables, val voxel sizes, diameters)``; the diameters (voxels)
+    default to twice each picked object's radius, and picks of objects not trained on are
+    left out."""
+    if not runs:
+        raise InputError("--runs: name the training runs of the copick project (and --val-runs the validation ones)")
+    root = open_project(config)
+    radii = object_radii(root)
+    unknown = [c for c in diameters if c != "*" and c not in radii]
+    if unknown:
+        raise InputError(f"--diameters: no object {', '.join(unknown)} in {config} "
+                         f"(its particle objects: {', '.join(sorted(radii)) or 'none'})")
+    train = annotated_runs(root, config, runs, voxel_spacing, tomo_type, user, session)
+    val = annotated_runs(root, config, val_runs, voxel_spacing, tomo_type, user, session, "val-") if val_runs else []
+    if not diameters:
+        picked = sorted({c for _, _, _, t in train for c in t.class_names()})
+        missing = [c for c in picked if not radii.get(c)]
+        if missing:
+            raise InputError(f"--diameters: the copick objects {', '.join(missing)} have no radius in {config}: "
+                             f"give name=VOX for each class")
+        diameters = {c: round(2.0 * radii[c] / voxel_spacing, 2) for c in picked}
+
+    def of_classes(t):      # picks of objects the model is not trained on are left out
+        return t if "*" in diameters else t.subset([i for i, c in enumerate(t.classes) if c in diameters])
+
+    return ([v for _, v, _, _ in train], [of_classes(t) for _, _, _, t in train], [s for _, _, s, _ in train],
+            [v for _, v, _, _ in val], [of_classes(t) for _, _, _, t in val], [s for _, _, s, _ in val], diameters)

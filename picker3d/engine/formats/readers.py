@@ -9,7 +9,6 @@ import numpy as np
 from ..errors import InputError
 from .table import CoordTable
 
-
 FORMATS = ("tsv", "txt", "star", "tbl", "coords", "xml", "shrec", "json")
 
 

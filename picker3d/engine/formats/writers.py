@@ -48,8 +48,8 @@ def _class_ids(table, class_names=None):
 
 
 def _write_star_block(path, table, columns):
-    import starfile
     import pandas as pd
+    import starfile
     df = pd.DataFrame(columns)
     df["rlnClassNumber"] = _class_ids(table)[0]
     if table.scores is not None:

@@ -5,6 +5,5 @@ from .peaks import deduplicate, find_particles
 from .tiles import predict_volume, tile_overhead, tile_sides, upsample
 from .tomogram import default_peak_smoothing, particles_from_probs, peak_smoothing, pick_tomogram
 
-
 __all__ = ["deduplicate", "default_peak_smoothing", "find_particles", "particles_from_probs", "peak_smoothing",
            "pick_tomogram", "predict_volume", "tile_overhead", "tile_sides", "upsample"]

@@ -1,9 +1,9 @@
-"""Peak post-processing (vectorised; DeepETPicker seed 000 §A.3 and §A.9; DeepFinder seed 001):
+"""Peak post-processing (vectorised; DeepETPicker §A.3 and §A.9; DeepFinder):
 
 - score map = 1 - P(background); peaks must sit where it is >= ``t_seg``;
 - for each class, the score map is smoothed with a Gaussian of sigma a fraction of its
   diameter (a weak-label plateau of that class's size then has one maximum, at its centre)
-  and local maxima are taken by 3D max-pooling (window ceil(d/2)) above ``t_lm`` (seed 000:
+  and local maxima are taken by 3D max-pooling (window ceil(d/2)) above ``t_lm`` (DeepETPicker:
   0.1); a peak is kept for the class that the class probabilities around it (3x3x3) vote for;
 - sub-voxel centre = score-weighted centroid of the 3x3x3 neighbourhood;
 - de-duplication: a peak within t_dist = ceil(d/2) of a higher-scoring one is dropped;

@@ -1,5 +1,5 @@
-"""Overlap-tile inference (DeepETPicker seed 000 §A.3): tiles of side ``tile`` (a multiple
-of 8; seed 000's default N = 72) overlap by ``pad`` voxels on each side (seed 000's
+"""Overlap-tile inference (DeepETPicker §A.3): tiles of side ``tile`` (a multiple
+of 8; DeepETPicker's default N = 72) overlap by ``pad`` voxels on each side (DeepETPicker's
 pad_size = 12); only the central ``tile - 2*pad`` of every tile is kept, so borders of tiles
 never reach the output. At the volume's own faces the tiles are flush with the face (no
 mirrored padding): the network sees a face as it saw one in its training patches. Test-time

@@ -11,7 +11,6 @@ from .peaks import _inside_border, deduplicate, find_particles
 from .specimen import band_pass, polarity_mismatch, polarity_skew, specimen_slab
 from .tiles import predict_volume
 
-
 SLAB = 64    # z planes (binned) post-processed at a time in large tomograms
 
 

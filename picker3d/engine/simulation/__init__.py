@@ -1,7 +1,7 @@
 """Simulated cryo-electron tomograms with ground truth (the embedded default dataset).
 
 Real tomograms cannot be downloaded here, so picker3d generates its own test bed.
-The imaging recipe follows the one summarised in Gum-Net's supplement (seed 004,
+The imaging recipe follows the one summarised in Gum-Net's supplement (Gum-Net,
 §S3, "simulation recipe"): rigidly placed structures are projected along a
 single-axis tilt series, each projection is modulated by the CTF, Gaussian noise is
 added to a target SNR and the series is back-projected.
@@ -15,7 +15,7 @@ Geometry and conventions
   frequencies negative, so particles are dark in the reconstruction, as in real data.
 - SNR = var(signal) / var(noise) per projection, where the signal of a tomogram is the
   labelled particles' CTF-modulated projection inside their footprints (a particle box,
-  as Gum-Net defines a sub-tomogram's SNR, seed 004 §S3.5.1) and the noise is the same
+  as Gum-Net defines a sub-tomogram's SNR, Gum-Net §S3.5.1) and the noise is the same
   for every tilt (constant dose). Gold, membranes and crowders therefore add contrast,
   not noise. (Earlier builds let the whole field's variance per projection set the noise,
   so distractors raised it: SNR 0.05 then gave the particles an SNR of 0.02-0.03.)

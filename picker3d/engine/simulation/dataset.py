@@ -147,3 +147,17 @@ def add_artefacts(sim, gradient=0.0, carbon_edge=0.0, ice_blobs=0, empty_ice=0, 
     manifest = dict(sim["manifest"], artefacts={"gradient": gradient, "carbon_edge": carbon_edge,
                                                 "ice_blobs": ice_blobs, "empty_ice": empty_ice, "invert": invert})
     return dict(sim, tomogram=vol, rows=rows, occupancy=occupancy, density=density, manifest=manifest)
+
+
+def write_subtomograms(out_dir, n_per_species=50, box=32, seed=0, snr=0.03, species=None, voxel_size=10.0,
+                       tilt_range=60.0, tilt_step=3.0):
+    """``out_dir/subtomograms.mrc`` (a stack of :func:`simulate_subtomograms` boxes) and
+    ``subtomograms.tsv`` (each box's centre, class and orientation); returns the number of
+    boxes."""
+    stack, rows = simulate_subtomograms(n_per_species, box, seed, snr, species, voxel_size, tilt_range, tilt_step)
+    os.makedirs(out_dir, exist_ok=True)
+    write_volume(os.path.join(out_dir, "subtomograms.mrc"), stack, voxel_size)
+    table = CoordTable(np.zeros((len(rows), 3)) + (box - 1) / 2, [r["class"] for r in rows],
+                       extra={k: [r[k] for r in rows] for k in ("rot", "tilt", "psi", "dx", "dy", "dz")})
+    write_table(os.path.join(out_dir, "subtomograms.tsv"), table)
+    return len(rows)

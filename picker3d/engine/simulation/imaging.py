@@ -1,4 +1,4 @@
-"""Imaging a scene (Gum-Net seed 004 §S3): tilt-series projection, CTF, noise at a particle-referenced SNR, weighted back-projection (torch, CPU or GPU)."""
+"""Imaging a scene (Gum-Net §S3): tilt-series projection, CTF, noise at a particle-referenced SNR, weighted back-projection (torch, CPU or GPU)."""
 import math
 
 import numpy as np
@@ -92,7 +92,7 @@ def particle_signal_variance(particle_density, voxel_size, angles, defocus_um, b
     """Variance of the CTF-modulated projections of the labelled particles, inside their
     footprints (pixels crossing at least one voxel of protein), averaged over the tilts.
 
-    This is the signal of a particle box as Gum-Net defines a sub-tomogram's SNR (seed 004
+    This is the signal of a particle box as Gum-Net defines a sub-tomogram's SNR (Gum-Net
     §S3.5.1): it does not grow with gold, membranes or crowders and hardly depends on how
     many particles a field holds, so a given SNR means the same particle visibility in
     every scene. 0 when there are no particles.

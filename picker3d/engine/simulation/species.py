@@ -5,7 +5,6 @@ import numpy as np
 
 from ..errors import InputError
 
-
 ATOM_SIGMA = 1.0          # voxels; one Gaussian per pseudo-atom (~10 Å blobs)
 
 

@@ -1,5 +1,5 @@
-"""Training of the picker from weak labels (DeepETPicker seed 000, DeepFinder seed 001; sparse
-labels: seed 002), with validation by picking F1, threshold calibration and resume.
+"""Training of the picker from weak labels (DeepETPicker, DeepFinder; sparse
+labels: the sparse-label paper), with validation by picking F1, threshold calibration and resume.
 
 - :mod:`.config` — the run's options checked and its automatic choices resolved
   (:class:`TrainConfig`: binning, patch, batch, learning rate, rotation, label diameters);
@@ -10,7 +10,8 @@ labels: seed 002), with validation by picking F1, threshold calibration and resu
 - :mod:`.calibration` — the score thresholds that maximise the validation F1;
 - :mod:`.loop` — :func:`train`: steps, validation, checkpoint and model file each epoch.
 """
+from ..options import TrainOptions
 from .config import TrainConfig, auto_bin, float_or_auto, int_or_auto
 from .loop import train
 
-__all__ = ["TrainConfig", "auto_bin", "float_or_auto", "int_or_auto", "train"]
+__all__ = ["TrainConfig", "TrainOptions", "auto_bin", "float_or_auto", "int_or_auto", "train"]

@@ -4,7 +4,6 @@ import numpy as np
 from ..metrics import evaluate, match
 from ..picking.peaks import find_particles
 
-
 # Score thresholds calibration chooses from. Topped at 0.9: with ties going to the higher
 # value, a grid reaching 0.95 or 0.98 lost on the benchmark (docs/picking.md, *Validation*).
 THRESHOLD_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

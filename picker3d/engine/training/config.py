@@ -6,13 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import InputError
 from ..formats.table import diameter_of
-from ..network import NETWORKS, autocast_dtype
+from ..network import autocast_dtype
+from ..options import TRAIN_OPTIONS, checked
+from ..options.base import float_or_auto, int_or_auto  # noqa: F401  (picker3d.engine.training's API)
 from ..picking.tomogram import default_peak_smoothing
 from ..volume import LOCAL_SCALE
 from .state import environment_versions
-
 
 AUTO_BIN_MIN_DIAMETER = 16.0
 
@@ -24,32 +26,6 @@ AUTO_BIN_MAX_DIAMETER_CPU = 12.0
 
 
 AUTO_BIN4_MIN_DIAMETER_CPU = 24.0
-
-
-def _auto_or(value, flag, convert, kind):
-    """None for 'auto' (or nothing given), else ``convert(value)``; a one-line error otherwise."""
-    if value is None or str(value) == "auto":
-        return None
-    try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{flag}: '{value}' must be {kind} or auto") from None
-
-
-def float_or_auto(value, flag):
-    """A positive number, or None for 'auto' (the engine chooses: --lr)."""
-    number = _auto_or(value, flag, float, "a number")
-    if number is not None and not number > 0:
-        raise InputError(f"{flag}: {number} must be above 0 (or auto)")
-    return number
-
-
-def int_or_auto(value, flag):
-    """A positive integer, or None for 'auto' (the engine chooses: --bin, --patch, --batch)."""
-    number = _auto_or(value, flag, int, "a positive integer")
-    if number is not None and number < 1:
-        raise InputError(f"{flag}: {number} must be 1 or more (or auto)")
-    return number
 
 
 def auto_bin(diameters, device="cpu"):
@@ -79,8 +55,8 @@ def auto_patch(network_diameters, sparse=False):
     Complete labels: the smallest multiple of 8 that is at least 32 and holds the largest
     particle plus 8 voxels of context, in batches of 8 (4 above 32): a small patch centred on
     a particle holds a larger share of labelled voxels, and more steps fit in a time budget
-    (32³ at bin 2 is DeepETPicker's recommended minimum N = 64, seed 000 §A.8; measured in
-    docs/picking_measurements.md). Sparse labels keep 48³ in batches of 4 (their benchmark
+    (32³ at bin 2 is DeepETPicker's recommended minimum N = 64, DeepETPicker §A.8; measured in
+    docs/picking.md, *Measured alternatives*). Sparse labels keep 48³ in batches of 4 (their benchmark
     was measured so)."""
     if sparse:
         return 48, auto_batch(48, sparse)
@@ -91,7 +67,7 @@ def auto_patch(network_diameters, sparse=False):
 
 def default_lr(sparse=False):
     """Peak learning rate when none is given: 3e-3 for complete labels, 1e-3 for sparse ones
-    (the sparse-label paper's, seed 002 §4.2: a few positives are memorised quickly and a
+    (the sparse-label paper's, the sparse-label paper §4.2: a few positives are memorised quickly and a
     gentler rate overfits them less; docs/sparse_labels.md)."""
     return 1e-3 if sparse else 3e-3
 
@@ -116,23 +92,19 @@ def auto_batch(patch, sparse=False, depth=None):
 
 
 # slab thickness of the slice network's training patches: its 3-D fusion block sees 5
-# slices (two 3x3x3 convolutions; seed 002 §4.2 trains on 64 x 64 x 5 crops), so thin slabs
+# slices (two 3x3x3 convolutions; the sparse-label paper §4.2 trains on 64 x 64 x 5 crops), so thin slabs
 # waste little and the same voxels cover three times as many particles as cubes
 SLICE_PATCH_DEPTH = 16
 
 
-# The widest a weak label may grow over its class's own diameter (--max-mask-ratio; 0 = no cap).
-DEFAULT_MAX_MASK_RATIO = 1.5
-
-
-def label_diameters(diameters, min_mask, max_mask_ratio=DEFAULT_MAX_MASK_RATIO):
+def label_diameters(diameters, min_mask, max_mask_ratio=1.5):
     """Weak-label diameter of each class (network voxels): its own diameter, raised to at
     least ``min_mask`` and, when ``max_mask_ratio`` is not 0, to at most that multiple of its
     own diameter.
 
     The minimum helps classes that binning leaves a few voxels wide; the cap keeps the
     smallest class's label from growing past its neighbours' sizes
-    (docs/picking_measurements.md, *Label cap*).
+    (docs/picking.md, *Measured alternatives*).
     """
     out = {}
     for c, d in diameters.items():
@@ -256,42 +228,38 @@ class TrainConfig:
                 f"({ckpt_path}); the resumed run follows the command line")
 
     @classmethod
-    def resolve(cls, class_names, diameters, volume_shapes, checkpoint=None, ckpt_path="", log=print, **opts):
-        """Check ``opts`` (train()'s keyword arguments) and resolve the automatic choices.
-        ``checkpoint``: the interrupted run's, whose patches a resumed run keeps."""
+    def resolve(cls, class_names, diameters, volume_shapes, options, checkpoint=None, ckpt_path="", log=print):
+        """Check ``options`` (a :class:`picker3d.engine.options.TrainOptions`) and resolve the
+        automatic choices. ``checkpoint``: the interrupted run's, whose patches a resumed run keeps."""
         for c in class_names:
             diameter_of(diameters, c)
-        o = dict(opts)
-        _check_options(o)
+        o = checked(TRAIN_OPTIONS, vars(options))
         sparse = o["labels"] == "sparse"
-        device = torch.device(o["device"])
+        _label_defaults(o, sparse)
+        device = torch.device(resolve_device(o["device"]))
         diam = {c: float(diameter_of(diameters, c)) for c in class_names}
-        bin = int_or_auto(o["bin"], "--bin")
+        bin = o["bin"]
         if bin is None:
             bin = auto_bin(diam.values(), device)
             log(f"binning {bin} (auto: smallest diameter {min(diam.values()):g} voxels, {device.type}; --bin 1 "
                 f"keeps full resolution)")
         diam_b = {c: diam[c] / bin for c in class_names}
         min_mask = o["min_mask"] if o["min_mask"] is not None else (3.0 if sparse else 9.0)
-        ratio = DEFAULT_MAX_MASK_RATIO if o["max_mask_ratio"] is None else float(o["max_mask_ratio"])
-        if ratio and not ratio >= 1:
-            raise InputError(f"--max-mask-ratio: {ratio:g} must be 1 or more (0 = no cap)")
-        if o["mask_diameter"] is not None and not float(o["mask_diameter"]) >= 1:
-            raise InputError(f"--mask-diameter: {o['mask_diameter']} must be 1 voxel or more")
+        ratio = float(o["max_mask_ratio"] or 0.0)
         if o["mask_diameter"] is not None:
-            # DeepETPicker's constant-diameter weak labels (seed 000 §A.3, Supp. Table 2: Const7 / Const9)
+            # DeepETPicker's constant-diameter weak labels (§A.3, Supp. Table 2: Const7 / Const9)
             mask_diam = {c: float(o["mask_diameter"]) for c in class_names}
         else:
             mask_diam = label_diameters(diam_b, min_mask, ratio)
         patch, batch, patch_depth, resumed = _resolve_patches(o, diam_b, sparse, checkpoint, ckpt_path)
-        norm = o.get("normalisation", "local")
-        if norm not in ("local", "global"):
-            raise InputError(f"--normalisation: '{norm}' must be local or global")
         input_norm = {"kind": "local", "sigma": round(LOCAL_SCALE * max(diam_b.values()), 2)} \
-            if norm == "local" else None
-        cfg = cls(class_names=list(class_names), diameters=diam, voxel_size=float(o["voxel_size"]),
+            if o["normalisation"] == "local" else None
+        # a plain array has no header: picker3d's simulator's 10 Å unless given
+        voxel_size = 10.0 if o["voxel_size"] is None else float(o["voxel_size"])
+        epochs = o["epochs"] or (1000 if o["minutes"] else 20)
+        cfg = cls(class_names=list(class_names), diameters=diam, voxel_size=voxel_size,
                   labels=o["labels"], loss=o["loss"], prior=o["prior"], expected_particles=o["expected_particles"],
-                  epochs=o["epochs"], iters_per_epoch=o["iters_per_epoch"], minutes=o["minutes"], bin=bin,
+                  epochs=epochs, iters_per_epoch=o["iters_per_epoch"], minutes=o["minutes"], bin=bin,
                   patch=patch, batch=batch, patch_depth=patch_depth, channels=tuple(o["channels"]),
                   network=o["network"], coord_conv=o["coord_conv"], mask_type=o["mask_type"],
                   min_mask=float(min_mask), max_mask_ratio=ratio, label_diameters=mask_diam, lr=o["lr"],
@@ -325,45 +293,12 @@ class TrainConfig:
                              f"bin {b}): raise --patch or --bin")
 
 
-def _check_options(o):
-    """Check train()'s options in place and fill the defaults that depend on the label kind."""
-    if o["labels"] not in ("complete", "sparse"):
-        raise InputError(f"--labels: '{o['labels']}' must be complete or sparse")
-    sparse = o["labels"] == "sparse"
-    if sparse and o["loss"] not in ("pu", "pn"):
-        o["loss"] = "pu"
-    o["loss"] = o["loss"] or "dice+ce"
-    if not sparse and o["loss"] in ("pu", "pn"):
-        raise InputError(f"--loss: '{o['loss']}' needs --labels sparse")
-    if sparse and o["loss"] == "pu" and o["prior"] is None and not o["expected_particles"]:
-        raise InputError("--prior: sparse labels need the class prior (--prior PI or --expected-particles N)")
-    if o["prior"] is not None and not 0 < o["prior"] < 1:
-        raise InputError(f"--prior: {o['prior']} must be a fraction of voxels between 0 and 1")
-    if o["patch"] is not None and o["patch"] % 8:
-        raise InputError(f"--patch: {o['patch']} is not a multiple of 8")
-    if not 0 <= o["ema"] < 1:
-        raise InputError(f"--ema: {o['ema']} must be a decay in [0, 1) (0 = off)")
-    if o["network"] not in NETWORKS:
-        raise InputError(f"--network: '{o['network']}' must be one of {', '.join(NETWORKS)}")
-    depth = o["patch_depth"]
-    if depth is not None and (int(depth) < 1 or (o["network"] == "resunet3d" and int(depth) % 8)):
-        raise InputError(f"--patch-depth: {depth} must be a positive number of slices"
-                         + (" and a multiple of 8 for resunet3d" if o["network"] == "resunet3d" else ""))
-    if not o["consistency"] >= 0:
-        raise InputError(f"--consistency: {o['consistency']} must be a weight of 0 (off) or more")
+def _label_defaults(o, sparse):
+    """The defaults that depend on the label kind (loss, rotation, learning rate), in place;
+    the declared checks (picker3d.engine.options.train) have run."""
+    o["loss"] = (o["loss"] if o["loss"] in ("pu", "pn") else "pu") if sparse else (o["loss"] or "dice+ce")
     o["rotation"] = default_rotation(sparse) if o["rotation"] is None else float(o["rotation"])
-    if not 0 <= o["rotation"] <= 180:
-        raise InputError(f"--rotation: {o['rotation']} must be an angle between 0 and 180 degrees")
-    if not o["contrastive"] >= 0:
-        raise InputError(f"--contrastive: {o['contrastive']} must be a weight of 0 (off) or more")
-    if o["contrastive"] and not sparse:
-        raise InputError("--contrastive: the contrastive module needs --labels sparse")
     o["lr"] = default_lr(sparse) if o["lr"] is None else float(o["lr"])
-    if not 0 < o["lr"] < 1:
-        raise InputError(f"--lr: {o['lr']} must be a learning rate between 0 and 1 (or auto)")
-    if not 0 <= o["holdout"] < 0.5:
-        raise InputError(f"holdout: {o['holdout']} must be a fraction in [0, 0.5) (0 = calibrate on the "
-                         f"training data)")
 
 
 def _resolve_patches(o, diam_b, sparse, checkpoint, ckpt_path):

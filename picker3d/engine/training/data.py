@@ -11,8 +11,8 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..formats.table import CoordTable
 from ..masks import label_mask
-from ..pu import centre_heatmaps, check_prior, class_priors, prior_from_counts
 from ..picking.specimen import polarity_skew
+from ..pu import centre_heatmaps, check_prior, class_priors, prior_from_counts
 from ..volume import bin_volume, network_input, to_binned
 
 
@@ -21,8 +21,8 @@ class TomogramData:
 
     Hard negatives are places of strong density (either contrast) that are not annotated:
     crowders, membranes, gold, ice contamination. Background patches are centred on them
-    half of the time, so the network learns what is *not* a target (issue 3: the errors
-    left after a CPU-budget training were unlabelled crowders picked as a species).
+    half of the time, so the network learns what is *not* a target (the errors left after a
+    CPU-budget training were unlabelled crowders picked as a species).
     This assumes complete annotation, which supervised training does.
     """
 

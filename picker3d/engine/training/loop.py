@@ -1,13 +1,16 @@
 """train(): the configuration, the data, the state, then epochs of steps, each followed by
 validation, calibration, a checkpoint and the model file."""
+import dataclasses
 import time
 
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..fileio import remove_stale_temporaries
 from ..modelinfo import kept_summary
 from ..network import autocast
+from ..options import TrainOptions
 from ..picking.tiles import predict_volume
 from ..picking.tomogram import default_peak_smoothing
 from ..volume import NORMALISED
@@ -18,40 +21,31 @@ from .losses import compute_loss, consistency_loss, consistency_view, contrastiv
 from .state import TrainingState, load_checkpoint, one_cycle_lr
 
 
-def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(),
-          voxel_size=10.0, epochs=20, iters_per_epoch=40, minutes=None, patch=None, batch=None,
-          channels=(8, 16, 24, 36), loss=None, mask_type="tball", lr=None, seed=0,
-          device="cpu", resume=False, tile=128, pad=12, log=print, stop_after_epoch=None, bin=1, flips=1,
-          augment=True, labels="complete", prior=None, expected_particles=None, min_mask=None, coord_conv="z",
-          ema=0.99, mask_diameter=None, consistency=0.0, network="resunet3d", patch_depth=None,
-          contrastive=0.0, rotation=None, precision="auto", holdout=0.0, bin_phases=None, init=None,
-          max_mask_ratio=None, normalisation="local"):
+def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(), val_tables=(), options=None,
+          resume=False, log=print, stop_after_epoch=None, **kw):
     """Train a picker; writes ``out_path`` (the best epoch's model) and ``out_path + '.ckpt'``
     (the last state; ``resume`` continues from it). Returns ``out_path``.
 
-    The options are those of ``picker3d train`` (``--help`` says what each does and its
-    default; :class:`TrainConfig` checks them and resolves the automatic ones). Options the
-    command line no longer offers stay here for the benchmarks: ``augment`` (False: mirrors
-    only), ``bin_phases`` (False: the unshifted binning grid only; None: on, or as the
-    interrupted run), ``holdout`` (without validation tomograms, that fraction of each
-    training tomogram calibrates instead of the whole tomogram). ``stop_after_epoch`` ends
-    the run after that epoch (tests of resume). Methods and measurements: docs/picking.md,
-    docs/sparse_labels.md.
+    ``options``: a :class:`picker3d.engine.options.TrainOptions` (default: every option at its
+    default); keywords named as its fields override it. They are the options of ``picker3d
+    train`` (``--help`` says what each does and its default; :class:`TrainConfig` checks them
+    and resolves the automatic ones). ``stop_after_epoch`` ends the run after that epoch
+    (tests of resume). Methods and measurements: docs/picking.md, docs/sparse_labels.md.
+
+    Example::
+
+        train([vol], [table], ["ribosome"], {"ribosome": 24}, "model.pt", minutes=10)
     """
+    options = dataclasses.replace(options or TrainOptions(), **kw)
+    if options.invert:
+        train_vols, val_vols = [-np.asarray(v) for v in train_vols], [-np.asarray(v) for v in val_vols]
     ckpt_path = out_path + ".ckpt"
     # a run killed while writing left its temporaries beside the outputs: this run owns them
     remove_stale_temporaries(out_path, ".pt")
     remove_stale_temporaries(ckpt_path, ".ckpt")
-    ck = load_checkpoint(ckpt_path, torch.device(device)) if resume else None
-    cfg = TrainConfig.resolve(
-        class_names, diameters, [np.shape(v) for v in train_vols], checkpoint=ck, ckpt_path=ckpt_path, log=log,
-        voxel_size=voxel_size, epochs=epochs, iters_per_epoch=iters_per_epoch, minutes=minutes, patch=patch,
-        batch=batch, channels=channels, loss=loss, mask_type=mask_type, lr=lr, seed=seed, device=device,
-        tile=tile, pad=pad, bin=bin, flips=flips, augment=augment, labels=labels, prior=prior,
-        expected_particles=expected_particles, min_mask=min_mask, coord_conv=coord_conv, ema=ema,
-        mask_diameter=mask_diameter, consistency=consistency, network=network, patch_depth=patch_depth,
-        contrastive=contrastive, rotation=rotation, precision=precision, holdout=holdout, bin_phases=bin_phases,
-        init=init, max_mask_ratio=max_mask_ratio, normalisation=normalisation)
+    ck = load_checkpoint(ckpt_path, torch.device(resolve_device(options.device))) if resume else None
+    cfg = TrainConfig.resolve(class_names, diameters, [np.shape(v) for v in train_vols], options, checkpoint=ck,
+                              ckpt_path=ckpt_path, log=log)
     data = prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, ck, ckpt_path, log)
     state = TrainingState(cfg, ck, ckpt_path, log)
     t_start = time.time() - state.train_seconds

@@ -1,5 +1,5 @@
 """Losses of a training step: dense weak labels (soft Dice, cross-entropy, focal), sparse
-labels (PU / PN, :mod:`picker3d.engine.pu`), and seed 002's consistency and contrastive terms."""
+labels (PU / PN, :mod:`picker3d.engine.pu`), and the sparse-label paper's consistency and contrastive terms."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,7 +9,7 @@ from ..pu import contrastive_loss, pn_loss, pu_loss
 
 
 def soft_dice_loss(probs, target_onehot, eps=1.0):
-    """Mean over foreground classes of 1 - soft Dice (seed 000 §A.5)."""
+    """Mean over foreground classes of 1 - soft Dice (DeepETPicker §A.5)."""
     dims = (0, 2, 3, 4)
     inter = (probs * target_onehot).sum(dims)
     denom = probs.sum(dims) + target_onehot.sum(dims)
@@ -45,7 +45,7 @@ def compute_loss(name, logits, target, n_classes, class_weight=None, prior=None)
 
 
 def consistency_view(x, rng):
-    """A second view of a batch for the consistency term (seed 002 Eq. 14) and the output
+    """A second view of a batch for the consistency term (the sparse-label paper Eq. 14) and the output
     dimensions to flip back: mirrored in y and/or x (at least one; mirrors keep the missing
     wedge of a tilt axis along y where it is, and the default depth-only coord-conv channel
     unchanged), contrast x U(0.8, 1.25) and fresh Gaussian noise of 0.3 std."""
@@ -64,7 +64,7 @@ def consistency_loss(logits, view_logits, dims, sparse):
 
 
 def contrastive_term(projection, feats, view_feats, dims, heat, logits, priors, rng):
-    """seed 002's contrastive module on a batch: both views' features (the view mapped back
+    """the sparse-label paper's contrastive module on a batch: both views' features (the view mapped back
     onto the batch's voxels) through :func:`picker3d.engine.pu.contrastive_loss`, which
     projects only the voxels it samples."""
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))

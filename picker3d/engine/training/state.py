@@ -131,7 +131,7 @@ class TrainingState:
                 self.init_info = initialise_from(self.model, cfg.init, cfg.class_names, cfg.voxel_size * cfg.bin,
                                                  cfg.device, log)
         self.averaged = WeightAverage(self.model, cfg.ema) if cfg.ema else None
-        # the contrastive module's projection head (seed 002 Fig. 2b; a 1x1x1 convolution, i.e. a
+        # the contrastive module's projection head (the sparse-label paper Fig. 2b; a 1x1x1 convolution, i.e. a
         # linear map per voxel); not part of the picking model
         self.projection = torch.nn.Linear(cfg.channels[0], 32).to(cfg.device) if cfg.contrastive else None
         trained = list(self.model.parameters()) + (list(self.projection.parameters())
