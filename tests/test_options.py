@@ -80,7 +80,7 @@ def test_protocols_use_the_shared_checks():
     folder = os.path.dirname(protocols.__file__)
     for name in ("protocol_train.py", "protocol_pick.py", "protocol_classify.py"):
         text = open(os.path.join(folder, name)).read()
-        assert 'check_options("' in text, name
+        assert '_engineProblems("' in text, name
     for name in os.listdir(folder):
         assert "multiple of 8" not in open(os.path.join(folder, name)).read(), name
 

@@ -100,9 +100,9 @@ class TestPicker3DClassify(tomo_checks.TestBaseCentralizedLayer):
     def test_classify_validation_messages(self):
         from picker3d.protocols import ProtPicker3DClassify
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, kMin=5, kMax=3)
-        self.assertIn("need 1 <= min <= max", " ".join(prot.validate()))
+        self.assertIn("Number of classes (min, max) (--k-range): '5-3' needs 1 <= MIN <= MAX", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DClassify, inputCoordinates=self.coords, boxSize=16, binning=2)
-        self.assertIn("Box size 16 px binned by 2", " ".join(prot.validate()))
+        self.assertIn("Box size (--box): 16 voxels binned by 2", " ".join(prot.validate()))
 
     def test_relion_binary_reconstructs_scipion_subtomograms(self):
         """The protocol's sub-tomograms, with their transforms, written by Relion-tomo's RELION 3

@@ -271,18 +271,17 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
         self.assertIn("Validation coordinates lack class(es) barrel", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, patchSize=30, channels="8,x")
         msg = " ".join(prot.validate())
-        self.assertIn("Patch size 30 is not a multiple of 8", msg)
-        self.assertIn("Channels '8,x'", msg)
+        self.assertIn("Patch size (--patch): 30 is not a multiple of 8", msg)
+        self.assertIn("Channels per level (--channels): '8,x' must be comma-separated integers", msg)
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1)
-        self.assertIn("Sparse annotation needs the number of particles", " ".join(prot.validate()))
+        self.assertIn("Class prior (--prior): sparse labels need the class prior", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, labels=1, prior=3.0)
-        self.assertIn("Class prior 3.0 must be a fraction", " ".join(prot.validate()))
+        self.assertIn("Class prior (--prior): 3 must be a fraction", " ".join(prot.validate()))
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, learningRate=-0.01, consistency=-1.0,
                                 contrastive=-2.0)
         msg = " ".join(prot.validate())
-        self.assertIn("Contrastive weight -2.0 must be 0 (off)", msg)
-        self.assertIn("Peak learning rate -0.01 must be 0 (automatic)", msg)
-        self.assertIn("Consistency weight -1.0 must be 0 (off)", msg)
+        self.assertIn("Peak learning rate (--lr): -0.01 must be above 0 (or auto)", msg)
+        self.assertIn("Consistency weight (--consistency): -1 must be at least 0 (0 = off)", msg)
         # an empty coordinate set is named in the message
         empty = SetOfCoordinates3D.create(self.proj.getTmpPath(), template="emptycoords%s.sqlite")
         empty.setObjLabel("no picks")
@@ -309,8 +308,9 @@ class TestPicker3DProtocols(tomo_checks.TestBaseCentralizedLayer):
                          ("slice2d", 0.1, 0.002, "48", "6", 3, 7))
         self.assertEqual((a.labels, a.loss, a.expected_particles, a.prior, a.contrastive, a.precision),
                          ("sparse", "pu", 40.0, None, 0.2, "fp32"))
-        # sparse labels, no validation set: the training tomogram calibrates the thresholds
-        self.assertEqual([os.path.basename(p) for p in a.tomograms + a.val_tomograms], ["t0.mrc", "t0.mrc"])
+        # sparse labels, no validation set: none is passed (the engine then sets count thresholds on
+        # the training tomograms and keeps the last epoch)
+        self.assertEqual(([os.path.basename(p) for p in a.tomograms], a.val_tomograms), (["t0.mrc"], []))
         # the defaults leave the automatic choices to the engine
         prot = self.newProtocol(ProtPicker3DTrain, inputCoordinates=coords, diameters=f"barrel={DIAM}")
         prot._pairs = lambda folder: (["t0.mrc"], ["t0.tsv"]) if folder == "train" else ([], [])

@@ -88,17 +88,23 @@ def read_model_info(model_path):
 def kept_entry(history):
     """The history entry of the epoch training keeps: the best validation F1, the later of
     equals (``train`` replaces its best state on ties); None without validation F1."""
-    scored = [h for h in history if "val_f1" in h]
-    return max(reversed(scored), key=lambda h: h["val_f1"]) if scored else None
+    key = "val_f1" if any("val_f1" in h for h in history) else "val_recall"
+    scored = [h for h in history if key in h]
+    return max(reversed(scored), key=lambda h: h[key]) if scored else None
 
 
-def kept_summary(history, thresholds):
-    """One line saying which epoch the model file keeps and the thresholds picking will use."""
-    best = kept_entry(history)
+def kept_summary(history, thresholds, last=False):
+    """One line saying which epoch the model file keeps and the thresholds picking will use
+    (``last``: the last epoch is kept whatever the validation says)."""
+    best = None if last else kept_entry(history)
     if best is None:
-        return f"kept the last epoch ({len(history)}; no validation F1 to choose by)"
-    text = (f"kept epoch {best['epoch']} of {len(history)}: validation F1 {best['val_f1']:.3f}, "
-            f"class F1 {best['val_class_f1']:.3f}")
+        text = f"kept the last epoch ({len(history)}; no validation to choose by)"
+    elif "val_f1" in best:
+        text = (f"kept epoch {best['epoch']} of {len(history)}: validation F1 {best['val_f1']:.3f}, "
+                f"class F1 {best['val_class_f1']:.3f}")
+    else:
+        text = (f"kept epoch {best['epoch']} of {len(history)}: {best['val_recall']:.3f} of the annotated "
+                f"validation particles found at the expected count")
     if thresholds:
         per_class = ", ".join(f"{c} {v:g}" for c, v in thresholds["class"].items())
         text += f"; thresholds t_seg {thresholds['t_seg']:g}, score {per_class}"

@@ -124,6 +124,20 @@ class ProtPicker3DBase(EMProtocol, ProtTomoBase):
         import shlex
         return shlex.quote(os.path.abspath(path))
 
+    # the form's label of an engine option (by its flag), for the engine's checks' messages
+    ENGINE_LABELS = {}
+
+    def _engineProblems(self, command):
+        """The engine's own checks of the form's values (``_engineOptions()``, picker3d's
+        declared options): one message per problem, naming the form's parameter."""
+        from ..engine.options import check
+        out = []
+        for msg in check(command, self._engineOptions()):
+            flag, _, rest = msg.partition(": ")
+            label = self.ENGINE_LABELS.get(flag)
+            out.append(f"{label} ({flag}): {rest}." if label else msg)
+        return out
+
     @staticmethod
     def _emptySetErrors(inputSet, what):
         """Validation messages for a missing or empty input set, naming it."""

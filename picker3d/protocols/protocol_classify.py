@@ -26,7 +26,6 @@ from ..convert import (
 from ..engine.formats.readers import read_table
 from ..engine.formats.writers import write_table
 from ..engine.options import CLASSIFY_OPTIONS, to_argv
-from ..engine.options import check as check_options
 from .protocol_base import ProtPicker3DBase
 
 POSTERIOR_ATTR = "_picker3dPosterior"
@@ -60,6 +59,11 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     the averages.
     """
     _label = "classify picks"
+    ENGINE_LABELS = {"--k-range": "Number of classes (min, max)", "--box": "Box size", "--bin": "Binning",
+                     "--iterations": "Iterations", "--contrast-weight": "Weight of box contrast",
+                     "--split-separation": "Split classes by centre density", "--tilt-range": "Tilt range",
+                     "--align-step": "Angular step", "--pca-dim": "PCA components",
+                     "--network-from": "Train the network from"}
     _possibleOutputs = ClassifyOutputs
 
     def _defineParams(self, form):
@@ -286,7 +290,7 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         errors = self._emptySetErrors(coords, "Input coordinates")
         if errors:
             return errors
-        errors += check_options("classify", self._engineOptions())     # the engine's own checks
+        errors += self._engineProblems("classify")
         if coords.getSize() <= max(self.kMin.get(), 2):
             errors.append(f"The coordinate set {coords.getObjLabel() or coords.getObjName()} has "
                           f"{coords.getSize()} particles: too few to cluster.")

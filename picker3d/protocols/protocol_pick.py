@@ -17,7 +17,6 @@ from ..convert import (
 )
 from ..engine.formats.readers import read_table
 from ..engine.options import PICK_OPTIONS, to_argv
-from ..engine.options import check as check_options
 from .protocol_base import EngineError, ProtPicker3DBase
 
 FLIP_CHOICES = ["model's", "1", "2", "4", "8"]
@@ -41,6 +40,8 @@ class ProtPicker3DPick(ProtPicker3DBase):
     (bottom-left-corner origin), ready for Relion-tomo and Dynamo extraction.
     """
     _label = "pick"
+    ENGINE_LABELS = {"--z-range": "Keep picks in z planes", "--threshold": "Score threshold",
+                     "--voxel-size": "Sampling rate of the tomograms"}
     _possibleOutputs = PickOutputs
     stepsExecutionMode = STEPS_PARALLEL
 
@@ -233,7 +234,7 @@ class ProtPicker3DPick(ProtPicker3DBase):
         if msr and tsr and not 0.25 <= tsr / msr <= 4.0:
             errors.append(f"The tomograms are at {tsr:g} Å/px but the model was trained at {msr:g} Å/px: more "
                           f"than 4x apart; bin the tomograms (or train at this sampling).")
-        errors += check_options("pick", self._engineOptions())     # the engine's own checks
+        errors += self._engineProblems("pick")
         if tomos.getSize() == 0:
             errors.append(f"The tomogram set {tomos.getObjLabel() or tomos.getObjName()} is empty.")
         try:

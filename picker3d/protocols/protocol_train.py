@@ -8,7 +8,6 @@ from ..convert import get_class_names, link_tomogram, tables_from_coordinates, t
 from ..engine.formats.writers import write_table
 from ..engine.modelinfo import read_model_info, sidecar_path
 from ..engine.options import TRAIN_OPTIONS, option_help, to_argv
-from ..engine.options import check as check_options
 from ..objects import Picker3DModel
 from .protocol_base import ProtPicker3DBase
 
@@ -39,6 +38,11 @@ class ProtPicker3DTrain(ProtPicker3DBase):
     class prior or a rough particle count).
     """
     _label = "train"
+    ENGINE_LABELS = {"--patch": "Patch size", "--batch": "Batch size", "--channels": "Channels per level",
+                     "--lr": "Peak learning rate", "--prior": "Class prior", "--expected-particles":
+                     "Particles per tomogram", "--contrastive": "Contrastive weight", "--consistency":
+                     "Consistency weight", "--bin": "Binning", "--minutes": "Minutes", "--epochs": "Epochs",
+                     "--iters-per-epoch": "Iterations per epoch", "--voxel-size": "Sampling rate"}
     _possibleOutputs = TrainOutputs
 
     def _defineParams(self, form):
@@ -51,7 +55,10 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         form.addParam("validationCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
                       allowsNull=True, label="Validation coordinates (optional)",
                       help="Annotated particles on other tomograms, for choosing the epoch and calibrating "
-                           "the thresholds. Empty (default): the training tomograms do.")
+                           "the thresholds. Every particle annotated (the epoch and thresholds maximise F1) or, with "
+                           "sparse annotation, a few per class (thresholds then keep the number of picks the "
+                           "particle count implies); told apart by the count. Empty (default): the training "
+                           "tomograms calibrate.")
         form.addParam("diameters", params.StringParam, default="", label="Diameters (px)",
                       help="name=PIXELS,... per class (names as in the coordinates: picker3d class names, "
                            "or group ids '1', '2', ...), or one number for all. Empty (default): the box size.")
@@ -61,7 +68,8 @@ class ProtPicker3DTrain(ProtPicker3DBase):
                            "annotated (unannotated density is learned as background). sparse: you picked "
                            "only some of them; the rest is treated as unlabeled, not as background "
                            "(positive-unlabeled learning, the sparse-label paper), and picker3d needs to know roughly how "
-                           "many particles there are.")
+                           "many particles there are. Sparse: annotate a few particles (2-5) of every class in each "
+                           "training tomogram; validation coordinates may be as sparse, or absent.")
         form.addParam("invertContrast", params.BooleanParam, default=False, label="Invert contrast?",
                       help="Flip the tomograms' contrast before training (the model records the contrast it "
                            "learned; picking checks each tomogram against it). Default: no.")
@@ -185,10 +193,6 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         """The engine's command line for the prepared training (and validation) pairs."""
         vols, tsvs = self._pairs("train")
         vvols, vtsvs = self._pairs("validation")
-        if not vvols and self.labels.get() == 1:
-            # sparse labels: the engine calibrates only on validation data; as before, the
-            # training tomograms serve (complete labels: the engine's own default)
-            vvols, vtsvs = vols, tsvs
         diam = ",".join(f"{c}={d:g}" for c, d in self._classDiameters().items())
         q = self._quote
         args = [f"--tomograms {' '.join(q(v) for v in vols)}", f"--coords {' '.join(q(t) for t in tsvs)}",
@@ -271,7 +275,7 @@ class ProtPicker3DTrain(ProtPicker3DBase):
         if init is not None and not os.path.exists(self._absPath(init.getFileName())):
             errors.append(f"Start from model: the model file {init.getFileName()} is missing.")
         # the engine's own checks of every option (picker3d.engine.options.train)
-        return errors + check_options("train", self._engineOptions())
+        return errors + self._engineProblems("train")
 
     def _summary(self):
         out = getattr(self, self._possibleOutputs.model.name, None)

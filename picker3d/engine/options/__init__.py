@@ -17,10 +17,15 @@ def check(command, values):
     when all is well. The protocols' ``_validate`` calls this."""
     from ..errors import InputError
     opts = COMMAND_OPTIONS[command]
-    try:
-        return problems(opts, converted(opts, values))
-    except InputError as exc:
-        return [str(exc)]
+    msgs, good = [], {}
+    for opt in opts:        # every option converted, each failure a message of its own
+        try:
+            good.update(converted([opt], values))
+        except InputError as exc:
+            msgs.append(str(exc))
+            good[opt.name] = opt.default if opt.convert is None else None
+    failed = {m.split(":")[0] for m in msgs}
+    return msgs + [m for m in problems(opts, good) if m.split(":")[0] not in failed]
 
 
 def option_help(command, name):

@@ -26,6 +26,14 @@ def _loss(v, values):
     return None
 
 
+def _val_labels(v, values):
+    if v not in ("auto", "complete", "sparse"):
+        return f"'{v}' must be auto, complete or sparse"
+    if v == "sparse" and (values.get("labels") != "sparse" or values.get("loss") == "pn"):
+        return "sparse validation coordinates need --labels sparse (and its class prior)"
+    return None
+
+
 def _labels(v, _values):
     return None if v in ("complete", "sparse") else f"'{v}' must be complete or sparse"
 
@@ -85,6 +93,12 @@ TRAIN_OPTIONS = (
     Option("labels", "complete", group=INPUTS, check=_labels, argparse={"choices": ("complete", "sparse")},
            help="complete (default): every particle of the training tomograms is annotated; sparse: only some "
                 "are (positive-unlabeled training on centre heatmaps)"),
+    Option("val_labels", "auto", group=INPUTS, check=_val_labels, argparse={"choices": ("auto", "complete", "sparse")},
+           help="how the validation tomograms are annotated: complete (every particle; the epoch and thresholds "
+                "maximise F1) or sparse (a few per species; each class keeps as many picks as its prior "
+                "expects, and the epoch kept finds most annotated particles among them); auto (default): "
+                "sparse with --labels sparse when the validation coordinates hold fewer than half the particles "
+                "the prior expects, else complete"),
     Option("mask_type", "tball", group=INPUTS, flag="--mask",
            argparse={"choices": ("tball", "ball", "cubic", "sphere")}, help="weak-label shape (default tball)"),
     Option("init", None, group=INPUTS, argparse={"metavar": "MODEL"},

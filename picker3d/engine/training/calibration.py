@@ -55,3 +55,40 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
         if f > best[1]:
             best = ({"t_seg": ts, "class": thr}, f, float(np.mean(cf1s)))
     return best
+
+
+def calibrate_by_count(probs_list, tables, class_names, diameters, densities, t_segs=(0.1, 0.3, 0.5), smooth=0.25,
+                       label_diameters=None):
+    """Thresholds for sparsely annotated calibration tomograms, where an F1 would count every
+    unannotated particle as a false pick: each class's threshold keeps as many picks as the
+    class prior expects (``densities``: expected particles per voxel of each class, from the
+    prior the PU loss uses), and the epoch is judged by the recall of the annotated particles
+    among those picks (class and position right). Returns (thr, recall, localisation recall).
+
+    Failure modes: a prior far from the truth moves every threshold with it (too low a prior:
+    too few picks; too high: false picks); with very few annotated particles the recall moves
+    in steps of 1/n between epochs."""
+    best = (None, -1.0, 0.0)
+    for ts in t_segs:
+        preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth,
+                                label_diameters=label_diameters) for p in probs_list]
+        thr = {}
+        for c, density in zip(class_names, densities):
+            scores = np.sort(np.concatenate([p.scores[p.classes == c] for p in preds if len(p)] + [np.zeros(0)]))
+            n = int(round(density * sum(int(np.prod(p.shape[1:])) for p in probs_list)))
+            # the n-th best candidate's score; fewer candidates than expected: keep them all
+            thr[c] = float(np.clip(scores[-n] if 0 < n <= len(scores) else (scores[0] if len(scores) else 0.5),
+                                   0.02, 0.98))
+        found = found_loc = total = 0
+        for pred, ref in zip(preds, tables):
+            keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
+            kept = pred.subset(np.where(keep)[0])
+            total += len(ref)
+            found_loc += len(match(kept.xyz, ref.xyz, np.array([0.5 * diameters[c] for c in ref.classes]))[0])
+            for c in class_names:
+                pi, ri = kept.classes == c, ref.classes == c
+                found += len(match(kept.xyz[pi], ref.xyz[ri], np.full(int(ri.sum()), 0.5 * diameters[c]))[0])
+        recall, loc = found / max(total, 1), found_loc / max(total, 1)
+        if recall > best[1]:
+            best = ({"t_seg": ts, "class": thr}, recall, loc)
+    return best

@@ -162,6 +162,7 @@ class TrainConfig:
     input_norm: object = None    # the network input's normalisation (volume.network_input); None: global
     polarity_skew: object = None  # set by prepare_data: the training tomograms' contrast
     resumed: bool = False
+    val_labels: str = "auto"      # resolved by prepare_data: complete, sparse or none (sparse, no validation)
 
     @property
     def sparse(self):
@@ -206,7 +207,7 @@ class TrainConfig:
                 "tile": self.tile, "pad": self.pad, "bin": self.bin, "flips": self.flips,
                 "augment": bool(self.augment), "labels": self.labels, "prior": self.prior,
                 "min_mask": float(self.min_mask), "max_mask_ratio": self.max_mask_ratio, "ema": float(self.ema),
-                "bin_phases": self.bin_phases, "init": init_info,
+                "bin_phases": self.bin_phases, "init": init_info, "val_labels": self.val_labels,
                 "label_diameters": dict(self.label_diameters),
                 "peak_smoothing": default_peak_smoothing(self.sparse), "versions": environment_versions()}
 
@@ -267,7 +268,7 @@ class TrainConfig:
                   rotation=o["rotation"], augment=o["augment"], precision=o["precision"],
                   amp=autocast_dtype(device, o["precision"], training=True), tile=o["tile"], pad=o["pad"],
                   flips=o["flips"], holdout=o["holdout"], bin_phases=o["bin_phases"], init=o["init"],
-                  seed=o["seed"], device=device, input_norm=input_norm, resumed=resumed)
+                  seed=o["seed"], device=device, input_norm=input_norm, resumed=resumed, val_labels=o["val_labels"])
         shape = f"{patch}³" if cfg.depth == patch else f"{cfg.depth}x{patch}x{patch} (z, y, x)"
         log(f"patches {shape} in batches of {batch}" + (" (as the interrupted run)" if resumed else ""))
         cfg._check_sizes(volume_shapes)

@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..formats.table import CoordTable
 from ..masks import label_mask
 from ..picking.specimen import polarity_skew
-from ..pu import centre_heatmaps, check_prior, class_priors, prior_from_counts
+from ..pu import centre_heatmaps, check_prior, class_priors, positive_voxels_per_particle, prior_from_counts
 from ..volume import bin_volume, network_input, to_binned
 
 
@@ -217,6 +217,7 @@ class TrainingData:
     held_out: bool
     priors: object
     class_weight: object
+    densities: object = None    # expected particles per network voxel of each class (sparse labels)
 
 
 def prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, checkpoint=None, ckpt_path="", log=print):
@@ -257,8 +258,35 @@ def prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, checkpoint
     missing = [c for c in names if c not in annotated]
     if missing and len(names) > 1:
         raise InputError(f"--diameters: class(es) {', '.join(missing)} have no annotation in the training coordinates")
-    return TrainingData(data, vvols, vtables, bool(vvols), held_out, _priors(cfg, data, tables, binned, log),
-                        _class_weight(cfg, data))
+    priors = _priors(cfg, data, tables, binned, log)
+    densities = None
+    if priors is not None:
+        densities = [p / positive_voxels_per_particle(cfg.label_diameters[c]) for p, c in zip(priors, names)]
+    cfg.val_labels = _validation_labels(cfg, vvols, vtables, densities, log)
+    if cfg.val_labels == "none":
+        # no validation tomograms: the training tomograms' annotations set the count thresholds
+        vvols, vtables = [d.volume for d in data[:len(tables)]], [d.table for d in data[:len(tables)]]
+    return TrainingData(data, vvols, vtables, bool(vvols), held_out, priors, _class_weight(cfg, data), densities)
+
+
+def _validation_labels(cfg, vvols, vtables, densities, log):
+    """complete (F1 calibration), sparse (thresholds by the expected count, epoch by the recall
+    of the annotated particles) or none (sparse labels without validation tomograms: count
+    thresholds on the training tomograms, the last epoch kept)."""
+    if not cfg.sparse or densities is None:
+        return "complete"
+    if not vvols:
+        log("no validation tomograms: the last epoch is kept; each class keeps as many picks as its prior "
+            "expects (thresholds set on the training tomograms)")
+        return "none"
+    if cfg.val_labels != "auto":
+        return cfg.val_labels
+    expected = sum(densities) * sum(float(np.prod(np.shape(v))) for v in vvols)
+    annotated = sum(len(t) for t in vtables)
+    kind = "complete" if annotated >= 0.5 * expected else "sparse"
+    log(f"validation coordinates: {annotated} particles where the prior expects about {expected:.0f}: taken as "
+        f"{kind} annotation (--val-labels says otherwise)")
+    return kind
 
 
 def _calibration_data(cfg, data, reach, log):

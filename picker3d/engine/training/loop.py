@@ -14,7 +14,7 @@ from ..options import TrainOptions
 from ..picking.tiles import predict_volume
 from ..picking.tomogram import default_peak_smoothing
 from ..volume import NORMALISED
-from .calibration import calibrate
+from .calibration import calibrate, calibrate_by_count
 from .config import TrainConfig
 from .data import prepare_data, sample_batch
 from .losses import compute_loss, consistency_loss, consistency_view, contrastive_term
@@ -61,13 +61,13 @@ def train(train_vols, train_tables, class_names, diameters, out_path, val_vols=(
         epoch_s = (elapsed - state.train_seconds) / (epoch + 1 - state.start_epoch)   # this session's mean
         log(_epoch_line(cfg, entry, epoch, elapsed, epoch_s))
         state.save_checkpoint(ckpt_path, epoch, elapsed)
-        state.save_model(out_path, data.validated)
+        state.save_model(out_path, data.validated and cfg.val_labels == "complete")
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
         if cfg.minutes is not None and elapsed + epoch_s > 60.0 * cfg.minutes:
             log(f"time budget of {cfg.minutes} min reached after epoch {epoch + 1}")
             break
-    log(kept_summary(state.history, state.best_thr))
+    log(kept_summary(state.history, state.best_thr, cfg.val_labels == "none"))
     return out_path
 
 
@@ -120,6 +120,12 @@ def validate(cfg, data, state):
         return {}
     probs = [predict_volume(state.evaluated, v, tile=cfg.tile, pad=cfg.pad, device=str(cfg.device),
                             flips=cfg.flips, stats=NORMALISED, precision=cfg.precision) for v in data.val_volumes]
+    if cfg.val_labels in ("sparse", "none"):
+        thr, recall, loc = calibrate_by_count(probs, list(data.val_tables), cfg.class_names, cfg.network_diameters,
+                                              data.densities, smooth=default_peak_smoothing(cfg.sparse),
+                                              label_diameters=cfg.label_diameters)
+        state.keep_if_best(None if cfg.val_labels == "none" else recall, thr)
+        return {"val_recall": recall, "val_loc_recall": loc}
     thr, f1, cf1 = calibrate(probs, list(data.val_tables), cfg.class_names, cfg.network_diameters,
                              t_segs=(0.1, 0.3, 0.5) if cfg.sparse else (0.3, 0.5),
                              smooth=default_peak_smoothing(cfg.sparse),
@@ -134,5 +140,7 @@ def _epoch_line(cfg, entry, epoch, elapsed, epoch_s):
     else:
         eta, of = max(60.0 * cfg.minutes - elapsed, 0.0), f" (budget {cfg.minutes:g} min)"
     vtxt = f"  val F1 {entry['val_f1']:.3f}  class F1 {entry['val_class_f1']:.3f}" if "val_f1" in entry else ""
+    if "val_recall" in entry:
+        vtxt = f"  annotated particles found {entry['val_recall']:.3f} (position {entry['val_loc_recall']:.3f})"
     return (f"epoch {epoch + 1}{of}  loss {entry['loss']:.4f}{vtxt}  (train {entry['train_s']:.0f}s, "
             f"validation {entry['val_s']:.0f}s)  elapsed {elapsed:.0f}s  ETA {eta:.0f}s")

@@ -174,7 +174,7 @@ class TrainingState:
         equal epochs: further along the one-cycle annealing); ``f1`` None: no validation,
         the last epoch is kept."""
         if f1 is None:
-            self.best_state, self.best_thr = copy.deepcopy(self.evaluated.state_dict()), None
+            self.best_state, self.best_thr = copy.deepcopy(self.evaluated.state_dict()), thresholds
         elif f1 >= self.best_f1:
             self.best_f1, self.best_thr = f1, thresholds
             self.best_state = copy.deepcopy(self.evaluated.state_dict())
