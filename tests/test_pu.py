@@ -85,6 +85,14 @@ def test_heatmap_targets_and_prior_helpers():
     assert "below" in check_prior(labelled / 2, heat.max(axis=0))
     assert check_prior(labelled * 5, heat.max(axis=0)) is None
     assert "50x" in check_prior(labelled * 100, heat.max(axis=0))
+    # two classes annotated alike: the total prior is split so that each keeps the same particle
+    # count, each class's share in voxels that of its particles' size
+    from picker3d.engine.pu import class_priors, prior_from_counts
+    total = prior_from_counts(20, [tab], ["a", "b"], {"a": 12, "b": 6}, (64, 64, 64))
+    pa, pb = class_priors(total, [tab], ["a", "b"], {"a": 12, "b": 6})
+    assert pa + pb == pytest.approx(total)
+    assert pa / positive_voxels_per_particle(12) == pytest.approx(pb / positive_voxels_per_particle(6))
+    assert pa == pytest.approx(prior_from_count(10, 12, (64, 64, 64)))
 
 
 def test_sparse_training_needs_a_prior(tmp_path):

@@ -174,9 +174,14 @@ def _annotation_shares(tables, class_names):
     return counts / counts.sum() if counts.sum() else np.full(len(class_names), 1.0 / len(class_names))
 
 
-def class_priors(prior, tables, class_names):
-    """Split a total prior over classes by their share of the annotations."""
-    return (float(prior) * _annotation_shares(tables, class_names)).tolist()
+def class_priors(prior, tables, class_names, diameters):
+    """Split a total prior over classes in proportion to the voxels each class covers: its
+    share of the annotated particles times the heatmap voxels of one of its particles (so the
+    particle counts keep the annotations' proportions; an equal split of the voxels would
+    give a small class several times its particles and a large one a fraction)."""
+    weights = _annotation_shares(tables, class_names) * np.array(
+        [positive_voxels_per_particle(diameter_of(diameters, c)) for c in class_names], dtype=float)
+    return (float(prior) * weights / weights.sum()).tolist()
 
 
 def prior_from_counts(n_particles, tables, class_names, diameters, shape):

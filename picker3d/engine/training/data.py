@@ -323,7 +323,7 @@ def _priors(cfg, data, tables, binned, log):
         msg = check_prior(cfg.prior, d.labels.max(axis=0))
         if msg:
             log(f"warning: {d.name}: {msg}")
-    return class_priors(cfg.prior, tables, cfg.class_names)
+    return class_priors(cfg.prior, tables, cfg.class_names, cfg.label_diameters)
 
 
 def _class_weight(cfg, data):
