@@ -1,5 +1,6 @@
 """Sparse-label (positive-unlabeled) training."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -256,3 +257,45 @@ def test_contrastive_loss_projects_only_what_it_uses_with_the_same_result():
         a = contrastive_loss(whole(f), whole(fv), heat, probs, [0.02], generator=torch.Generator().manual_seed(1))
         b = contrastive_loss(f, fv, heat, probs, [0.02], generator=torch.Generator().manual_seed(1), projection=proj)
     assert float(b) == pytest.approx(float(a), rel=1e-5)
+
+
+def test_sparse_validation_or_none_gives_count_thresholds(tmp_path, capsys):
+    """Sparse validation coordinates (2 of 10) and no validation at all: a model with
+    thresholds either way; a sparse validation set naming an untrained class: one line."""
+    from engine_data import small_dataset
+
+    from picker3d.engine.cli import main
+    from picker3d.engine.formats.mrc import write_volume
+    from picker3d.engine.formats.writers import write_table
+    from picker3d.engine.modelfile import load_model
+    from picker3d.engine.training import train
+    vol, tab = small_dataset(43)
+    val, vtab = small_dataset(44)
+    kw = dict(labels="sparse", expected_particles=10, epochs=2, iters_per_epoch=2, patch=32, batch=2, tile=64, pad=8,
+              bin=1, seed=0)
+    lines = []
+    for name, vv, vt in (("sparse", [val], [vtab.subset([0, 1])]), ("none", [], [])):
+        train([vol], [tab.subset([0, 1, 2])], ["barrel"], {"barrel": 17}, str(tmp_path / f"{name}.pt"), vv, vt,
+              log=lines.append, **kw)
+        meta = load_model(str(tmp_path / f"{name}.pt"))[1]
+        assert meta["val_labels"] == name
+        assert set(meta["thresholds"]["class"]) == {"barrel"} and 0 < meta["thresholds"]["class"]["barrel"] < 1
+    assert any("taken as sparse annotation" in ln for ln in lines), lines
+    # the fully annotated validation tomogram is told apart by its count: F1 calibration
+    train([vol], [tab.subset([0, 1, 2])], ["barrel"], {"barrel": 17}, str(tmp_path / "full.pt"), [val], [vtab],
+          log=lambda m: None, **kw)
+    assert load_model(str(tmp_path / "full.pt"))[1]["val_labels"] == "complete"
+    # a sparse validation set naming a class the model is not trained on
+    write_volume(tmp_path / "t.mrc", vol, 10.0)
+    write_volume(tmp_path / "v.mrc", val, 10.0)
+    write_table(tmp_path / "t.tsv", tab.subset([0, 1, 2]))
+    other = vtab.subset([0, 1])
+    other.classes = np.asarray(["barrel", "ribosome"], dtype=object)
+    write_table(tmp_path / "v.tsv", other)
+    rc = main(["train", "--tomograms", str(tmp_path / "t.mrc"), "--coords", str(tmp_path / "t.tsv"),
+               "--val-tomograms", str(tmp_path / "v.mrc"), "--val-coords", str(tmp_path / "v.tsv"),
+               "--diameters", "barrel=17", "--labels", "sparse", "--expected-particles", "10", "--epochs", "1",
+               "--out", str(tmp_path / "bad.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--val-coords: class(es) ribosome" in err[0], err
+    assert not os.path.exists(tmp_path / "bad.pt")

@@ -279,13 +279,18 @@ def _validation_labels(cfg, vvols, vtables, densities, log):
         log("no validation tomograms: the last epoch is kept; each class keeps as many picks as its prior "
             "expects (thresholds set on the training tomograms)")
         return "none"
-    if cfg.val_labels != "auto":
-        return cfg.val_labels
-    expected = sum(densities) * sum(float(np.prod(np.shape(v))) for v in vvols)
-    annotated = sum(len(t) for t in vtables)
-    kind = "complete" if annotated >= 0.5 * expected else "sparse"
-    log(f"validation coordinates: {annotated} particles where the prior expects about {expected:.0f}: taken as "
-        f"{kind} annotation (--val-labels says otherwise)")
+    kind = cfg.val_labels
+    if kind == "auto":
+        expected = sum(densities) * sum(float(np.prod(np.shape(v))) for v in vvols)
+        annotated = sum(len(t) for t in vtables)
+        kind = "complete" if annotated >= 0.5 * expected else "sparse"
+        log(f"validation coordinates: {annotated} particles where the prior expects about {expected:.0f}: taken "
+            f"as {kind} annotation (--val-labels says otherwise)")
+    unknown = sorted({c for t in vtables if t.classes is not None for c in t.classes.tolist()} - set(cfg.class_names))
+    if kind == "sparse" and unknown:
+        # sparse validation particles are all there is to choose the epoch by: each must count
+        raise InputError(f"--val-coords: class(es) {', '.join(unknown)} of the validation coordinates are not "
+                         f"trained (--diameters: {', '.join(cfg.class_names)})")
     return kind
 
 
