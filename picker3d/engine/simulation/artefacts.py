@@ -28,16 +28,10 @@ def thickness_gradient(volume, amplitude, axis=2):
     return (volume + ramp.reshape(shape)).astype(np.float32)
 
 
-def carbon_edge(volume, fraction=0.15, density=2.0, seed=0, edge=2.0, axis=1, at_end=True):
+def carbon_edge(volume, fraction=0.15, density=2.0, seed=0, edge=2.0):
     """A band of dense material (darker by ``density`` σ, with a texture of its own) over the
-    last (``at_end``, else the first) ``fraction`` of ``axis`` (1 = y, 2 = x) through the whole
-    depth, its edge a smooth step ``edge`` voxels wide, as a carbon support film or a grid bar
-    at the side of the field of view."""
-    volume = np.asarray(volume, np.float32)
-    if axis == 2:
-        return np.swapaxes(carbon_edge(np.swapaxes(volume, 1, 2), fraction, density, seed, edge, 1, at_end), 1, 2)
-    if not at_end:
-        return carbon_edge(volume[:, ::-1], fraction, density, seed, edge, 1, True)[:, ::-1].copy()
+    last ``fraction`` of y through the whole depth, its edge a smooth step ``edge`` voxels
+    wide, as a carbon support film or a grid bar at the side of the field of view."""
     ny = volume.shape[1]
     y = np.arange(ny, dtype=np.float32)
     start = ny * (1.0 - fraction)

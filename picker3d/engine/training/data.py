@@ -188,23 +188,6 @@ def sample_batch(datasets, rng, patch, batch, n_classes, background_frac=0.3, ji
             torch.from_numpy(ys if ys.dtype.kind == "f" else ys.astype(np.int64)), offs, shapes)
 
 
-def carbon_copies(volumes, tables, class_names, diameters, mask_type, seed, norm=None):
-    """One copy of each training tomogram with a random carbon edge (a side, 10-30 % of x or
-    y, 1-3 σ denser, an edge 1-4 voxels wide) and a random thickness gradient (up to ±1.5 σ),
-    labelled as the tomogram: the particles under the band stay particles, the band and its
-    edge are background. The local normalisation removes the band's mean but not its edge nor
-    its texture, which a model never shown carbon picks."""
-    from ..simulation.artefacts import carbon_edge, thickness_gradient
-    out = []
-    for i, (v, t) in enumerate(zip(volumes, tables)):
-        rng = np.random.default_rng([seed, i, 7])
-        a = carbon_edge(v, rng.uniform(0.1, 0.3), rng.uniform(1.0, 3.0), seed=int(rng.integers(1 << 30)),
-                        edge=rng.uniform(1.0, 4.0), axis=int(rng.integers(1, 3)), at_end=bool(rng.integers(2)))
-        a = thickness_gradient(a, rng.uniform(0.0, 1.5), axis=int(rng.integers(1, 3)))
-        out.append(TomogramData(a, t, class_names, diameters, mask_type, name=f"train{i}+carbon", norm=norm))
-    return out
-
-
 @dataclass
 class TrainingData:
     """What the step loop and validation read: the training volumes (the shifted binning
@@ -246,14 +229,12 @@ def prepare_data(cfg, train_vols, train_tables, val_vols, val_tables, checkpoint
     if not vvols and not cfg.sparse:
         vvols, vtables, held_out = _calibration_data(cfg, data, reach, log)
     cfg.resolve_bin_phases(checkpoint, ckpt_path, log)
-    if isinstance(cfg.input_norm, dict) and not cfg.sparse and not held_out:
-        data += carbon_copies(binned, tables, names, cfg.label_diameters, cfg.mask_type, cfg.seed, cfg.input_norm)
-        log(f"carbon copies: {len(binned)} training tomogram(s) also with a random carbon edge and gradient")
     if cfg.bin_phases:
-        data += binning_phase_copies(train_vols, train_tables, b, names, cfg.label_diameters, cfg.mask_type,
-                                     cfg.holdout if held_out else 0.0, reach, cfg.input_norm)
+        phases = binning_phase_copies(train_vols, train_tables, b, names, cfg.label_diameters, cfg.mask_type,
+                                      cfg.holdout if held_out else 0.0, reach, cfg.input_norm)
+        data += phases
         log(f"binning phases: {len(data)} training volumes ({b}x-binned from {len(train_vols)} tomogram(s) at "
-            f"{len(data) // len(train_vols)} grid offsets)")
+            f"{len(phases) // len(train_vols) + 1} grid offsets)")
     annotated = {c for t in tables if t.classes is not None for c in t.classes.tolist()}
     missing = [c for c in names if c not in annotated]
     if missing and len(names) > 1:
