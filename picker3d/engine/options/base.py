@@ -180,6 +180,12 @@ def positive_voxel_size(v, _values):
 
 BOOL = {"action": argparse.BooleanOptionalAction}
 
+# options several commands share, declared here once (their group is "compute" everywhere)
+PRECISION = Option("precision", "auto", group="compute", argparse={"choices": ("auto", "fp32", "bf16")},
+                   help="arithmetic of the network: auto (default) = bfloat16 on CPUs that compute it natively "
+                        "(AVX512-BF16, AMX) and float16 for CUDA inference, float32 elsewhere")
+SEED = Option("seed", 0, group="compute", argparse={"type": int}, help="random seed (default 0)")
+
 
 def to_argv(options, values):
     """The command-line words that give ``values`` (name -> value) to a command: one flag per

@@ -1,6 +1,6 @@
 """The options of ``picker3d classify`` / :func:`picker3d.engine.classification.disca_on_boxes`
 / the classify protocol, each declared once (:class:`Option`)."""
-from .base import BOOL, Option, at_least, between, k_range, options_class
+from .base import BOOL, SEED, Option, at_least, between, k_range, options_class
 
 INPUTS, K, A, C, V = "inputs", "clustering", "class averages", "compute", "advanced"
 GROUPS = (INPUTS, K, A, C, V)
@@ -40,7 +40,7 @@ CLASSIFY_OPTIONS = (
            help="angular step of the global rotation search in degrees (default 30; a local search at a third "
                 "of it follows)"),
     Option("device", "auto", group=C, help="auto (default), cpu, cuda or cuda:N"),
-    Option("seed", 0, group=C, argparse={"type": int}, help="random seed (default 0)"),
+    SEED,
     Option("pca_dim", 8, group=V, check=at_least(1), argparse={"type": int},
            help="PCA components the mixture sees (default 8)"),
     Option("network_from", 1000, group=V, check=at_least(0), argparse={"type": int},

@@ -1,7 +1,7 @@
 """The options of ``picker3d pick`` / :func:`picker3d.engine.picking.files.pick_files` / the
 pick protocol, each declared once (:class:`Option`)."""
 from ..errors import InputError
-from .base import Option, at_least, options_class, positive_voxel_size
+from .base import PRECISION, Option, at_least, options_class, positive_voxel_size
 
 
 def z_range(text, nz=None, path=""):
@@ -71,9 +71,7 @@ PICK_OPTIONS = (
     Option("device", "auto", group=C,
            help="auto (default), cpu, cuda or cuda:N; a comma-separated list (cuda:0,cuda:1) picks the tomograms "
                 "on several devices at once, one model per device"),
-    Option("precision", "auto", group=C, argparse={"choices": ("auto", "fp32", "bf16")},
-           help="arithmetic of the network: auto (default) = bfloat16 on CPUs that compute it natively "
-                "(AVX512-BF16, AMX) and float16 for CUDA inference, float32 elsewhere"),
+    PRECISION,
 )
 
 PickOptions = options_class(

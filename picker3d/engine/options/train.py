@@ -1,6 +1,17 @@
 """The options of ``picker3d train`` / :func:`picker3d.engine.training.train` / the train
 protocol, each declared once (:class:`Option`)."""
-from .base import Option, at_least, between, float_or_auto, int_list, int_or_auto, options_class, positive_voxel_size
+from .base import (
+    PRECISION,
+    SEED,
+    Option,
+    at_least,
+    between,
+    float_or_auto,
+    int_list,
+    int_or_auto,
+    options_class,
+    positive_voxel_size,
+)
 
 NETWORKS = ("resunet3d", "slice2d")
 # the network's position channels by their command-line name (picker3d.engine.network.COORD_CONV)
@@ -155,10 +166,8 @@ TRAIN_OPTIONS = (
            help="weight of the sparse-label method's voxel-level debiased contrastive module (Eq. 8-13; 0.1 "
                 "there; default 0 = off; doubles the cost of a step)"),
     Option("device", "auto", group=C, help="auto (default: cuda when available), cpu, cuda or cuda:N"),
-    Option("precision", "auto", group=C, argparse={"choices": ("auto", "fp32", "bf16")},
-           help="arithmetic of the network: auto (default) = bfloat16 on CPUs that compute it natively "
-                "(AVX512-BF16, AMX) and float16 for CUDA inference, float32 elsewhere"),
-    Option("seed", 0, group=C, argparse={"type": int}, help="random seed (default 0)"),
+    PRECISION,
+    SEED,
     Option("voxel_size", None, group=R, check=positive_voxel_size, argparse={"type": float, "metavar": "A"},
            help="the tomograms' voxel size in Å (default: each MRC header's); tomograms more than 2 %% apart are "
                 "resampled to the first one's"),

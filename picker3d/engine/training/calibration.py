@@ -1,7 +1,7 @@
 """Validation by picking: the score thresholds that maximise the F1 on the calibration tomograms."""
 import numpy as np
 
-from ..metrics import evaluate, match
+from ..metrics import evaluate, match, match_by_class
 from ..picking.peaks import find_particles
 
 # Score thresholds calibration chooses from. Topped at 0.9: with ties going to the higher
@@ -47,8 +47,7 @@ def calibrate(probs_list, tables, class_names, diameters, grid=None, t_segs=(0.3
             thr[c] = float(np.median(list(thr.values()))) if thr else 0.5
         f1s, cf1s = [], []
         for pred, ref in zip(preds, tables):
-            keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
-            r = evaluate(pred.subset(np.where(keep)[0]), ref, diameters)
+            r = evaluate(_above(pred, thr), ref, diameters)
             f1s.append(r["f1"])
             cf1s.append(r.get("mean_class_f1") or 0.0)
         f = float(np.mean(f1s))
@@ -69,26 +68,31 @@ def calibrate_by_count(probs_list, tables, class_names, diameters, densities, t_
     too few picks; too high: false picks); with very few annotated particles the recall moves
     in steps of 1/n between epochs."""
     best = (None, -1.0, 0.0)
+    voxels = sum(int(np.prod(p.shape[1:])) for p in probs_list)
     for ts in t_segs:
         preds = [find_particles(p, class_names, diameters, t_seg=ts, t_lm=0.05, smooth=smooth,
                                 label_diameters=label_diameters) for p in probs_list]
         thr = {}
         for c, density in zip(class_names, densities):
             scores = np.sort(np.concatenate([p.scores[p.classes == c] for p in preds if len(p)] + [np.zeros(0)]))
-            n = int(round(density * sum(int(np.prod(p.shape[1:])) for p in probs_list)))
+            n = int(round(density * voxels))
             # the n-th best candidate's score; fewer candidates than expected: keep them all
             thr[c] = float(np.clip(scores[-n] if 0 < n <= len(scores) else (scores[0] if len(scores) else 0.5),
                                    0.02, 0.98))
         found = found_loc = total = 0
         for pred, ref in zip(preds, tables):
-            keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
-            kept = pred.subset(np.where(keep)[0])
+            kept = _above(pred, thr)
+            radii = np.array([0.5 * diameters[c] for c in ref.classes])
             total += len(ref)
-            found_loc += len(match(kept.xyz, ref.xyz, np.array([0.5 * diameters[c] for c in ref.classes]))[0])
-            for c in class_names:
-                pi, ri = kept.classes == c, ref.classes == c
-                found += len(match(kept.xyz[pi], ref.xyz[ri], np.full(int(ri.sum()), 0.5 * diameters[c]))[0])
+            found_loc += len(match(kept.xyz, ref.xyz, radii)[0])
+            found += int(match_by_class(kept, ref, radii)[1].sum())
         recall, loc = found / max(total, 1), found_loc / max(total, 1)
         if recall > best[1]:
             best = ({"t_seg": ts, "class": thr}, recall, loc)
     return best
+
+
+def _above(pred, thr):
+    """The picks of ``pred`` whose score reaches their class's threshold in ``thr``."""
+    keep = np.array([s >= thr[c] for c, s in zip(pred.classes, pred.scores)], dtype=bool)
+    return pred.subset(np.where(keep)[0])
