@@ -9,7 +9,7 @@ where the junk went.
 
 Usage: python benchmarks/bench_classify.py [--snr 0.1 0.03 0.01] [--per-species 400] [--box 32]
        [--bin 2] [--iterations 10] [--junk]
-       [--contrast-weight 3] [--split-separation 3] [--seed 0]
+       [--contrast-weight 3] [--split-separation 3] [--shape-weight 0.6] [--no-merge] [--seed 0]
 """
 import argparse
 import json
@@ -17,16 +17,26 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classification.boxes import extract_subvolumes
+from picker3d.engine.classification.boxes import extract_subvolumes, normalize_box
 from picker3d.engine.classification.disca import disca_on_boxes
 from picker3d.engine.classification.mixture import clustering_scores
+from picker3d.engine.classification.refinement import refine_and_merge
+from picker3d.engine.options import ClassifyOptions
 from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
 
 
 def _cluster(stack, args):
-    return disca_on_boxes(stack, args.bin, args.contrast_weight, args.split_separation, k_range=range(args.kmin, args.kmax + 1),
-                          iterations=args.iterations, seed=args.seed, pca_dim=args.pca_dim,
-                          log=lambda s: print("   ", s, flush=True))
+    """DISCA as ``picker3d classify`` runs it: the clustering, then (unless ``--no-merge``)
+    small classes dissolved and classes of one species merged on their aligned averages."""
+    options = ClassifyOptions(bin=args.bin, contrast_weight=args.contrast_weight, split_separation=args.split_separation,
+                              k_range=range(args.kmin, args.kmax + 1), iterations=args.iterations, seed=args.seed,
+                              pca_dim=args.pca_dim, shape_weight=args.shape_weight)
+    log = lambda s: print("   ", s, flush=True)  # noqa: E731
+    res = disca_on_boxes(stack, options, log=log)
+    if args.merge and res["k"] > 1:
+        merged = refine_and_merge(normalize_box(stack), res["labels"], seed=args.seed, log=log)
+        res = dict(res, labels=merged["labels"], k=int(merged["labels"].max()) + 1)
+    return res
 
 
 def run_subtomograms(args, snr):
@@ -104,6 +114,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pca-dim", type=int, default=8)
     ap.add_argument("--junk", action="store_true")
+    ap.add_argument("--shape-weight", type=float, default=0.6)
+    ap.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
+                    help="dissolve small classes and merge classes of one species (default on, as classify)")
     ap.add_argument("--contrast-weight", type=float, default=3.0,
                     help="weight of the box-contrast features (the classify default; 0: shape features only)")
     ap.add_argument("--split-separation", type=float, default=3.0,

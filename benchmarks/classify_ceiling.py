@@ -12,12 +12,13 @@ standard deviation, radial power spectrum), each
   (tied) and full covariances, K by BIC over 1-12, and with K fixed at the true count.
 
 Usage: python benchmarks/classify_ceiling.py [--per-species 15 50] [--work DIR] [--no-2000]
-(run ``bench_classify_picks.py --per-species 15 50`` first: it simulates the tomograms and
-writes the pick files this script reads.)
+(the tomograms and picks are ``bench_classify_picks.py``'s, simulated here when missing.)
 """
 import argparse
 import glob
+import math
 import os
+import sys
 import tempfile
 import warnings
 
@@ -30,16 +31,25 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from picker3d.engine.classification.boxes import extract_subvolumes
-from picker3d.engine.classification.descriptors import invariant_descriptors, radial_profiles
+from picker3d.engine.classification.descriptors import invariant_descriptors, radial_profiles, shape_features
 from picker3d.engine.classification.mixture import clustering_scores
 from picker3d.engine.formats.mrc import read_volume
 from picker3d.engine.formats.readers import read_table
 from picker3d.engine.simulation.dataset import simulate_subtomograms
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_classify_picks  # noqa: E402
+
 
 def picks_in_context(work, per_species, box=38):
-    """The boxes (tomogram units) and truth of ``bench_classify_picks.py``'s picks, no junk."""
-    files = sorted(glob.glob(os.path.join(work, "sim_seed0_*_snr0.05_vs7", f"picks_{per_species}_0_tomo_*.tsv")))
+    """The boxes (tomogram units) and truth of ``bench_classify_picks.py``'s picks, no junk
+    (its tomograms and pick files are made when missing)."""
+    pattern = os.path.join(work, "sim_seed0_*_snr0.05_vs7", f"picks_{per_species}_0_tomo_*.tsv")
+    if not glob.glob(pattern):
+        folder, man = bench_classify_picks.simulate(work, math.ceil(per_species / bench_classify_picks.PER_TOMOGRAM),
+                                                    0, 0.05, 7.0)
+        bench_classify_picks.picks(folder, man, per_species, 0.0, np.random.default_rng(7))
+    files = sorted(glob.glob(pattern))
     if not files:
         raise SystemExit(f"no picks_{per_species}_0_*.tsv under {work}: run bench_classify_picks.py first")
     stacks, truth = [], []
@@ -66,8 +76,11 @@ def mixture(Z, covariance, k_values):
 
 def report(name, stack, truth):
     k_true = len(np.unique(truth))
-    for feature, values in (("radial profiles", radial_profiles(stack)),
-                            ("all descriptors", invariant_descriptors(stack, equalise=True))):
+    profiles, shapes = radial_profiles(stack), shape_features(stack)
+    for feature, values in (("radial profiles", profiles),
+                            ("all descriptors", invariant_descriptors(stack, equalise=True)),
+                            ("shape features", shapes),
+                            ("radial profiles + shape features", np.concatenate([profiles, shapes], 1))):
         lda = make_pipeline(StandardScaler(), PCA(min(20, values.shape[1])), LinearDiscriminantAnalysis())
         pred = cross_val_predict(lda, values, truth, cv=StratifiedKFold(5, shuffle=True, random_state=0))
         s = clustering_scores(truth, pred)

@@ -25,7 +25,7 @@ from ..convert import (
 )
 from ..engine.formats.readers import read_table
 from ..engine.formats.writers import write_table
-from ..engine.options import CLASSIFY_OPTIONS, to_argv
+from ..engine.options import CLASSIFY_OPTIONS, option_help, to_argv
 from .protocol_base import ProtPicker3DBase
 
 POSTERIOR_ATTR = "_picker3dPosterior"
@@ -45,8 +45,13 @@ class ProtPicker3DClassify(ProtPicker3DBase):
     Gaussian dropout; §"YOPO") learns features, a full-covariance Gaussian mixture with K
     chosen by BIC (candidates 2-20 as in Table 1) labels them, and the two alternate; the
     iteration with the lowest DDBI is the result. The first labels come from
-    rotation-invariant descriptors (radial profiles and power spectrum), which the network
-    iterations refine.
+    rotation-invariant descriptors (radial density profiles, and per-shell spherical-harmonic
+    energies that tell a rod from a globule), which the network iterations refine.
+
+    Classes smaller than max(8, 2 % of the picks) are dissolved, their picks going to the class
+    average they fit best, and two classes are merged when a fifth of one's picks fit the
+    other's aligned average better than their own and the two averages agree as well as the
+    noisier class's half averages: one species seen twice becomes one class.
 
     Each class's members are then aligned to one another (reference-free: a rotation
     search by cross-correlation with the missing wedge masked in Fourier space) and
@@ -63,7 +68,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                      "--iterations": "Iterations", "--contrast-weight": "Weight of box contrast",
                      "--split-separation": "Split classes by centre density", "--tilt-range": "Tilt range",
                      "--align-step": "Angular step", "--pca-dim": "PCA components",
-                     "--network-from": "Train the network from"}
+                     "--network-from": "Train the network from", "--shape-weight": "Weight of anisotropy",
+                     "--min-class-size": "Smallest class"}
     _possibleOutputs = ClassifyOutputs
 
     def _defineParams(self, form):
@@ -81,6 +87,13 @@ class ProtPicker3DClassify(ProtPicker3DBase):
         line.addParam("kMax", params.IntParam, default=20, label="max")
         form.addParam("iterations", params.IntParam, default=10, validators=[params.Positive],
                       label="Iterations", help="Maximum DISCA iterations (it stops earlier when labels are stable).")
+        form.addParam("merge", params.BooleanParam, default=True, label="Merge classes of one species?",
+                      help=option_help("classify", "merge"))
+        form.addParam("minClassSize", params.IntParam, default=0, condition="merge", label="Smallest class",
+                      expertLevel=params.LEVEL_ADVANCED, help=option_help("classify", "min_class_size"))
+        form.addParam("refine", params.BooleanParam, default=False, condition="merge",
+                      expertLevel=params.LEVEL_ADVANCED, label="Refine every pick against the averages?",
+                      help=option_help("classify", "refine"))
         form.addParam("outOfVolume", params.EnumParam, choices=["pad", "skip"], default=0,
                       label="Boxes crossing the border", expertLevel=params.LEVEL_ADVANCED,
                       help="pad: fill the missing part by mirroring the tomogram at its edge (default); skip: leave "
@@ -92,6 +105,8 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                       expertLevel=params.LEVEL_ADVANCED, label="Train the network from (picks)",
                       help="The DISCA network (YOPO) is trained only when there are at least this many picks; "
                            "fewer are clustered on their radial density profiles alone (default 1000).")
+        form.addParam("shapeWeight", params.FloatParam, default=0.6, expertLevel=params.LEVEL_ADVANCED,
+                      label="Weight of anisotropy", help=option_help("classify", "shape_weight"))
         form.addParam("contrastWeight", params.FloatParam, default=3.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Weight of box contrast",
                       help="Each box's contrast (its density spread, and the density at its centre against its "
@@ -173,7 +188,9 @@ class ProtPicker3DClassify(ProtPicker3DBase):
                 "iterations": self.iterations.get(), "out_of_volume": "skip" if self.outOfVolume.get() else "pad",
                 "seed": self.seed.get(), "pca_dim": self.pcaDim.get(), "network_from": self.networkFrom.get(),
                 "contrast_weight": self.contrastWeight.get(), "split_separation": self.splitSeparation.get(),
-                "align": bool(self.align.get()), "tilt_range": self.tiltRange.get(), "align_step": self.alignStep.get()}
+                "align": bool(self.align.get()), "tilt_range": self.tiltRange.get(), "align_step": self.alignStep.get(),
+                "shape_weight": self.shapeWeight.get(), "merge": bool(self.merge.get()),
+                "min_class_size": self.minClassSize.get(), "refine": bool(self.refine.get())}
 
     def getResult(self):
         """{objId: (cluster 1-based, posterior)} and the run's DISCA summary (None before the run)."""
@@ -308,8 +325,14 @@ class ProtPicker3DClassify(ProtPicker3DBase):
             lines.append(f"Class {r['class']} ({r['members']} aligned): FSC 0.143 at {r['fsc_0143_A']:.1f} Å, "
                          f"0.5 at {r['fsc_05_A']:.1f} Å.")
         for sp in info.get("density_splits", []):
-            lines.append(f"Class {sp['new_class']} was split from class {sp['class']} by centre density "
+            lines.append(f"Clustering class {sp['new_class']} was split from {sp['class']} by centre density "
                          f"(separation {sp['separation']:.1f}): look there for empty picks.")
+        final = {c: i for i, c in enumerate(info.get("clustering_classes", []), start=1)}
+        for m in info.get("merges", []):
+            lines.append(f"Clustering classes {m['class']} and {m['merged']} were merged into class "
+                         f"{final.get(m['class'], '?')}: {100 * m['confusion']:.0f} % of one's picks fit the other's "
+                         f"average better; the averages agree {m['agreement']:.2f} (half averages "
+                         f"{m['half_agreement']:.2f}).")
         return lines
 
     def _methods(self):

@@ -306,14 +306,17 @@ def _prepare(ref, mask, sigma):
 
 
 def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_step=10.0, coarse_iterations=3,
-                fine_iterations=3, max_shift=None, starts=3, seed=0, log=None):
+                fine_iterations=3, max_shift=None, starts=3, seed=0, log=None, initial=None):
     """Reference-free alignment of one class's members (n, b, b, b), each normalised.
 
     Coarse: the boxes binned to at most 24 voxels, the whole rotation grid at ``coarse_step``
     degrees; ``starts`` members (chosen at random) each seed a reference, and the one whose
     average the members correlate with best is refined for ``coarse_iterations``. Fine: the
     full boxes, every member's rotation refined over a local grid of ``fine_step`` degrees,
-    halved each of the ``fine_iterations`` times. Returns a dict: ``average`` (weighted by
+    halved each of the ``fine_iterations`` times. ``initial``: each member's rotation (n, 3,
+    3) and shift (n, 3; voxels) onto a common frame found elsewhere (e.g. by
+    :func:`picker3d.engine.classification.refinement.refine_and_merge`): the coarse search is
+    skipped. Returns a dict: ``average`` (weighted by
     its FSC, :func:`fsc_weighted`), the two half averages, unweighted (``half1``, ``half2``:
     a random split of the members, each averaged with the same alignment), ``fsc`` per
     shell, ``resolution_0143`` and ``resolution_05`` (Å), per member ``matrices`` (n, 3, 3),
@@ -324,6 +327,9 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
     if n < 2:
         raise InputError(f"alignment: a class of {n} member(s) has no two halves to compare")
     rng = np.random.default_rng(seed)
+    if initial is not None:
+        R, t = (np.asarray(v, np.float64) for v in initial)
+        return _fine_alignment(stack, R, t, tilt_range, voxel_size, fine_step, fine_iterations, max_shift, rng, log)
     factor = max(1, int(math.ceil(b / 24.0)))     # coarse boxes of 12-24 voxels
     coarse = bin_boxes(stack, factor) if factor > 1 else stack
     bc = coarse.shape[-1]
@@ -350,7 +356,14 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
     if log:
         log(f"alignment: {n} members, coarse ({bc}^3, {len(grid)} rotations): mean score {score.mean():.3f}")
     # full size: the coarse shifts scaled, each rotation refined locally
-    t = t * factor
+    return _fine_alignment(stack, R, t * factor, tilt_range, voxel_size, fine_step, fine_iterations, max_shift, rng,
+                           log)
+
+
+def _fine_alignment(stack, R, t, tilt_range, voxel_size, fine_step, fine_iterations, max_shift, rng, log):
+    """:func:`align_class`'s fine stage from rotations ``R`` and shifts ``t`` (voxels), and
+    its result."""
+    n, b = len(stack), stack.shape[-1]
     mask = soft_sphere(b)
     wedge = wedge_mask(b, tilt_range)
     shift_f = int(max_shift) if max_shift is not None else max(1, b // 6)
@@ -362,6 +375,8 @@ def align_class(stack, tilt_range=60.0, voxel_size=1.0, coarse_step=30.0, fine_s
         pick, t, score = search_local(stack * mask, ref, local, wedge, shift_f, coverage=cov)
         R = local[np.arange(n), pick]
         avg, cov = wedge_weighted_average(stack, R, t, wedge)
+    if fine_iterations == 0:
+        score = np.full(n, np.nan)
     halves = rng.permutation(n)
     h1, h2 = np.sort(halves[: n // 2]), np.sort(halves[n // 2:])
     half1 = wedge_weighted_average(stack[h1], R[h1], t[h1], wedge)[0]

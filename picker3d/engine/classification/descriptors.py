@@ -78,3 +78,63 @@ def _project(features, dim, seed, weights=None, standardise=None):
         f *= weights
     dim = max(1, min(dim, f.shape[1], len(f) - 1))
     return PCA(dim, whiten=True, random_state=seed).fit_transform(f)
+
+
+def _harmonics(b, degrees):
+    """Real spherical harmonics of degrees 0..``degrees`` at every voxel direction of a b³ box
+    about its centre, (b³, (degrees + 1)²), and each coefficient's degree."""
+    from scipy.special import sph_harm
+    c = (b - 1) / 2.0
+    z, y, x = (g.ravel() - c for g in np.indices((b, b, b)))
+    r = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-9
+    polar, azimuth = np.arccos(np.clip(z / r, -1, 1)), np.arctan2(y, x)
+    cols, degree = [], []
+    for n in range(degrees + 1):
+        for m in range(-n, n + 1):
+            y_nm = sph_harm(abs(m), n, azimuth, polar)
+            cols.append(np.sqrt(2) * (y_nm.imag if m < 0 else y_nm.real) if m else y_nm.real)
+            degree.append(n)
+    return np.stack(cols, 1).astype(np.float32), np.asarray(degree)
+
+
+def shape_features(stack, degrees=6, shell_width=2, lowpass=1.0):
+    """Rotation-invariant shape features of a (n, b, b, b) stack that see anisotropy, which
+    radial profiles cannot (a thin rod and a small globule share a profile):
+
+    - per shell (``shell_width`` voxels thick, around the box centre) and per degree 1..
+      ``degrees``, the energy of the density's spherical-harmonic expansion on that shell,
+      each shell's density low-passed (Gaussian, ``lowpass`` voxels) and its shell mean
+      removed; the square root of the energy, times the square root of the shell's voxel
+      count so that every column carries about the same noise;
+    - the ratios of the eigenvalues of the second-moment (inertia) tensor of the squared,
+      low-passed density inside the inner half of the box: smallest / largest and middle /
+      largest (1, 1 for a globule, near 0 for a rod).
+
+    Degree 0 (the shell mean) is the radial profile, left to :func:`radial_profiles`."""
+    from scipy import ndimage
+    stack = np.asarray(stack, dtype=np.float32)
+    n, b = stack.shape[0], stack.shape[1]
+    smooth = np.stack([ndimage.gaussian_filter(v, lowpass) for v in stack]) if lowpass > 0 else stack
+    flat = smooth.reshape(n, -1)
+    ylm, degree = _harmonics(b, degrees)
+    shell = _shell_index(b, np.full(3, (b - 1) / 2)) // shell_width
+    feats = []
+    for s in range(1, b // 2 // shell_width + 1):
+        idx = np.flatnonzero(shell == s)
+        if len(idx) < (degrees + 1) ** 2:
+            continue
+        vals = flat[:, idx] - flat[:, idx].mean(axis=1, keepdims=True)
+        coef = vals @ ylm[idx] * (4 * np.pi / len(idx))
+        energy = np.stack([np.sum(coef[:, degree == d] ** 2, axis=1) for d in range(1, degrees + 1)], 1)
+        feats.append(np.sqrt(energy) * np.sqrt(len(idx)))
+    c = (b - 1) / 2.0
+    grid = np.indices((b, b, b)).reshape(3, -1).T - c
+    inner = np.linalg.norm(grid, axis=1) <= b / 4
+    w = (flat[:, inner] - flat[:, inner].mean(axis=1, keepdims=True)) ** 2
+    g = grid[inner]
+    w /= w.sum(axis=1, keepdims=True) + 1e-12
+    centre = w @ g
+    second = np.einsum("nv,vi,vj->nij", w, g, g) - np.einsum("ni,nj->nij", centre, centre)
+    eig = np.linalg.eigvalsh(second)                           # ascending
+    ratios = eig[:, :2] / (eig[:, 2:] + 1e-12)
+    return np.concatenate(feats + [ratios], axis=1).astype(np.float32)

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..options import ClassifyOptions
 from ..options.base import k_range as k_range_of
 from .boxes import bin_boxes, box_contrast, normalize_box
-from .descriptors import _project, invariant_descriptors, radial_profiles
+from .descriptors import _project, invariant_descriptors, radial_profiles, shape_features
 from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, split_by_density
 from .yopo import YOPO, _train_head, _train_step, extract_features, rotate_boxes
 
@@ -30,7 +30,7 @@ CHANNELS, N_FEATURES = (8, 16, 16, 32, 32), 64
 COVARIANCE = "auto"         # the mixtures' covariance: tied or full, by BIC
 
 
-def disca(stack, options=None, contrast=None, descriptors=None, equalised=False, log=print, **kw):
+def disca(stack, options=None, contrast=None, descriptors=None, equalised=False, shape=None, log=print, **kw):
     """Cluster a (n, b, b, b) normalised stack. Returns a dict with ``labels``, ``posterior``,
     ``k``, ``iteration`` (the lowest-DDBI one of the most frequent K), ``history`` (per-iteration K, BIC, DDBI,
     label change, seconds), ``embedding`` (n, 2) and ``features``.
@@ -40,6 +40,8 @@ def disca(stack, options=None, contrast=None, descriptors=None, equalised=False,
     its fields override it. The first E-step clusters ``descriptors`` (default:
     :func:`invariant_descriptors` of ``stack``; ``equalised``: they are noise-equalised and
     keep their own scale in the projection); later ones the network's features next to them.
+    ``shape`` (n, s), e.g. :func:`shape_features`, follows the descriptors in every E-step,
+    each column weighted ``shape_weight`` times a standardised column.
     ``contrast`` (n, c), e.g. :func:`box_contrast`, is appended to the features of every
     E-step, each column weighted ``contrast_weight`` times a standardised feature column (a
     few numbers among ~100 feature columns would otherwise hardly reach the PCA). ``pca_dim``
@@ -68,10 +70,10 @@ def disca(stack, options=None, contrast=None, descriptors=None, equalised=False,
     t_start = time.time()
     for it in range(iterations):
         t0 = time.time()
-        feats = _features(it, model, stack, descriptors, contrast, device)
+        feats = _features(it, model, stack, descriptors, shape, contrast, device)
         # noise-equalised descriptors (at the front) keep their own scale; the rest is standardised
         standardise = np.arange(feats.shape[1]) >= descriptors.shape[1] if equalised else None
-        Z = _project(feats, dim, o.seed, _feature_weights(feats, contrast, o.contrast_weight), standardise)
+        Z = _project(feats, dim, o.seed, _feature_weights(feats, descriptors, shape, contrast, o), standardise)
         labels, post, entry = _e_step(Z, prev, k_range, o.seed + it, COVARIANCE)
         k = entry["k"]
         history.append(dict(entry, iteration=it))
@@ -110,20 +112,23 @@ def _checked_inputs(stack, k_range, contrast, descriptors):
     return stack, k_range, contrast, descriptors
 
 
-def _features(it, model, stack, descriptors, contrast, device):
-    """The features of an E-step: the descriptors first, then the network's next to them
-    (every column is standardised before the PCA)."""
-    feats = descriptors if it == 0 else np.concatenate([descriptors, extract_features(model, stack, device)], 1)
-    return feats if contrast is None else np.concatenate([feats, contrast], 1)
+def _features(it, model, stack, descriptors, shape, contrast, device):
+    """The features of an E-step: the descriptors first, the shape features, the network's
+    (from the second iteration) and the contrast (every column but the noise-equalised
+    descriptors' is standardised before the PCA)."""
+    blocks = [descriptors, shape, None if it == 0 else extract_features(model, stack, device), contrast]
+    return np.concatenate([b for b in blocks if b is not None], 1)
 
 
-def _feature_weights(feats, contrast, contrast_weight):
-    """Column weights after standardisation: 1 per shape column and ``contrast_weight`` per
-    contrast column (None: all 1)."""
-    if contrast is None:
-        return None
-    n_contrast = contrast.shape[1]
-    return np.r_[np.ones(feats.shape[1] - n_contrast), np.full(n_contrast, float(contrast_weight))]
+def _feature_weights(feats, descriptors, shape, contrast, o):
+    """Column weights after standardisation: ``shape_weight`` per shape column,
+    ``contrast_weight`` per contrast column, 1 for the others."""
+    weights = np.ones(feats.shape[1])
+    if shape is not None:
+        weights[descriptors.shape[1]:descriptors.shape[1] + shape.shape[1]] = o.shape_weight
+    if contrast is not None:
+        weights[feats.shape[1] - contrast.shape[1]:] = o.contrast_weight
+    return weights
 
 
 def _e_step(Z, prev, k_range, seed, covariance="full"):
@@ -179,14 +184,14 @@ def _result(history, best_by_k, seed, log, t_start):
         f"{time.time() - t_start:.1f}s")
     return {"labels": best["labels"], "posterior": best["posterior"], "k": best["k"],
             "iteration": best["iteration"], "ddbi": best["ddbi"], "history": history,
-            "embedding": emb, "features": best["features"]}
+            "embedding": emb, "features": best["features"], "Z": Zb}
 
 
 def disca_on_boxes(stack, options=None, log=print, **kw):
     """:func:`disca` on boxes in the tomogram's units (e.g. ``extract_subvolumes(...,
     per_box=False)``): binned by ``bin``, each box normalised for the shape features, the
     first E-step on the noise-equalised radial density profiles of the full-size boxes
-    (:func:`radial_profiles`), and with ``contrast_weight`` > 0 the boxes'
+    (:func:`radial_profiles`) and, with ``shape_weight`` > 0, their :func:`shape_features`, and with ``contrast_weight`` > 0 the boxes'
     :func:`box_contrast` next to them; then, with ``split_separation`` > 0, each class whose
     centre density is clearly bimodal is split in two (:func:`split_by_density`: empty-ice
     picks that share a class with particles). ``options``: a
@@ -198,8 +203,9 @@ def disca_on_boxes(stack, options=None, log=print, **kw):
     binned = bin_boxes(stack, o.bin)
     need_contrast = o.contrast_weight > 0 or o.split_separation > 0
     contrast = box_contrast(binned) if need_contrast else None
+    shape = shape_features(stack) if o.shape_weight > 0 else None
     res = disca(normalize_box(binned), o, contrast=contrast if o.contrast_weight > 0 else None,
-                descriptors=radial_profiles(stack), equalised=True, log=log)
+                descriptors=radial_profiles(stack), equalised=True, shape=shape, log=log)
     if o.split_separation > 0:
         labels, post, splits = split_by_density(res["labels"], contrast[:, 1], res["posterior"],
                                                 min_separation=o.split_separation, seed=o.seed, log=log)

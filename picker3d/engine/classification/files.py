@@ -24,6 +24,8 @@ from ..options import ClassifyOptions
 from .alignment import align_class
 from .boxes import class_averages, extract_subvolumes, normalize_box
 from .disca import disca_on_boxes
+from .mixture import posterior_of
+from .refinement import refine_and_merge
 
 
 def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=None, copick=None, averages=None,
@@ -43,19 +45,29 @@ def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=
     box_files = write_boxes(boxes_dir, stack, vs) if boxes_dir else None
     res = disca_on_boxes(stack, o, log=log)
     stack = normalize_box(stack)
-    labels = res["labels"]
+    labels, initial, merges, origin = res["labels"], None, [], list(range(res["k"]))
+    if o.merge and res["k"] > 1:
+        ref = refine_and_merge(stack, labels, tilt_range=o.tilt_range, min_size=o.min_class_size or None,
+                               refine=o.refine, seed=o.seed, log=log)
+        labels, merges, initial = ref["labels"], ref["merges"], (ref["matrices"], ref["shifts"])
+        origin = ref["old_classes"]
+        res["posterior"] = posterior_of(res["Z"], labels, o.seed)
     table = _joined(tables)
     if box_files is not None:
         table.extra["box_file"] = np.asarray(box_files, dtype=object)
     table.extra.update(cluster=labels + 1, posterior=np.round(res["posterior"], 4),
                        embed_x=np.round(res["embedding"][:, 0], 4), embed_y=np.round(res["embedding"][:, 1], 4))
     avg_dir = averages or os.path.splitext(out)[0] + "_averages"
-    resolution = write_class_averages(stack, labels, vs, avg_dir, table, o, log)
+    resolution = write_class_averages(stack, labels, vs, avg_dir, table, o, log, initial)
     atomic_text(os.path.splitext(out)[0] + "_disca.json", json.dumps(
-        {"k": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": res["history"],
+        {"k": int(labels.max()) + 1, "k_clustering": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": res["history"],
          "sizes": np.bincount(labels).tolist(), "aligned": bool(o.align), "resolution": resolution,
          "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
-                            for c, n, sz, d in res.get("splits", [])]}, indent=1) + "\n")
+                            for c, n, sz, d in res.get("splits", [])],
+         "clustering_classes": [int(c) + 1 for c in origin],
+         "merges": [{"class": m["into"] + 1, "merged": m["merged"] + 1, "confusion": m["confusion"],
+                     "agreement": m["agreement"], "half_agreement": m["half_agreement"]} for m in merges]},
+        indent=1) + "\n")
     write_table(out, table)
     if boxes_dir and o.box % 2:
         log(f"{boxes_dir}: no particles.star: RELION takes even box sizes only (--box {o.box})")
@@ -65,7 +77,7 @@ def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=
                                     tilt_range=o.tilt_range)
         log(f"{star}: the boxes with their classes and alignment for RELION (relion_reconstruct --3d_rot)")
     sizes = ", ".join(f"{i + 1}: {n}" for i, n in enumerate(np.bincount(labels)))
-    log(f"{out}: {len(labels)} particles in {res['k']} classes ({sizes}); averages in {avg_dir}")
+    log(f"{out}: {len(labels)} particles in {int(labels.max()) + 1} classes ({sizes}); averages in {avg_dir}")
     return table, res
 
 
@@ -130,10 +142,11 @@ def write_boxes(folder, stack, voxel_size):
     return names
 
 
-def write_class_averages(stack, labels, vs, avg_dir, table, options=None, log=print):
+def write_class_averages(stack, labels, vs, avg_dir, table, options=None, log=print, initial=None):
     """Each class's average (aligned with ``options.align``, with the alignment of each member
     added to ``table`` and the half averages written beside), and the per-class FSC
-    resolution."""
+    resolution. ``initial``: every member's rotation and shift onto its class average, found
+    by the refinement (the coarse search is then skipped)."""
     o = options or ClassifyOptions()
     os.makedirs(avg_dir, exist_ok=True)
     n = len(labels)
@@ -144,8 +157,9 @@ def write_class_averages(stack, labels, vs, avg_dir, table, options=None, log=pr
         members = np.flatnonzero(labels == c)
         avg = plain[c]
         if o.align and len(members) >= 2:
+            start = None if initial is None else (initial[0][members], initial[1][members])
             r = align_class(stack[members], tilt_range=o.tilt_range, voxel_size=vs or 1.0, coarse_step=o.align_step,
-                            fine_step=o.align_step / 3, seed=o.seed, log=log)
+                            fine_step=o.align_step / 3, seed=o.seed, log=log, initial=start)
             avg = r["average"]
             euler[members], shifts[members], scores[members] = r["euler"], r["shifts"], r["scores"]
             for h in ("half1", "half2"):

@@ -68,6 +68,19 @@ def fit_gmm_from_labels(Z, labels, seed=0, reg=1e-3, covariance="full"):
     return g
 
 
+def posterior_of(Z, labels, seed=0):
+    """Each point's posterior probability of its own class under a mixture fitted from
+    ``labels`` (0..K-1) on ``Z``: the posterior of classes made after the clustering (merged,
+    refined)."""
+    labels = np.asarray(labels)
+    if labels.max() == 0:
+        return np.ones(len(labels))
+    g = fit_gmm_from_labels(Z, labels, seed=seed, covariance="tied")
+    if g is None or g.n_components != labels.max() + 1:
+        return np.full(len(labels), np.nan)
+    return g.predict_proba(Z)[np.arange(len(labels)), labels]
+
+
 def align_labels(new, previous):
     """Rename ``new`` cluster ids to match ``previous`` ones (Hungarian on the overlap); the
     result is renumbered 0..K-1 with matched clusters keeping their previous order."""

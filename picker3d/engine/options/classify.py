@@ -34,6 +34,17 @@ CLASSIFY_OPTIONS = (
            help="align each class's members to one another (reference-free, missing wedge masked) before "
                 "averaging; adds rot tilt psi shift_x shift_y shift_z to the table and the FSC of two half "
                 "averages (default on; --no-align: plain averages)"),
+    Option("merge", True, group=K, argparse=BOOL,
+           help="after clustering, dissolve classes smaller than --min-class-size and merge two classes when a fifth "
+                "of one's picks fit the other's aligned average better than their own and the two averages agree "
+                "as well as the noisier class's half averages (default on; --no-merge: the clustering's classes)"),
+    Option("refine", False, group=K, argparse=BOOL,
+           help="after merging, move every pick to the class average it fits best, repeated until fewer than "
+                "1 %% move (multi-reference refinement; default off: at SNR 0.05 it lowered the classes' purity)"),
+    Option("min_class_size", 0, group=K, check=at_least(0, " (0: max(8, 2 % of the picks))"),
+           argparse={"type": int},
+           help="classes with fewer members are dissolved, their picks going to the class whose average they "
+                "match best (default 0: max(8, 2 %% of the picks))"),
     Option("tilt_range", 60.0, group=A, check=between(0.001, 90, "an angle in degrees in"), argparse={"type": float},
            help="the tomograms' tilt range in degrees (+-), for the missing-wedge mask (default 60)"),
     Option("align_step", 30.0, group=A, check=between(5, 60, "in degrees"), argparse={"type": float},
@@ -46,6 +57,10 @@ CLASSIFY_OPTIONS = (
     Option("network_from", 1000, group=V, check=at_least(0), argparse={"type": int},
            help="train the DISCA network (YOPO) only from this many picks; fewer are clustered on their radial "
                 "density profiles alone (default 1000)"),
+    Option("shape_weight", 0.6, group=V, check=at_least(0, " (0: radial profiles only)"), argparse={"type": float},
+           help="weight of each box's anisotropy features (spherical-harmonic energies per shell, inertia ratios) "
+                "next to its radial density profile; they tell a rod from a globule of the same profile "
+                "(default 0.6; 0: radial profiles only)"),
     Option("contrast_weight", 3.0, group=V, check=at_least(0, " (0: shape only)"), argparse={"type": float},
            help="weight of each box's contrast (log std, and density at the centre against the rim, in the "
                 "tomogram's units) next to the shape features (default 3; 0: shape only)"),
