@@ -80,10 +80,20 @@ def _project(features, dim, seed, weights=None, standardise=None):
     return PCA(dim, whiten=True, random_state=seed).fit_transform(f)
 
 
+def _ylm(n, m, polar, azimuth):
+    """The orthonormal complex spherical harmonic of degree ``n``, order ``m`` (scipy renamed
+    it in 1.15: ``sph_harm_y``; Scipion's environment pins an older scipy)."""
+    try:
+        from scipy.special import sph_harm_y
+    except ImportError:
+        from scipy.special import sph_harm
+        return sph_harm(m, n, azimuth, polar)
+    return sph_harm_y(n, m, polar, azimuth)
+
+
 def _harmonics(b, degrees):
     """Real spherical harmonics of degrees 0..``degrees`` at every voxel direction of a b³ box
     about its centre, (b³, (degrees + 1)²), and each coefficient's degree."""
-    from scipy.special import sph_harm
     c = (b - 1) / 2.0
     z, y, x = (g.ravel() - c for g in np.indices((b, b, b)))
     r = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-9
@@ -91,7 +101,7 @@ def _harmonics(b, degrees):
     cols, degree = [], []
     for n in range(degrees + 1):
         for m in range(-n, n + 1):
-            y_nm = sph_harm(abs(m), n, azimuth, polar)
+            y_nm = _ylm(n, abs(m), polar, azimuth)
             cols.append(np.sqrt(2) * (y_nm.imag if m < 0 else y_nm.real) if m else y_nm.real)
             degree.append(n)
     return np.stack(cols, 1).astype(np.float32), np.asarray(degree)

@@ -22,9 +22,9 @@ from ..formats.table import CoordTable
 from ..formats.writers import write_table
 from ..options import ClassifyOptions
 from .alignment import align_class
-from .boxes import class_averages, extract_subvolumes, normalize_box
+from .boxes import bin_boxes, box_contrast, class_averages, extract_subvolumes, normalize_box
 from .disca import disca_on_boxes
-from .mixture import posterior_of
+from .mixture import posterior_of, split_by_density
 from .refinement import refine_and_merge
 
 
@@ -43,15 +43,21 @@ def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=
         raise InputError(f"--coords: {len(stack)} picks are too few to cluster into at least {k_min} classes "
                          f"(--k-range)")
     box_files = write_boxes(boxes_dir, stack, vs) if boxes_dir else None
-    res = disca_on_boxes(stack, o, log=log)
-    stack = normalize_box(stack)
+    # with merging, empty picks are split from the merged classes (more boxes for the test)
+    res = disca_on_boxes(stack, o, log=log, **({"split_separation": 0} if o.merge else {}))
+    raw, stack = stack, normalize_box(stack)
     labels, initial, merges, origin = res["labels"], None, [], list(range(res["k"]))
     if o.merge and res["k"] > 1:
         ref = refine_and_merge(stack, labels, tilt_range=o.tilt_range, min_size=o.min_class_size or None,
-                               refine=o.refine, seed=o.seed, log=log)
+                               refine=o.refine, k_min=k_min, seed=o.seed, log=log)
         labels, merges, initial = ref["labels"], ref["merges"], (ref["matrices"], ref["shifts"])
         origin = ref["old_classes"]
         res["posterior"] = posterior_of(res["Z"], labels, o.seed)
+        if o.split_separation > 0:
+            density = box_contrast(bin_boxes(raw, o.bin))[:, 1]
+            labels, res["posterior"], res["splits"] = split_by_density(
+                labels, density, res["posterior"], min_separation=o.split_separation, seed=o.seed, log=log)
+            origin = origin + [origin[c] for c, *_ in res["splits"]]
     table = _joined(tables)
     if box_files is not None:
         table.extra["box_file"] = np.asarray(box_files, dtype=object)

@@ -133,7 +133,7 @@ def _align_to_class(cls, c, grid, step):
     return R, t, score
 
 
-def _refine(cls, grid, step, min_size, tol, max_iterations, log, move_all=True):
+def _refine(cls, grid, step, min_size, tol, max_iterations, log, move_all=True, k_min=1):
     """Reassign picks to their best-correlating class average until fewer than ``tol`` move;
     dissolve classes smaller than ``min_size``. ``move_all`` False: only picks without a class
     (or whose class was dissolved) move. Returns the per-iteration moves."""
@@ -153,7 +153,7 @@ def _refine(cls, grid, step, min_size, tol, max_iterations, log, move_all=True):
         while True:
             sizes = np.bincount(best, minlength=len(classes))
             small = [j for j in range(len(classes)) if 0 < sizes[j] < min_size]
-            if not small or np.count_nonzero(sizes) <= 1:
+            if not small or np.count_nonzero(sizes) <= k_min:
                 break
             drop = min(small, key=lambda j: sizes[j])
             scores[:, drop] = -np.inf
@@ -254,12 +254,12 @@ def _reference_free_starts(cls, tilt_range, step, seed):
 
 
 def refine_and_merge(stack, labels, tilt_range=60.0, step=45.0, min_size=None, tol=0.01, max_iterations=6,
-                     merge=True, refine=False, seed=0, log=print):
+                     merge=True, refine=False, k_min=1, seed=0, log=print):
     """Multi-reference refinement of ``labels`` (n,) over the normalised full-size boxes
     ``stack`` (n, b, b, b): picks of classes smaller than ``min_size`` are reassigned to the
     class average they fit best, then classes are merged, then (``refine``) every pick is
     reassigned, repeatedly. ``min_size`` (default max(8, 2 % of the picks)): smaller classes are
-    dissolved. Returns a dict: ``labels`` (0..K-1, in the order of the classes given),
+    dissolved. Neither dissolving nor merging leaves fewer than ``k_min`` classes. Returns a dict: ``labels`` (0..K-1, in the order of the classes given),
     ``merges`` (per merge: the classes, numbered as in ``labels`` given, and the two
     correlations), ``moves`` (fraction of picks moved per refinement iteration),
     ``matrices`` and ``shifts`` (per pick, onto its class average; full-size voxels)."""
@@ -280,16 +280,16 @@ def refine_and_merge(stack, labels, tilt_range=60.0, step=45.0, min_size=None, t
     # picks of dissolved classes find a class; the others stay until the classes are merged:
     # the averages of small, noisy classes attract picks that are not theirs (250 picks of five
     # species: homogeneity 0.87 -> 0.75 when every pick moved at this stage)
-    moves = _refine(cls, grid, step, min_size, tol, 1, log, move_all=False)
+    moves = _refine(cls, grid, step, min_size, tol, 1, log, move_all=False, k_min=k_min)
     merges, cache = [], {}
-    while merge and len(cls.avg) > 1:
+    while merge and len(cls.avg) > k_min:
         record = _merge_once(cls, rotation_grid(step / 3), step / 6, rng, cache, log)
         if record is None:
             break
         merges.append(record)
     if refine:
         _reference_free_starts(cls, tilt_range, step, seed)
-        moves += _refine(cls, grid, step, min_size, tol, max_iterations, log)
+        moves += _refine(cls, grid, step, min_size, tol, max_iterations, log, k_min=k_min)
     old = cls.classes()
     renumber = {c: i for i, c in enumerate(old)}
     return {"labels": np.array([renumber[c] for c in cls.labels]), "merges": merges, "moves": moves,
