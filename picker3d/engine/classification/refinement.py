@@ -1,22 +1,23 @@
-"""Multi-reference refinement of a clustering, and merging of classes whose aligned averages
-agree: what RELION and Dynamo do after an initial classification, sized for a few hundred
-picks on a CPU.
+"""Classes from their aligned averages, after a clustering: small classes dissolved, two
+classes of one species merged, and (optionally) multi-reference refinement — what RELION and
+Dynamo do after an initial classification, sized for a few hundred picks on a CPU.
 
-- **Start**: each class's members aligned reference-free (:func:`align_class`, coarse only)
-  on boxes binned to about ``size`` voxels.
-- **Refinement**: every pick is aligned to every class average (the constrained correlation
-  with the missing wedge of :mod:`.alignment`: the whole rotation grid at ``step``, then a
-  local grid at a third of it) and moves to the class it correlates with best; the averages
-  are rebuilt from their new members (wedge-weighted, in Fourier space); repeated until fewer
-  than ``tol`` of the picks move. A class left with fewer than ``min_size`` members is
-  dissolved, its picks going to their next best class.
-- **Merging**: the averages are aligned to one another; two classes whose aligned averages
-  agree at least as well as the noisier class's own two half averages (members split at
-  random, each half averaged with the same alignment) hold one species seen twice and are
-  merged (the pair that agrees best first, then again), and refinement runs again.
+- **Start**: each class's members aligned reference-free (:func:`align_class`, coarse search
+  only) on boxes binned to about ``COARSE`` voxels.
+- **Scores**: every pick aligned to every class average (the constrained correlation with the
+  missing wedge of :mod:`.alignment`: the whole rotation grid on the coarse boxes, then a local
+  grid on boxes of about ``FINE`` voxels, whose correlation is the score).
+- **Small classes**: below ``min_size`` members a class is dissolved, smallest first, its
+  picks going to the class they score best; the other picks keep their class.
+- **Merging**: two classes are merged when at least ``CONFUSION`` of one's picks score higher
+  against the other's average than their own, and the two averages, aligned onto each other,
+  agree at least as well as the noisier class's own two half averages.
+- **Refinement** (``refine``): every pick moves to the class it scores best, the averages are
+  rebuilt, until fewer than ``tol`` move.
 
-Every figure is a Pearson correlation inside a soft sphere of averages low-passed the same
+Every agreement is a Pearson correlation inside a soft sphere of averages low-passed the same
 way, so that one class's agreement with another and with itself are on one scale.
+Measurements: docs/classification.md.
 """
 import math
 
