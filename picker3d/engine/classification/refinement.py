@@ -79,7 +79,8 @@ class _Classes:
         n = len(self.labels)
         self.R, self.t = np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
         self.avg, self.cov = {}, {}
-        self.memory = {}           # class -> (R, t) of every pick's last alignment to it
+        self.memory = {}           # class -> every pick's rotation at its last alignment to it
+        self.scores = {}           # class -> every pick's score against it at the last reassignment
 
     def classes(self):
         return sorted(self.avg)
@@ -122,7 +123,7 @@ def _align_to_class(cls, c, grid, step):
     sixth of ``step``) or, the first time, over the whole ``grid`` on the coarse boxes, then
     locally on the fine ones at a third of ``step``. Returns (R, t, score)."""
     if c in cls.memory:
-        starts, local_step = cls.memory[c][0], step / 6
+        starts, local_step = cls.memory[c], step / 6
     else:
         members = np.flatnonzero(cls.labels == c)
         ref, cov = cls.coarse.average(members, cls.R, cls.t)
@@ -130,7 +131,7 @@ def _align_to_class(cls, c, grid, step):
                                   cls.coarse.wedge, cls.coarse.max_shift, coverage=cov)
         starts, local_step = grid.as_matrix()[rot], step / 3
     R, t, score = _local(cls.fine, cls.avg[c], cls.cov[c], starts, local_step)
-    cls.memory[c] = (R, t)
+    cls.memory[c] = R
     return R, t, score
 
 
