@@ -17,26 +17,21 @@ import time
 
 import numpy as np
 
-from picker3d.engine.classification.boxes import extract_subvolumes, normalize_box
-from picker3d.engine.classification.disca import disca_on_boxes
+from picker3d.engine.classification.boxes import extract_subvolumes
+from picker3d.engine.classification.disca import classify_boxes
 from picker3d.engine.classification.mixture import clustering_scores
-from picker3d.engine.classification.refinement import refine_and_merge
 from picker3d.engine.options import ClassifyOptions
 from picker3d.engine.simulation.dataset import simulate_subtomograms, simulate_tomogram
 
 
 def _cluster(stack, args):
     """DISCA as ``picker3d classify`` runs it: the clustering, then (unless ``--no-merge``)
-    small classes dissolved and classes of one species merged on their aligned averages."""
+    small classes dissolved, classes of one species merged on their aligned averages and
+    empty picks split from them."""
     options = ClassifyOptions(bin=args.bin, contrast_weight=args.contrast_weight, split_separation=args.split_separation,
                               k_range=range(args.kmin, args.kmax + 1), iterations=args.iterations, seed=args.seed,
-                              pca_dim=args.pca_dim, shape_weight=args.shape_weight)
-    log = lambda s: print("   ", s, flush=True)  # noqa: E731
-    res = disca_on_boxes(stack, options, log=log)
-    if args.merge and res["k"] > 1:
-        merged = refine_and_merge(normalize_box(stack), res["labels"], seed=args.seed, log=log)
-        res = dict(res, labels=merged["labels"], k=int(merged["labels"].max()) + 1)
-    return res
+                              pca_dim=args.pca_dim, shape_weight=args.shape_weight, merge=args.merge)
+    return classify_boxes(stack, options, log=lambda s: print("   ", s, flush=True))
 
 
 def run_subtomograms(args, snr):

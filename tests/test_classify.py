@@ -245,6 +245,10 @@ def test_cli_classify_writes_table_averages_and_history(tmp_path):
     assert read_volume(str(tmp_path / "labels_averages" / avgs[0]))[0].shape == (20, 20, 20)
     hist = json.loads((tmp_path / "labels_disca.json").read_text())
     assert hist["k"] == k and len(hist["history"]) >= 1 and hist["aligned"] is True
+    # every final class named by the clustering class it came from; merges account for the K
+    assert len(hist["clustering_classes"]) == k
+    assert set(hist["clustering_classes"]) <= set(range(1, hist["k_clustering"] + 1))
+    assert k <= hist["k_clustering"] - len(hist["merges"]) + len(hist["density_splits"])   # less dissolved ones
     # the per-class resolution, and each member's alignment in the table
     assert [r["class"] for r in hist["resolution"]] == [i for i in range(1, k + 1) if sizes[i - 1] >= 2]
     assert all(r["fsc_0143_A"] >= 20.0 and len(r["fsc"]) == 10 for r in hist["resolution"])   # Nyquist 2 x 10 Å

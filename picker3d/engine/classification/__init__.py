@@ -30,16 +30,22 @@ Choices the paper leaves open, made here and stated so users can judge them:
   Davies-Bouldin index with Mahalanobis distances: a cluster's scatter is the mean
   distance of its members to its mean under its own covariance, the separation of two
   clusters the distance of their means under the average of the two covariances;
-- class averages are plain averages of the members, *not aligned*: an overview of what
-  each class holds, not a reconstruction. Align and average in Relion/Dynamo.
+- below ``network_from`` boxes the first E-step, on invariant descriptors, is the result.
+
+After DISCA, picker3d's own steps (:func:`classify_boxes`): classes dissolved or merged on
+their aligned averages, empty picks split off by centre density, and aligned class averages
+with half maps and FSC (docs/classification.md).
 
 Modules: :mod:`.boxes` (extraction, normalisation, contrast, averages), :mod:`.descriptors`
 (the first E-step's features), :mod:`.yopo` (the network), :mod:`.mixture` (BIC mixtures,
-label alignment, DDBI, the density split, scores), :mod:`.disca` (the loop).
+label alignment, DDBI, the density split, scores), :mod:`.disca` (the loop and the whole
+classification), :mod:`.alignment` (reference-free alignment with the missing wedge),
+:mod:`.refinement` (merging, multi-reference refinement), :mod:`.fsc`, :mod:`.files` (what
+``picker3d classify`` reads and writes).
 """
 from .boxes import box_contrast, class_averages, extract_subvolumes, normalize_box
-from .disca import disca, disca_on_boxes
+from .disca import classify_boxes, disca, disca_on_boxes
 from .mixture import clustering_scores
 
-__all__ = ["box_contrast", "class_averages", "clustering_scores", "disca", "disca_on_boxes", "extract_subvolumes",
-           "normalize_box"]
+__all__ = ["box_contrast", "class_averages", "classify_boxes", "clustering_scores", "disca", "disca_on_boxes",
+           "extract_subvolumes", "normalize_box"]

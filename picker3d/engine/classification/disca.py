@@ -14,7 +14,8 @@ from ..options import ClassifyOptions
 from ..options.base import k_range as k_range_of
 from .boxes import bin_boxes, box_contrast, normalize_box
 from .descriptors import _project, invariant_descriptors, radial_profiles, shape_features
-from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, split_by_density
+from .mixture import align_labels, ddbi, fit_gmm_bic, fit_gmm_from_labels, posterior_of, split_by_density
+from .refinement import refine_and_merge
 from .yopo import YOPO, _train_head, _train_step, extract_features, rotate_boxes
 
 # below this many boxes the YOPO iterations lower what the first E-step found (75, 250, 500 and
@@ -195,7 +196,8 @@ def disca_on_boxes(stack, options=None, log=print, **kw):
     :func:`box_contrast` next to them; then, with ``split_separation`` > 0, each class whose
     centre density is clearly bimodal is split in two (:func:`split_by_density`: empty-ice
     picks that share a class with particles). ``options``: a
-    :class:`picker3d.engine.options.ClassifyOptions`, keywords override it. Measurements:
+    :class:`picker3d.engine.options.ClassifyOptions`, keywords override it. The result holds
+    :func:`disca`'s keys, ``splits`` and ``contrast`` (None unless computed). Measurements:
     docs/classification.md.
 
     Example: ``disca_on_boxes(stack, ClassifyOptions(k_range=range(2, 9)))["labels"]``"""
@@ -212,4 +214,40 @@ def disca_on_boxes(stack, options=None, log=print, **kw):
         if splits:
             res.update(labels=labels, posterior=post, k=int(labels.max()) + 1)
         res["splits"] = splits
+    res["contrast"] = contrast
+    return res
+
+
+def classify_boxes(stack, options=None, log=print, **kw):
+    """What ``picker3d classify`` does to boxes in the tomogram's units: :func:`disca_on_boxes`;
+    then, with ``merge``, classes from their aligned averages (:func:`refine_and_merge`: small
+    classes dissolved, classes of one species merged, with ``refine`` every pick reassigned) and
+    empty picks split from the merged classes (:func:`split_by_density`, ``split_separation``).
+    Returns :func:`disca_on_boxes`' dict with the final ``labels``, ``posterior`` and ``k``, and
+    ``k_clustering`` (the clustering's K), ``merges``, ``splits``, ``origin`` (each final class's
+    clustering class) and ``alignment`` ((matrices, shifts) of every pick onto its class
+    average, full-size voxels; None without merging)."""
+    o = dataclasses.replace(options or ClassifyOptions(), **kw)
+    if not o.merge:
+        res = disca_on_boxes(stack, o, log=log)
+        splits = res.get("splits", [])
+        k = res["k"] - len(splits)
+        return dict(res, k_clustering=k, merges=[], origin=list(range(k)) + [c for c, *_ in splits], alignment=None)
+    # empty picks are split from the merged classes: more boxes per class for the test
+    res = disca_on_boxes(stack, o, log=log, split_separation=0)
+    labels, k = res["labels"], res["k"]
+    res.update(k_clustering=k, merges=[], splits=[], origin=list(range(k)), alignment=None)
+    if k > 1:
+        merged = refine_and_merge(normalize_box(stack), labels, tilt_range=o.tilt_range,
+                                  min_size=o.min_class_size or None, refine=o.refine, k_min=min(k_range_of(o.k_range)),
+                                  seed=o.seed, log=log)
+        labels = merged["labels"]
+        res.update(labels=labels, posterior=posterior_of(res["Z"], labels, o.seed), merges=merged["merges"],
+                   origin=list(merged["old_classes"]), alignment=(merged["matrices"], merged["shifts"]))
+    if o.split_separation > 0:
+        contrast = res["contrast"] if res["contrast"] is not None else box_contrast(bin_boxes(stack, o.bin))
+        labels, res["posterior"], res["splits"] = split_by_density(
+            labels, contrast[:, 1], res["posterior"], min_separation=o.split_separation, seed=o.seed, log=log)
+        res["origin"] += [res["origin"][c] for c, *_ in res["splits"]]
+    res.update(labels=labels, k=int(labels.max()) + 1)
     return res

@@ -21,11 +21,10 @@ from ..formats.readers import read_table
 from ..formats.table import CoordTable
 from ..formats.writers import write_table
 from ..options import ClassifyOptions
+from ..options.base import k_range
 from .alignment import align_class
-from .boxes import bin_boxes, box_contrast, class_averages, extract_subvolumes, normalize_box
-from .disca import disca_on_boxes
-from .mixture import posterior_of, split_by_density
-from .refinement import refine_and_merge
+from .boxes import class_averages, extract_subvolumes, normalize_box
+from .disca import classify_boxes
 
 
 def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=None, copick=None, averages=None,
@@ -38,41 +37,28 @@ def classify_files(tomograms, coords, out, options=None, fmt=None, subtomograms=
     every box and a RELION ``particles.star``."""
     o = options or ClassifyOptions()
     stack, tables, vs = _inputs(tomograms, coords, o, fmt, subtomograms, copick, log)
-    k_min = min(o.k_range) if isinstance(o.k_range, range) else 2
+    k_min = min(k_range(o.k_range))
     if len(stack) <= max(2, k_min):
         raise InputError(f"--coords: {len(stack)} picks are too few to cluster into at least {k_min} classes "
                          f"(--k-range)")
     box_files = write_boxes(boxes_dir, stack, vs) if boxes_dir else None
-    # with merging, empty picks are split from the merged classes (more boxes for the test)
-    res = disca_on_boxes(stack, o, log=log, **({"split_separation": 0} if o.merge else {}))
-    raw, stack = stack, normalize_box(stack)
-    labels, initial, merges, origin = res["labels"], None, [], list(range(res["k"]))
-    if o.merge and res["k"] > 1:
-        ref = refine_and_merge(stack, labels, tilt_range=o.tilt_range, min_size=o.min_class_size or None,
-                               refine=o.refine, k_min=k_min, seed=o.seed, log=log)
-        labels, merges, initial = ref["labels"], ref["merges"], (ref["matrices"], ref["shifts"])
-        origin = ref["old_classes"]
-        res["posterior"] = posterior_of(res["Z"], labels, o.seed)
-        if o.split_separation > 0:
-            density = box_contrast(bin_boxes(raw, o.bin))[:, 1]
-            labels, res["posterior"], res["splits"] = split_by_density(
-                labels, density, res["posterior"], min_separation=o.split_separation, seed=o.seed, log=log)
-            origin = origin + [origin[c] for c, *_ in res["splits"]]
+    res = classify_boxes(stack, o, log=log)
+    stack, labels = normalize_box(stack), res["labels"]
     table = _joined(tables)
     if box_files is not None:
         table.extra["box_file"] = np.asarray(box_files, dtype=object)
     table.extra.update(cluster=labels + 1, posterior=np.round(res["posterior"], 4),
                        embed_x=np.round(res["embedding"][:, 0], 4), embed_y=np.round(res["embedding"][:, 1], 4))
     avg_dir = averages or os.path.splitext(out)[0] + "_averages"
-    resolution = write_class_averages(stack, labels, vs, avg_dir, table, o, log, initial)
+    resolution = write_class_averages(stack, labels, vs, avg_dir, table, o, log, res["alignment"])
     atomic_text(os.path.splitext(out)[0] + "_disca.json", json.dumps(
-        {"k": int(labels.max()) + 1, "k_clustering": res["k"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": res["history"],
+        {"k": res["k"], "k_clustering": res["k_clustering"], "iteration": res["iteration"] + 1, "ddbi": res["ddbi"], "history": res["history"],
          "sizes": np.bincount(labels).tolist(), "aligned": bool(o.align), "resolution": resolution,
          "density_splits": [{"class": c + 1, "new_class": n + 1, "sizes": sz, "separation": round(d, 3)}
                             for c, n, sz, d in res.get("splits", [])],
-         "clustering_classes": [int(c) + 1 for c in origin],
+         "clustering_classes": [int(c) + 1 for c in res["origin"]],
          "merges": [{"class": m["into"] + 1, "merged": m["merged"] + 1, "confusion": m["confusion"],
-                     "agreement": m["agreement"], "half_agreement": m["half_agreement"]} for m in merges]},
+                     "agreement": m["agreement"], "half_agreement": m["half_agreement"]} for m in res["merges"]]},
         indent=1) + "\n")
     write_table(out, table)
     if boxes_dir and o.box % 2:
